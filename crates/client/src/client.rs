@@ -13,6 +13,9 @@ use crate::retry::{
 /// The default per-attempt timeout.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Sent on every request so server logs can tell SDK versions apart.
+const USER_AGENT: &str = concat!("holdfast-client/", env!("CARGO_PKG_VERSION"));
+
 /// A Holdfast API client. Cheap to clone; clones share the connection pool.
 #[derive(Clone)]
 pub struct Client {
@@ -225,7 +228,8 @@ impl Client {
             .header(
                 reqwest::header::ACCEPT,
                 "application/json, application/problem+json",
-            );
+            )
+            .header(reqwest::header::USER_AGENT, USER_AGENT);
         if !call.query.is_empty() {
             request = request.query(&call.query);
         }

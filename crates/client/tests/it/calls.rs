@@ -57,6 +57,11 @@ async fn create_order_sends_the_documented_body_and_bearer_key() -> TestResult {
         ("POST", "/api/v1/orders")
     );
     assert_eq!(call.authorization.as_deref(), Some("Bearer hf_test_key"));
+    assert!(
+        call.user_agent
+            .as_deref()
+            .is_some_and(|ua| ua.starts_with("holdfast-client/"))
+    );
     let body: serde_json::Value = serde_json::from_str(&call.body)?;
     assert_eq!(body["items"], json!([{"sku": "MUG-1", "qty": 2}]));
     assert_eq!(body["shipping_address"]["country"], "US");

@@ -63,6 +63,7 @@ pub struct Recorded {
     pub query: Option<String>,
     pub idempotency_key: Option<String>,
     pub authorization: Option<String>,
+    pub user_agent: Option<String>,
     pub body: String,
 }
 
@@ -145,6 +146,7 @@ async fn answer(
             query: uri.query().map(str::to_owned),
             idempotency_key: header("idempotency-key"),
             authorization: header("authorization"),
+            user_agent: header("user-agent"),
             body: String::from_utf8_lossy(&body).into_owned(),
         });
         calls.len() - 1

@@ -149,6 +149,28 @@ async fn a_replayed_key_returns_the_identical_response_and_creates_one_intent() 
 }
 
 #[tokio::test]
+async fn concurrent_requests_with_one_key_create_one_intent() -> TestResult {
+    let (payments, sandbox) = spawn_payments(config_with_webhook(None)).await?;
+    let requests: Vec<_> = (0..16)
+        .map(|_| {
+            let base = sandbox.base_url.clone();
+            tokio::spawn(async move {
+                post_form(&base, "/v1/payment_intents", Some("race-key"), VISA).await
+            })
+        })
+        .collect();
+    let mut bodies = Vec::new();
+    for request in requests {
+        let reply = request.await??;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        bodies.push(reply.body);
+    }
+    assert!(bodies.iter().all(|body| *body == bodies[0]));
+    assert_eq!(payments.stats().intents_created, 1);
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_reused_key_with_different_params_is_an_idempotency_error() -> TestResult {
     let (payments, sandbox) = spawn_payments(config_with_webhook(None)).await?;
     let first = post_form(&sandbox.base_url, "/v1/payment_intents", Some("k-1"), VISA).await?;
