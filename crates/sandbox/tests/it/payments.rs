@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use holdfast_sandbox::signature::{DEFAULT_TOLERANCE, unix_now, verify_stripe_signature};
 
 use crate::support::{
-    Receiver, SECRET, TestResult, config_with_webhook, get, post_form, spawn_payments,
+    Receiver, SECRET, TestResult, config_with_webhook, eventually, get, post_form, spawn_payments,
 };
 
 const VISA: &str = "amount=2599&currency=usd&payment_method=pm_card_visa&confirm=true&metadata%5Border_id%5D=ord_123";
@@ -58,7 +58,11 @@ async fn visa_is_processing_then_succeeds_with_a_signed_webhook() -> TestResult 
     assert_eq!(fetched.status, 200);
     assert_eq!(fetched.json()["status"], "succeeded");
     assert_eq!(fetched.json()["amount_received"], 2599);
-    assert_eq!(payments.stats().webhooks_sent, 1);
+    assert!(
+        eventually(Duration::from_secs(2), || payments.stats().webhooks_sent
+            == 1)
+        .await
+    );
     Ok(())
 }
 
@@ -325,6 +329,8 @@ async fn cancelling_a_processing_intent_stops_it_settling() -> TestResult {
         "payment_intent_unexpected_state"
     );
 
+    // Wait for the cancel event, then past the settle time to see no second event.
+    let _ = receiver.wait_for(1, Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     let events: Vec<_> = receiver
         .received()

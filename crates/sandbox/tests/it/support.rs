@@ -239,3 +239,18 @@ pub fn config_with_webhook(url: Option<String>) -> PaymentsConfig {
         ..PaymentsConfig::default()
     }
 }
+
+/// Polls `condition` until it holds or `timeout` passes; returns whether it held.
+/// Counters move after the receiver has answered, so tests wait rather than read once.
+pub async fn eventually(timeout: Duration, condition: impl Fn() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
