@@ -1,0 +1,83 @@
+//! Holdfast's storage: one trait surface ([`Store`]) with a PostgreSQL and a
+//! SQLite implementation, and the migrations of each backend.
+//!
+//! Callers see domain types and [`StoreError`]; nothing above this crate
+//! writes SQL. Each implementation owns three pools (reads, checkout writes,
+//! background workers) so that a stuck write path never starves reads.
+
+#[macro_use]
+mod rows;
+mod connect;
+mod error;
+pub mod model;
+mod postgres;
+mod sqlite;
+pub mod scratch;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use holdfast_domain::{OrderId, Sku};
+
+pub use connect::{Backend, ConnectOptions, PoolOptions, Pools, connect, describe_target};
+pub use error::{PlaceOrderError, StoreError};
+pub use model::*;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Everything Holdfast keeps. Implemented by `PgStore` and `SqliteStore`; the
+/// integration suite runs every behaviour against both.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// Applies pending migrations (PostgreSQL serialises concurrent callers
+    /// with an advisory lock).
+    async fn migrate(&self) -> Result<()>;
+    async fn migration_status(&self) -> Result<MigrationStatus>;
+    /// One round trip on the read pool.
+    async fn ping(&self) -> Result<()>;
+    /// In use and maximum connections of each pool, for metrics and shedding.
+    fn pool_usage(&self) -> Vec<PoolUsage>;
+
+    async fn count_api_keys(&self) -> Result<i64>;
+    async fn insert_api_key(&self, key: &NewApiKey) -> Result<()>;
+    async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKeyRecord>>;
+
+    /// Creates a product and its initial stock; `Conflict` if the SKU exists.
+    async fn create_product(&self, product: &NewProduct) -> Result<Product>;
+    async fn get_products(&self, skus: &[Sku]) -> Result<Vec<Product>>;
+    async fn get_inventory(&self, sku: &Sku) -> Result<Option<InventoryLevel>>;
+    /// Sets on-hand levels; a batch id seen before replays its first outcome.
+    async fn sync_inventory(&self, batch: &InventoryBatch) -> Result<SyncOutcome>;
+
+    /// Reserves stock for every line (all or nothing) and writes the order,
+    /// its first timeline entry and its outbox event in one transaction.
+    async fn place_order(&self, order: &NewOrder) -> Result<Order, PlaceOrderError>;
+    async fn attach_payment_intent(&self, order_id: &OrderId, intent: &PaymentIntentRef) -> Result<()>;
+    /// Moves an order through `OrderStatus::transition`, applying the stock
+    /// effect of the new state and writing the timeline and outbox rows.
+    async fn transition_order(&self, change: &StatusChange) -> Result<TransitionOutcome>;
+    async fn get_order(&self, id: &OrderId) -> Result<Option<Order>>;
+    async fn list_orders(&self, filter: &OrderFilter) -> Result<Vec<Order>>;
+    async fn order_events(&self, id: &OrderId) -> Result<Vec<OrderEvent>>;
+    /// Orders awaiting payment whose reservation expired before `now`.
+    async fn expired_orders(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<OrderId>>;
+    async fn search_customers(&self, query: &str, limit: i64) -> Result<Vec<Customer>>;
+    /// How many orders are in each status (absent statuses are omitted).
+    async fn order_counts(&self) -> Result<Vec<(holdfast_domain::OrderStatus, i64)>>;
+
+    async fn begin_idempotent(&self, request: &IdempotentRequest) -> Result<IdempotencyBegin>;
+    async fn complete_idempotent(&self, scope: &str, key: &str, response: &StoredResponse) -> Result<()>;
+    /// Forgets an in-progress key so the client may retry (validation
+    /// failures and retryable outages are not stored, as with Stripe).
+    async fn release_idempotent(&self, scope: &str, key: &str) -> Result<()>;
+
+    /// Records a provider event once; `false` if its id was seen before.
+    async fn record_inbox_event(&self, event: &InboxEvent) -> Result<bool>;
+    async fn pending_inbox_events(&self, limit: i64) -> Result<Vec<InboxEvent>>;
+    async fn mark_inbox_processed(&self, event_id: &str, outcome: &str) -> Result<()>;
+}
+
+pub type SharedStore = Arc<dyn Store>;
