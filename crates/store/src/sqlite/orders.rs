@@ -11,9 +11,6 @@ use crate::rows::{CustomerRow, OrderEventRow, OrderRow, like_pattern, orders};
 
 pub(super) async fn place_order(pool: &SqlitePool, order: &NewOrder) -> Result<Order, PlaceOrderError> {
     let mut tx = begin_write(pool).await?;
-    for (sku, qty, _) in &order.lines {
-        reserve_line(&mut tx, &order.id, sku, i64::from(qty.get())).await?;
-    }
     let lines = order_lines(order);
     let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
     sqlx::query(
@@ -46,6 +43,11 @@ pub(super) async fn place_order(pool: &SqlitePool, order: &NewOrder) -> Result<O
     .bind(order.now)
     .fetch_one(&mut *tx)
     .await?;
+    // The order row comes first because reservations reference it; a line
+    // out of stock rolls the whole transaction back.
+    for (sku, qty, _) in &order.lines {
+        reserve_line(&mut tx, &order.id, sku, i64::from(qty.get())).await?;
+    }
     record_change(&mut tx, &order.id, None, order.status, &order.cause, order.now, new_order_payload(order, &lines))
         .await?;
     tx.commit().await?;

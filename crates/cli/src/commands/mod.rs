@@ -1,0 +1,53 @@
+//! Subcommands of `holdfast`.
+
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "holdfast", version, about = "Order and checkout service that keeps working, or fails fast and honestly")]
+pub struct Cli {
+    /// Configuration file (default: ./holdfast.toml if present).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service.
+    Serve(serve::ServeArgs),
+    /// Apply database migrations for the configured backend.
+    Migrate,
+    /// Run the service on a fresh embedded database and drive checkouts through it.
+    Demo(holdfast_drills::demo::DemoArgs),
+    /// Benchmarks that print their figure and its ratio to a ceiling measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        bench: holdfast_drills::bench::BenchCommand,
+    },
+    /// Sandbox stand-ins for outside services.
+    Sandbox {
+        #[command(subcommand)]
+        service: serve::SandboxCommand,
+    },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Serve(args) => serve::serve(cli.config, args).await,
+        Command::Migrate => serve::migrate(cli.config).await,
+        Command::Demo(args) => {
+            serve::init_logs_quiet();
+            holdfast_drills::demo::run(args).await
+        }
+        Command::Bench { bench } => {
+            serve::init_logs_quiet();
+            holdfast_drills::bench::run(bench).await
+        }
+        Command::Sandbox { service } => serve::sandbox(service).await,
+    }
+}

@@ -1,0 +1,289 @@
+//! `holdfast demo`: the service on a fresh embedded database with the
+//! sandbox payment provider, a catalogue, and concurrent shoppers — some
+//! racing for the last units, some retrying, some sending bad requests. It
+//! checks the invariants at the end and exits non-zero if one breaks.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use holdfast_domain::{OrderStatus, Sku};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::Rng;
+use tokio::sync::Mutex;
+
+use crate::harness::{self, Database};
+use crate::load::{Driver, Latencies, order_body};
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// How many checkouts to attempt.
+    #[arg(long, default_value_t = 3000)]
+    pub orders: u64,
+    /// Concurrent simulated shoppers.
+    #[arg(long, default_value_t = 32)]
+    pub shoppers: u64,
+    /// Run on this PostgreSQL server (a scratch database is created) instead of SQLite.
+    #[arg(long)]
+    pub database_url: Option<String>,
+}
+
+const REGULAR: usize = 12;
+const REGULAR_STOCK: i64 = 1_000_000;
+/// Two SKUs with only a few units, so shoppers race for the last ones.
+const SCARCE: [&str; 2] = ["LAST-UNITS-A", "LAST-UNITS-B"];
+const SCARCE_STOCK: i64 = 40;
+
+/// What kind of shopper one checkout is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Regular,
+    Declined,
+    LastUnits,
+    Retry,
+    BadRequest,
+}
+
+impl Kind {
+    fn of(n: u64) -> Self {
+        match n % 100 {
+            0..=2 => Kind::BadRequest,
+            3..=7 => Kind::Retry,
+            8..=17 => Kind::LastUnits,
+            18..=25 => Kind::Declined,
+            _ => Kind::Regular,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    latencies: Latencies,
+    by_status: BTreeMap<(Kind, u16), u64>,
+    server_errors: Vec<String>,
+    broken_replays: Vec<String>,
+    unexpected: Vec<String>,
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
+    let database = Database::from_flag(args.database_url.as_deref());
+    println!("Starting Holdfast on a fresh {} database with the sandbox payment provider…", match database {
+        Database::Sqlite => "SQLite",
+        Database::Postgres { .. } => "PostgreSQL",
+    });
+    let service = harness::start(&database, |_| {}).await?;
+    let admin = Driver::new(&service.base_url, &service.admin_key)?;
+    for i in 0..REGULAR {
+        admin.create_product(&regular_sku(i), 500 + 250 * i as i64, REGULAR_STOCK).await?;
+    }
+    for sku in SCARCE {
+        admin.create_product(sku, 9_900, SCARCE_STOCK).await?;
+    }
+    let shop = admin.with_key(&admin.storefront_key().await?);
+    println!(
+        "Catalogue: {REGULAR} SKUs with {REGULAR_STOCK} units, {} SKUs with {SCARCE_STOCK} units. {} checkouts from {} shoppers:",
+        SCARCE.len(),
+        args.orders,
+        args.shoppers
+    );
+    let progress = ProgressBar::new(args.orders);
+    progress.set_style(
+        ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} checkouts {per_sec} ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let next = Arc::new(AtomicU64::new(0));
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let started = Instant::now();
+    let mut shoppers = Vec::new();
+    for _ in 0..args.shoppers {
+        let (shop, next, tally, progress, total) = (shop.clone(), next.clone(), tally.clone(), progress.clone(), args.orders);
+        shoppers.push(tokio::spawn(async move {
+            let mut local = Tally::default();
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    break;
+                }
+                if let Err(error) = shop_once(&shop, n, &mut local).await {
+                    local.unexpected.push(format!("checkout {n}: {error:#}"));
+                }
+                progress.inc(1);
+            }
+            let mut shared = tally.lock().await;
+            shared.latencies.merge(&local.latencies);
+            for (k, v) in local.by_status {
+                *shared.by_status.entry(k).or_default() += v;
+            }
+            shared.server_errors.extend(local.server_errors);
+            shared.broken_replays.extend(local.broken_replays);
+            shared.unexpected.extend(local.unexpected);
+        }));
+    }
+    for shopper in shoppers {
+        shopper.await?;
+    }
+    let elapsed = started.elapsed();
+    progress.finish_and_clear();
+    let settled = wait_for_payments(&service.store, Duration::from_secs(30)).await?;
+    let tally = Arc::try_unwrap(tally).map_err(|_| anyhow::anyhow!("shoppers still running"))?.into_inner();
+    let oversells = check_stock(&service.store).await?;
+    let counts = service.store.order_counts().await?;
+    let broken = report(&tally, &counts, oversells, settled, elapsed);
+    service.stop().await?;
+    Ok(if broken { 1 } else { 0 })
+}
+
+fn regular_sku(i: usize) -> String {
+    format!("SKU-{:03}", i + 1)
+}
+
+/// One simulated shopper's checkout.
+async fn shop_once(shop: &Driver, n: u64, tally: &mut Tally) -> anyhow::Result<()> {
+    let kind = Kind::of(n);
+    let email = format!("shopper{}@example.com", n % 500);
+    let key = format!("demo-{n}-{}", uuid::Uuid::now_v7().simple());
+    let answer = match kind {
+        Kind::BadRequest => bad_request(shop, n, &key).await?,
+        Kind::LastUnits => {
+            let qty = rand::thread_rng().gen_range(1..=3);
+            let body = order_body(&[(SCARCE[(n % 2) as usize].to_owned(), qty)], &email, "pm_card_visa");
+            shop.post("/api/v1/orders", &body, Some(&key)).await?
+        }
+        Kind::Declined => shop.post("/api/v1/orders", &order_body(&cart(), &email, "pm_card_declined"), Some(&key)).await?,
+        Kind::Regular | Kind::Retry => {
+            let body = order_body(&cart(), &email, "pm_card_visa");
+            let first = shop.post("/api/v1/orders", &body, Some(&key)).await?;
+            if kind == Kind::Retry {
+                // A client that timed out and retried with the same key must
+                // get the identical answer, not a second order.
+                let again = shop.post("/api/v1/orders", &body, Some(&key)).await?;
+                if again.status != first.status || again.body != first.body {
+                    tally.broken_replays.push(format!("{key}: {} {} then {} {}", first.status, first.raw, again.status, again.raw));
+                }
+            }
+            first
+        }
+    };
+    tally.latencies.record(answer.elapsed);
+    *tally.by_status.entry((kind, answer.status)).or_default() += 1;
+    if answer.status >= 500 {
+        tally.server_errors.push(format!("{kind:?}: {} {}", answer.status, answer.raw));
+    }
+    let expected = match kind {
+        Kind::BadRequest => (400..500).contains(&answer.status),
+        Kind::LastUnits => answer.status == 201 || (answer.status == 409 && answer.body["code"] == "out_of_stock"),
+        _ => answer.status == 201,
+    };
+    if !expected {
+        tally.unexpected.push(format!("{kind:?}: {} {}", answer.status, answer.raw));
+    }
+    Ok(())
+}
+
+fn cart() -> Vec<(String, u32)> {
+    let mut rng = rand::thread_rng();
+    let lines = rng.gen_range(1..=3);
+    (0..lines).map(|_| (regular_sku(rng.gen_range(0..REGULAR)), rng.gen_range(1..=4))).collect()
+}
+
+async fn bad_request(shop: &Driver, n: u64, key: &str) -> anyhow::Result<crate::load::Answer> {
+    let email = "bad@example.com";
+    match (n / 100) % 4 {
+        0 => shop.post_raw("/api/v1/orders", "{\"items\": [", Some(key)).await,
+        1 => shop.post("/api/v1/orders", &order_body(&[(regular_sku(0), 0)], email, "pm_card_visa"), Some(key)).await,
+        2 => shop.post("/api/v1/orders", &order_body(&[("NO-SUCH-SKU".into(), 1)], email, "pm_card_visa"), Some(key)).await,
+        _ => shop.post("/api/v1/orders", &order_body(&cart(), email, "pm_card_visa"), None).await,
+    }
+}
+
+/// Waits until no order is still awaiting its payment webhook.
+async fn wait_for_payments(store: &holdfast_store::SharedStore, limit: Duration) -> anyhow::Result<bool> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let pending = store
+            .order_counts()
+            .await?
+            .into_iter()
+            .find(|(status, _)| *status == OrderStatus::PendingPayment)
+            .map_or(0, |(_, n)| n);
+        if pending == 0 {
+            return Ok(true);
+        }
+        if Instant::now() > deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Oversold SKUs: stock can never go negative, and what is reserved or sold
+/// must come out of what was on hand.
+async fn check_stock(store: &holdfast_store::SharedStore) -> anyhow::Result<u64> {
+    let mut oversells = 0;
+    let skus: Vec<(String, i64)> = (0..REGULAR)
+        .map(|i| (regular_sku(i), REGULAR_STOCK))
+        .chain(SCARCE.iter().map(|s| (s.to_string(), SCARCE_STOCK)))
+        .collect();
+    for (sku, initial) in skus {
+        let level = store
+            .get_inventory(&Sku::parse(&sku).map_err(|e| anyhow::anyhow!("{e}"))?)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("{sku} vanished"))?;
+        if level.available < 0 || level.on_hand != initial || level.reserved > initial {
+            println!("OVERSOLD {sku}: started with {initial}, now {level:?}");
+            oversells += 1;
+        }
+    }
+    Ok(oversells)
+}
+
+fn report(
+    tally: &Tally,
+    counts: &[(OrderStatus, i64)],
+    oversells: u64,
+    settled: bool,
+    elapsed: Duration,
+) -> bool {
+    println!("\nOrders by status");
+    println!("  {:<18} {:>8}", "status", "orders");
+    for (status, n) in counts {
+        println!("  {:<18} {:>8}", status.as_str(), n);
+    }
+    println!("\nResponses by shopper kind");
+    println!("  {:<12} {:>6} {:>8}", "kind", "HTTP", "count");
+    for ((kind, status), n) in &tally.by_status {
+        println!("  {:<12} {:>6} {:>8}", format!("{kind:?}"), status, n);
+    }
+    let requests = tally.latencies.count();
+    println!("\nLatency and throughput");
+    println!("  requests           {requests:>10}");
+    println!("  p50                {:>10.2} ms", tally.latencies.quantile_ms(0.50));
+    println!("  p99                {:>10.2} ms", tally.latencies.quantile_ms(0.99));
+    println!("  max                {:>10.2} ms", tally.latencies.max_ms());
+    println!("  throughput         {:>10.0} checkouts/s", requests as f64 / elapsed.as_secs_f64());
+    println!("\nInvariants");
+    let checks = [
+        ("oversells", oversells == 0, oversells.to_string()),
+        ("5xx responses", tally.server_errors.is_empty(), tally.server_errors.len().to_string()),
+        ("idempotent replays that differed", tally.broken_replays.is_empty(), tally.broken_replays.len().to_string()),
+        ("unexpected answers", tally.unexpected.is_empty(), tally.unexpected.len().to_string()),
+        ("payments settled by webhook", settled, settled.to_string()),
+    ];
+    let mut broken = false;
+    for (name, ok, value) in checks {
+        println!("  {:<34} {:>6}  {}", name, value, if ok { "ok" } else { "BROKEN" });
+        broken |= !ok;
+    }
+    for line in tally.server_errors.iter().chain(&tally.broken_replays).chain(&tally.unexpected).take(10) {
+        println!("  ! {line}");
+    }
+    if broken {
+        println!("\nAn invariant broke: see above.");
+    } else {
+        println!("\nAll invariants held.");
+    }
+    broken
+}
+

@@ -1,0 +1,93 @@
+//! Starts Holdfast in-process on a fresh database, as the demo, benchmarks
+//! and drills need it.
+
+use std::path::PathBuf;
+
+use holdfast_service::{Application, Config, Role};
+use holdfast_store::SharedStore;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running service and what a driver needs to talk to it.
+pub struct RunningService {
+    pub base_url: String,
+    pub admin_key: String,
+    pub store: SharedStore,
+    pub database_url: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    SqliteDir(PathBuf),
+    PostgresDatabase { admin_url: String },
+}
+
+/// Where the fresh database goes: a temporary SQLite file, or a scratch
+/// database on the PostgreSQL server of `admin_url`.
+#[derive(Debug, Clone)]
+pub enum Database {
+    Sqlite,
+    Postgres { admin_url: String },
+}
+
+impl Database {
+    pub fn from_flag(url: Option<&str>) -> Self {
+        match url {
+            Some(url) if url.starts_with("postgres") => Database::Postgres { admin_url: url.to_owned() },
+            _ => Database::Sqlite,
+        }
+    }
+}
+
+pub async fn start(database: &Database, tweak: impl FnOnce(&mut Config)) -> anyhow::Result<RunningService> {
+    let (database_url, cleanup) = match database {
+        Database::Sqlite => {
+            let dir = std::env::temp_dir().join(format!("holdfast-run-{}", uuid::Uuid::now_v7().simple()));
+            std::fs::create_dir_all(&dir)?;
+            (format!("sqlite://{}/holdfast.db", dir.display()), Cleanup::SqliteDir(dir))
+        }
+        Database::Postgres { admin_url } => {
+            let url = holdfast_store::scratch::create_database(admin_url, "run").await?;
+            (url, Cleanup::PostgresDatabase { admin_url: admin_url.clone() })
+        }
+    };
+    let mut config = Config::defaults()?;
+    config.database.url = holdfast_service::config::Secret::new(database_url.clone());
+    config.log.level = "warn".into();
+    tweak(&mut config);
+    let app = Application::build(config, Role::All).await?;
+    let admin_key = holdfast_service::http::auth::generate_key();
+    app.bootstrap_admin_key(Some(&admin_key)).await?;
+    let store = app.store();
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let base_url = format!("http://{}", listener.local_addr()?);
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(app.run(listener, async move {
+        let _ = rx.await;
+    }));
+    Ok(RunningService { base_url, admin_key, store, database_url, shutdown: Some(tx), task: Some(task), cleanup })
+}
+
+impl RunningService {
+    /// Stops the service gracefully and removes its database.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await??;
+        }
+        match &self.cleanup {
+            Cleanup::SqliteDir(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Cleanup::PostgresDatabase { admin_url } => {
+                holdfast_store::scratch::drop_database(admin_url, &self.database_url).await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,9 @@
+//! Drills and benchmarks: they start the real service (in-process, on a
+//! fresh database), drive load over HTTP and measure. Benchmarks print their
+//! figure beside a ceiling measured in the same run, because absolute numbers
+//! drift between runs on shared machines while ratios hold.
+
+pub mod bench;
+pub mod demo;
+pub mod harness;
+pub mod load;

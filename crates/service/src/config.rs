@@ -1,0 +1,359 @@
+//! Configuration in layers: the commented defaults of `holdfast.example.toml`
+//! (embedded in the binary), then a file, then `HOLDFAST_…` environment
+//! variables. Cross-field checks run after loading; secrets never print.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The shipped example file doubles as the defaults, so the two never drift.
+pub const DEFAULTS: &str = include_str!("../../../holdfast.example.toml");
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub checkout: CheckoutConfig,
+    pub payments: PaymentsConfig,
+    pub dependencies: DependenciesConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub request_deadline_ms: u64,
+    pub max_body_bytes: usize,
+    pub shutdown_grace_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: Secret,
+    pub connect_timeout_ms: u64,
+    pub statement_timeout_ms: u64,
+    pub lock_timeout_ms: u64,
+    pub migrate_on_start: bool,
+    pub pools: PoolsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolsConfig {
+    pub read: PoolConfig,
+    pub write: PoolConfig,
+    pub worker: PoolConfig,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutConfig {
+    pub reservation_ttl_s: u64,
+    pub expiry_sweep_interval_ms: u64,
+    pub idempotency_lease_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentsProvider {
+    Sandbox,
+    Stripe,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentsConfig {
+    pub provider: PaymentsProvider,
+    pub url: String,
+    pub api_key: Secret,
+    pub webhook_secret: Secret,
+    pub webhook_tolerance_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DependenciesConfig {
+    pub payments: DependencyConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DependencyConfig {
+    pub deadline_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// A string that never appears in `Debug` or `Display` output (logs, panics,
+/// error messages). Read it with [`Secret::expose`].
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([REDACTED])")
+    }
+}
+
+/// A configuration problem, naming the key (and the file it came from).
+#[derive(Debug, thiserror::Error)]
+#[error("config key `{key}`{origin}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub origin: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: &str, message: impl Into<String>) -> Self {
+        Self { key: key.to_owned(), origin: String::new(), message: message.into() }
+    }
+}
+
+/// Where configuration comes from, besides the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// `--config FILE`; when absent, `./holdfast.toml` is read if it exists.
+    pub file: Option<PathBuf>,
+    /// Whether to read `HOLDFAST_…` variables (tests turn this off).
+    pub env: bool,
+    /// Command-line overrides as (dotted key, value), applied last.
+    pub overrides: Vec<(String, String)>,
+}
+
+impl Config {
+    /// The built-in defaults alone.
+    pub fn defaults() -> Result<Self, ConfigError> {
+        Self::load(&Sources::default())
+    }
+
+    pub fn load(sources: &Sources) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        match &sources.file {
+            Some(path) if !path.exists() => {
+                return Err(ConfigError::new("--config", format!("file {} does not exist", path.display())));
+            }
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new("holdfast.toml").exists() => figment = figment.merge(Toml::file_exact("holdfast.toml")),
+            None => {}
+        }
+        if sources.env {
+            // Only nested names are configuration: HOLDFAST_BOOTSTRAP_ADMIN_KEY
+            // and the test variables are read elsewhere.
+            figment = figment.merge(Env::prefixed("HOLDFAST_").filter(|key| key.as_str().contains("__")).split("__"));
+        }
+        for (key, value) in &sources.overrides {
+            // Parsed like an environment value: "8080" is a number, "true" a bool.
+            let value: figment::value::Value = value.parse().unwrap_or_else(|never| match never {});
+            figment = figment.merge(Serialized::default(key, value));
+        }
+        let config: Config = figment.extract().map_err(from_figment)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Cross-field checks that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        let url = self.database.url.expose();
+        holdfast_store::Backend::from_url(url).map_err(|_| {
+            ConfigError::new(
+                "database.url",
+                format!(
+                    "{} is not a database URL: expected postgres://USER@HOST:PORT/DATABASE or sqlite://PATH",
+                    holdfast_store::describe_target(url)
+                ),
+            )
+        })?;
+        if url.starts_with("postgres") {
+            url::Url::parse(url).map_err(|e| {
+                ConfigError::new("database.url", format!("{} does not parse: {e}", holdfast_store::describe_target(url)))
+            })?;
+        }
+        let positive = [
+            ("server.request_deadline_ms", self.server.request_deadline_ms),
+            ("server.max_body_bytes", self.server.max_body_bytes as u64),
+            ("database.connect_timeout_ms", self.database.connect_timeout_ms),
+            ("database.statement_timeout_ms", self.database.statement_timeout_ms),
+            ("database.lock_timeout_ms", self.database.lock_timeout_ms),
+            ("database.pools.read.max_connections", u64::from(self.database.pools.read.max_connections)),
+            ("database.pools.write.max_connections", u64::from(self.database.pools.write.max_connections)),
+            ("database.pools.worker.max_connections", u64::from(self.database.pools.worker.max_connections)),
+            ("checkout.reservation_ttl_s", self.checkout.reservation_ttl_s),
+            ("checkout.expiry_sweep_interval_ms", self.checkout.expiry_sweep_interval_ms),
+            ("dependencies.payments.deadline_ms", self.dependencies.payments.deadline_ms),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(ConfigError::new(key, "must be greater than 0"));
+        }
+        if self.database.statement_timeout_ms > self.server.request_deadline_ms {
+            return Err(ConfigError::new(
+                "database.statement_timeout_ms",
+                format!(
+                    "{} ms exceeds server.request_deadline_ms ({} ms): one statement could outlive its request",
+                    self.database.statement_timeout_ms, self.server.request_deadline_ms
+                ),
+            ));
+        }
+        if self.payments.provider == PaymentsProvider::Stripe && self.payments.url.is_empty() {
+            return Err(ConfigError::new("payments.url", "is required when payments.provider = \"stripe\""));
+        }
+        if !self.payments.url.is_empty() {
+            url::Url::parse(&self.payments.url)
+                .map_err(|e| ConfigError::new("payments.url", format!("{:?} is not a URL: {e}", self.payments.url)))?;
+        }
+        tracing_subscriber_filter_check(&self.log.level)?;
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.server
+            .listen
+            .parse()
+            .map_err(|e| ConfigError::new("server.listen", format!("{:?} is not an IP:port address: {e}", self.server.listen)))
+    }
+
+    pub fn request_deadline(&self) -> Duration {
+        Duration::from_millis(self.server.request_deadline_ms)
+    }
+
+    pub fn connect_options(&self) -> holdfast_store::ConnectOptions {
+        let pool = |p: PoolConfig| holdfast_store::PoolOptions {
+            max_connections: p.max_connections,
+            acquire_timeout: Duration::from_millis(p.acquire_timeout_ms),
+        };
+        holdfast_store::ConnectOptions {
+            url: self.database.url.expose().to_owned(),
+            connect_timeout: Duration::from_millis(self.database.connect_timeout_ms),
+            statement_timeout: Duration::from_millis(self.database.statement_timeout_ms),
+            lock_timeout: Duration::from_millis(self.database.lock_timeout_ms),
+            pools: holdfast_store::Pools {
+                read: pool(self.database.pools.read),
+                write: pool(self.database.pools.write),
+                worker: pool(self.database.pools.worker),
+            },
+        }
+    }
+}
+
+fn tracing_subscriber_filter_check(level: &str) -> Result<(), ConfigError> {
+    // Directives are comma-separated `target=level` or `level`; checking the
+    // level words here keeps the service crate free of the subscriber.
+    let levels = ["trace", "debug", "info", "warn", "error", "off"];
+    let valid = !level.trim().is_empty()
+        && level.split(',').all(|directive| {
+            let word = directive.rsplit('=').next().unwrap_or("").trim().to_ascii_lowercase();
+            levels.contains(&word.as_str()) || (directive.contains('=') && word.is_empty())
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(ConfigError::new("log.level", format!("{level:?} is not a filter such as \"info\" or \"holdfast_service=debug,info\"")))
+    }
+}
+
+fn from_figment(error: figment::Error) -> ConfigError {
+    let key = error.path.join(".");
+    let origin = error
+        .metadata
+        .as_ref()
+        .map(|meta| match &meta.source {
+            Some(source) => format!(" (from {source})"),
+            None => format!(" (from {})", meta.name),
+        })
+        .unwrap_or_default();
+    let key = if key.is_empty() { "<file>".to_owned() } else { key };
+    ConfigError { key, origin, message: error.kind.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(overrides: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::load(&Sources {
+            overrides: overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn defaults_load_and_validate() {
+        let config = Config::defaults().unwrap();
+        assert_eq!(config.server.listen, "127.0.0.1:8080");
+        assert!(config.database.url.expose().starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let error = with(&[("server.listen", "localhost")]).unwrap_err();
+        assert_eq!(error.key, "server.listen");
+        let error = with(&[("database.url", "mysql://x")]).unwrap_err();
+        assert_eq!(error.key, "database.url");
+        let error = with(&[("database.statement_timeout_ms", "999999")]).unwrap_err();
+        assert_eq!(error.key, "database.statement_timeout_ms");
+        let error = with(&[("log.level", "loud")]).unwrap_err();
+        assert_eq!(error.key, "log.level");
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_in_a_file_are_errors() {
+        let dir = std::env::temp_dir().join(format!("holdfast-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("typo.toml");
+        std::fs::write(&file, "[server]\nlisen = \"0.0.0.0:80\"\n").unwrap();
+        let error = Config::load(&Sources { file: Some(file.clone()), ..Default::default() }).unwrap_err();
+        assert_eq!(error.key, "server");
+        assert!(error.message.contains("lisen"), "{error}");
+        assert!(error.to_string().contains("typo.toml"), "{error}");
+        std::fs::write(&file, "[database.pools.read]\nmax_connections = \"many\"\n").unwrap();
+        let error = Config::load(&Sources { file: Some(file), ..Default::default() }).unwrap_err();
+        assert_eq!(error.key, "database.pools.read.max_connections");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let config = Config::defaults().unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("whsec_holdfast_sandbox"));
+        assert!(!printed.contains("sk_test_holdfast_sandbox"));
+    }
+}

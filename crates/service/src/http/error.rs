@@ -1,0 +1,157 @@
+//! The HTTP layer's one error type, rendered as RFC 9457 problem+json with a
+//! stable `code`. Client errors carry a public message; server errors are
+//! logged with their cause chain and answered with an opaque body.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use holdfast_domain::{FieldError, ValidationErrors};
+use holdfast_store::{PlaceOrderError, StoreError};
+use serde::Serialize;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: String,
+    pub errors: Vec<FieldError>,
+    pub retry_after_s: Option<u64>,
+    /// The internal cause of a 5xx, logged and never sent.
+    pub cause: Option<anyhow::Error>,
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A URI naming the problem type: `https://holdfast.dev/problems/<code>`.
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    pub title: String,
+    pub status: u16,
+    /// Stable, machine-readable: `invalid_cart`, `out_of_stock`, …
+    pub code: String,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ProblemField>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProblemField {
+    /// Path of the offending field, e.g. `items[2].qty`.
+    pub field: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self { status, code, detail: detail.into(), errors: Vec::new(), retry_after_s: None, cause: None }
+    }
+
+    pub fn validation(code: &'static str, errors: ValidationErrors) -> Self {
+        let mut error = Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, errors.to_string());
+        error.errors = errors.0;
+        error
+    }
+
+    pub fn field(code: &'static str, field: &str, message: impl Into<String>) -> Self {
+        Self::validation(code, ValidationErrors(vec![FieldError::new(field, message)]))
+    }
+
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, detail)
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+    }
+
+    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, detail)
+    }
+
+    /// A dependency is down or saturated: fail fast and say when to retry.
+    pub fn unavailable(code: &'static str, detail: impl Into<String>, retry_after_s: u64) -> Self {
+        let mut error = Self::new(StatusCode::SERVICE_UNAVAILABLE, code, detail);
+        error.retry_after_s = Some(retry_after_s);
+        error
+    }
+
+    pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
+        let mut error = Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "an internal error occurred");
+        error.cause = Some(cause.into());
+        error
+    }
+
+    pub fn problem(&self) -> Problem {
+        Problem {
+            type_uri: format!("https://holdfast.dev/problems/{}", self.code),
+            title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: self.status.as_u16(),
+            code: self.code.to_owned(),
+            detail: self.detail.clone(),
+            errors: self
+                .errors
+                .iter()
+                .map(|e| ProblemField { field: e.field.clone(), message: e.message.clone() })
+                .collect(),
+        }
+    }
+
+    /// The serialized body, for storing as an idempotent response.
+    pub fn body(&self) -> String {
+        serde_json::to_string(&self.problem()).unwrap_or_default()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            match &self.cause {
+                Some(cause) => tracing::error!(code = self.code, error = format!("{cause:#}"), "request failed"),
+                None => tracing::warn!(code = self.code, detail = %self.detail, "request failed"),
+            }
+        }
+        let mut response = (self.status, self.body()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(seconds) = self.retry_after_s {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound(what) => Self::not_found(&what),
+            StoreError::Conflict(detail) => Self::conflict("conflict", detail),
+            StoreError::InvalidTransition(e) => Self::conflict("invalid_transition", e.to_string()),
+            StoreError::Timeout(_) | StoreError::Unavailable(_) => {
+                let mut shed = Self::unavailable("dependency_unavailable", "the database is not answering in time", 1);
+                shed.cause = Some(error.into());
+                shed
+            }
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<PlaceOrderError> for ApiError {
+    fn from(error: PlaceOrderError) -> Self {
+        match error {
+            PlaceOrderError::OutOfStock { sku, requested, available } => {
+                let mut error =
+                    Self::conflict("out_of_stock", format!("{sku}: {requested} requested, {available} available"));
+                error.errors = vec![FieldError::new(format!("items[sku={sku}].qty"), format!("only {available} available"))];
+                error
+            }
+            PlaceOrderError::UnknownSku(sku) => Self::field("unknown_sku", "items", format!("unknown SKU {sku}")),
+            PlaceOrderError::Store(store) => store.into(),
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

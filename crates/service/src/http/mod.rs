@@ -1,0 +1,100 @@
+//! The HTTP API: one module per resource, each ending with its `router()`,
+//! assembled here with the cross-cutting layers (body limit, deadline,
+//! request ids, tracing, panic safety) and the OpenAPI document.
+
+pub mod auth;
+pub mod catalogue;
+pub mod customers;
+pub mod error;
+pub mod extract;
+pub mod ops;
+pub mod orders;
+pub mod payments;
+pub mod state;
+pub mod types;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderName, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+
+use error::ApiError;
+use state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Holdfast", description = "Order and checkout service that keeps working, or fails fast and honestly."),
+    modifiers(&BearerAuth),
+    security(("api_key" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("api_key", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// The API routes and their OpenAPI document.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(orders::router())
+        .merge(catalogue::router())
+        .merge(customers::router())
+        .merge(payments::router())
+        .merge(ops::router())
+        .split_for_parts()
+}
+
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = api();
+    let spec = openapi.to_pretty_json().unwrap_or_default();
+    let max_body = state.config.server.max_body_bytes;
+    let request_id = HeaderName::from_static("x-request-id");
+    api.route(
+        "/api/v1/openapi.json",
+        get(move || async move { ([(header::CONTENT_TYPE, "application/json")], spec) }),
+    )
+    .fallback(|| async { ApiError::not_found("route") })
+    .method_not_allowed_fallback(|| async {
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method")
+    })
+    .layer(DefaultBodyLimit::max(max_body))
+    .layer(middleware::from_fn_with_state(state.clone(), deadline))
+    .layer(CatchPanicLayer::custom(|_| ApiError::internal(anyhow::anyhow!("handler panicked")).into_response()))
+    .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+        let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+        tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id = %id)
+    }))
+    .layer(PropagateRequestIdLayer::new(request_id.clone()))
+    .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+    .with_state(state)
+}
+
+/// One deadline for the whole request: past it the client gets 503 at once
+/// instead of waiting on whatever is slow.
+async fn deadline(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let budget = Duration::from_millis(state.config.server.request_deadline_ms);
+    match tokio::time::timeout(budget, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::unavailable(
+            "deadline_exceeded",
+            format!("the request did not finish within its {} ms deadline", budget.as_millis()),
+            1,
+        )
+        .into_response(),
+    }
+}

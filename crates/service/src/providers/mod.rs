@@ -1,0 +1,3 @@
+//! Adapters to the outside services Holdfast calls.
+
+pub mod payments;

@@ -1,0 +1,143 @@
+//! The payment provider: a client for Stripe's PaymentIntent wire format,
+//! which the built-in sandbox also speaks, so the same adapter code runs in
+//! the demo, the tests and production.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use holdfast_domain::{Money, OrderId};
+use serde::Deserialize;
+
+use crate::config::Secret;
+
+/// What checkout needs from a provider.
+#[async_trait]
+pub trait PaymentProvider: Send + Sync + 'static {
+    /// Creates (or, for the same idempotency key, returns again) the intent
+    /// that collects `amount` for `order_id`.
+    async fn create_intent(&self, request: &IntentRequest) -> Result<Intent, ProviderError>;
+}
+
+#[derive(Debug, Clone)]
+pub struct IntentRequest {
+    pub order_id: OrderId,
+    pub amount: Money,
+    pub payment_method: String,
+    /// Derived from the order id, so a retry never creates a second intent.
+    pub idempotency_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intent {
+    pub id: String,
+    pub client_secret: String,
+    pub status: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// Timeout, connection failure or 5xx: the call may be retried with the
+    /// same idempotency key.
+    #[error("payment provider unavailable: {0}")]
+    Unavailable(String),
+    /// The provider refused the request (4xx): retrying will not help.
+    #[error("payment provider rejected the request: {code}: {message}")]
+    Rejected { code: String, message: String },
+}
+
+/// Speaks `POST /v1/payment_intents` with form bodies, bearer auth and
+/// `Idempotency-Key`, like Stripe.
+pub struct StripeClient {
+    http: reqwest::Client,
+    base_url: String,
+    api_key: Secret,
+}
+
+impl StripeClient {
+    pub fn new(base_url: &str, api_key: Secret, deadline: Duration) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(deadline)
+            .connect_timeout(deadline.min(Duration::from_secs(2)))
+            .pool_max_idle_per_host(64)
+            .build()?;
+        Ok(Self { http, base_url: base_url.trim_end_matches('/').to_owned(), api_key })
+    }
+}
+
+#[derive(Deserialize)]
+struct IntentBody {
+    id: String,
+    client_secret: String,
+    status: String,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[async_trait]
+impl PaymentProvider for StripeClient {
+    async fn create_intent(&self, request: &IntentRequest) -> Result<Intent, ProviderError> {
+        let form = [
+            ("amount", request.amount.amount().to_string()),
+            ("currency", request.amount.currency().code().to_ascii_lowercase()),
+            ("payment_method", request.payment_method.clone()),
+            ("confirm", "true".to_owned()),
+            ("metadata[order_id]", request.order_id.to_string()),
+        ];
+        let response = self
+            .http
+            .post(format!("{}/v1/payment_intents", self.base_url))
+            .bearer_auth(self.api_key.expose())
+            .header("Idempotency-Key", &request.idempotency_key)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| ProviderError::Unavailable(describe(&e)))?;
+        let status = response.status();
+        if status.is_server_error() || status.as_u16() == 429 {
+            return Err(ProviderError::Unavailable(format!("HTTP {status}")));
+        }
+        if !status.is_success() {
+            let body: Option<ErrorBody> = response.json().await.ok();
+            let (code, message) = body
+                .map(|b| {
+                    (
+                        b.error.code.or(b.error.kind).unwrap_or_else(|| status.to_string()),
+                        b.error.message.unwrap_or_default(),
+                    )
+                })
+                .unwrap_or_else(|| (status.to_string(), String::new()));
+            return Err(ProviderError::Rejected { code, message });
+        }
+        let body: IntentBody = response
+            .json()
+            .await
+            .map_err(|e| ProviderError::Unavailable(format!("unreadable response: {}", describe(&e))))?;
+        Ok(Intent { id: body.id, client_secret: body.client_secret, status: body.status })
+    }
+}
+
+/// reqwest's error with its source chain, which names the real cause
+/// (connection refused, timed out).
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

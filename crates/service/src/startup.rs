@@ -1,0 +1,199 @@
+//! Start-up: validate, connect, migrate, then serve. Every failure before
+//! serving names the config key and the target it tried, so a typo in a
+//! connection string is found in seconds, not by restarting a healthy
+//! database (seed 001).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use holdfast_sandbox::{PaymentsConfig as SandboxConfig, SandboxPayments};
+use holdfast_store::{Scope, SharedStore, StoreError};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+
+use crate::config::{Config, ConfigError, PaymentsProvider};
+use crate::http::auth::{generate_key, hash_key, register_key, validate_key};
+use crate::http::state::AppState;
+use crate::providers::payments::{PaymentProvider, StripeClient};
+use crate::workers;
+
+/// Which parts of the service a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// API and workers.
+    #[default]
+    All,
+    Api,
+    Workers,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("config key `database.url`: {0}")]
+    Database(StoreError),
+    #[error("database migrations: {0}")]
+    Migrations(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A configured, connected service, ready to `run`.
+pub struct Application {
+    config: Config,
+    store: SharedStore,
+    role: Role,
+}
+
+impl Application {
+    pub async fn build(config: Config, role: Role) -> Result<Self, StartupError> {
+        config.validate()?;
+        let store = holdfast_store::connect(&config.connect_options()).await.map_err(StartupError::Database)?;
+        if config.database.migrate_on_start {
+            store.migrate().await.map_err(|e| StartupError::Migrations(e.to_string()))?;
+        }
+        let status = store.migration_status().await.map_err(StartupError::Database)?;
+        if !status.is_current() {
+            return Err(StartupError::Migrations(format!(
+                "not current: pending {:?}, applied but unknown to this binary {:?}; run `holdfast migrate` \
+                 (or set database.migrate_on_start = true)",
+                status.pending(),
+                status.unknown()
+            )));
+        }
+        Ok(Self { config, store, role })
+    }
+
+    pub fn store(&self) -> SharedStore {
+        self.store.clone()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// On an empty database, registers `supplied` (e.g. from
+    /// HOLDFAST_BOOTSTRAP_ADMIN_KEY) or a generated admin key and returns the
+    /// generated one so the caller can show it once. A supplied key is
+    /// registered whenever it is not known yet, so scripted setups are
+    /// repeatable.
+    pub async fn bootstrap_admin_key(&self, supplied: Option<&str>) -> Result<Option<String>, StartupError> {
+        let failed = |e: crate::http::error::ApiError| StartupError::Other(format!("registering the admin key: {}", e.detail));
+        if let Some(key) = supplied {
+            validate_key(key).map_err(|why| StartupError::Other(format!("HOLDFAST_BOOTSTRAP_ADMIN_KEY: {why}")))?;
+            let known = self.store.find_api_key(&hash_key(key)).await.map_err(StartupError::Database)?;
+            if known.is_none() {
+                register_key(&self.store, key, Scope::Admin, "bootstrap").await.map_err(failed)?;
+            }
+            return Ok(None);
+        }
+        if self.store.count_api_keys().await.map_err(StartupError::Database)? > 0 {
+            return Ok(None);
+        }
+        let key = generate_key();
+        register_key(&self.store, &key, Scope::Admin, "generated at first start").await.map_err(failed)?;
+        Ok(Some(key))
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then lets in-flight
+    /// requests finish (up to `server.shutdown_grace_s`) and stops workers.
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let local = listener.local_addr()?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut background = Vec::new();
+        let inbox_ready = Arc::new(Notify::new());
+        let payments = self.payment_provider(local, stop_rx.clone(), &mut background).await?;
+        let state = AppState::new(self.config.clone(), self.store.clone(), payments, inbox_ready.clone());
+        if self.role != Role::Api {
+            background.extend(self.spawn_workers(&inbox_ready, &stop_rx));
+        }
+        tracing::info!(address = %local, backend = self.store.backend().as_str(), role = ?self.role, "serving");
+        let app = crate::http::router(state);
+        let grace = Duration::from_secs(self.config.server.shutdown_grace_s);
+        let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = drained_tx.send(());
+        });
+        let serving = tokio::spawn(async move { server.await });
+        // The grace period starts when shutdown is asked for.
+        let mut serving = serving;
+        tokio::select! {
+            result = &mut serving => result??,
+            _ = async { let _ = drained_rx.await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(grace_s = grace.as_secs(), "in-flight requests outlived the grace period");
+                serving.abort();
+            }
+        }
+        let _ = stop_tx.send(true);
+        for task in background {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    async fn payment_provider(
+        &self,
+        local: std::net::SocketAddr,
+        stop: watch::Receiver<bool>,
+        background: &mut Vec<tokio::task::JoinHandle<()>>,
+    ) -> anyhow::Result<Arc<dyn PaymentProvider>> {
+        let payments = &self.config.payments;
+        let deadline = Duration::from_millis(self.config.dependencies.payments.deadline_ms);
+        let url = if payments.provider == PaymentsProvider::Sandbox && payments.url.is_empty() {
+            // The demo and a fresh checkout need no outside provider: run the
+            // sandbox in-process, over real HTTP, calling back our webhook.
+            let sandbox = SandboxPayments::new(SandboxConfig {
+                webhook_url: Some(format!("http://{local}/api/v1/payments/webhook")),
+                webhook_secret: payments.webhook_secret.expose().to_owned(),
+                ..SandboxConfig::default()
+            });
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let url = format!("http://{}", listener.local_addr()?);
+            let mut stop = stop;
+            background.push(tokio::spawn(async move {
+                let until_stopped = async move {
+                    let _ = stop.wait_for(|stopped| *stopped).await;
+                };
+                if let Err(error) = sandbox.serve(listener, until_stopped).await {
+                    tracing::error!(error = format!("{error:#}"), "in-process sandbox payments stopped");
+                }
+            }));
+            tracing::info!(%url, "in-process sandbox payment provider");
+            url
+        } else {
+            payments.url.clone()
+        };
+        Ok(Arc::new(StripeClient::new(&url, payments.api_key.clone(), deadline)?))
+    }
+
+    fn spawn_workers(&self, inbox_ready: &Arc<Notify>, stop: &watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+        let store = self.store.clone();
+        let inbox = tokio::spawn(workers::run_loop(
+            "payment-inbox",
+            Duration::from_secs(1),
+            Some(inbox_ready.clone()),
+            stop.clone(),
+            move || {
+                let store = store.clone();
+                async move { workers::inbox::tick(&store).await }
+            },
+        ));
+        let store = self.store.clone();
+        let expiry = tokio::spawn(workers::run_loop(
+            "reservation-expiry",
+            Duration::from_millis(self.config.checkout.expiry_sweep_interval_ms),
+            None,
+            stop.clone(),
+            move || {
+                let store = store.clone();
+                async move { Ok(workers::expiry::sweep_once(&store, chrono::Utc::now()).await?) }
+            },
+        ));
+        vec![inbox, expiry]
+    }
+}

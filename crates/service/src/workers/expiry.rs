@@ -1,0 +1,32 @@
+//! Releases the stock of orders whose reservation expired before payment and
+//! cancels them.
+
+use chrono::{DateTime, Utc};
+use holdfast_domain::OrderStatus;
+use holdfast_store::{SharedStore, StatusChange, StoreError, TransitionOutcome};
+
+pub const BATCH: i64 = 100;
+
+/// Cancels every order awaiting payment whose reservation expired before
+/// `now`; returns how many it cancelled. Safe on many nodes at once: the
+/// transition locks the order, and a second sweeper finds it already done.
+pub async fn sweep_once(store: &SharedStore, now: DateTime<Utc>) -> Result<usize, StoreError> {
+    let expired = store.expired_orders(now, BATCH).await?;
+    let mut cancelled = 0;
+    for order_id in expired {
+        let change = StatusChange {
+            order_id,
+            to: OrderStatus::Cancelled,
+            cause: "reservation expired before payment".into(),
+            at: now,
+        };
+        match store.transition_order(&change).await {
+            Ok(TransitionOutcome::Changed { .. }) => cancelled += 1,
+            Ok(TransitionOutcome::Unchanged) => {}
+            // Paid in the meantime: the payment won the race, as it should.
+            Err(StoreError::InvalidTransition(_)) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(cancelled)
+}
