@@ -11,11 +11,17 @@ db_resource(r) if contains(r.type, "sql")
 
 is_true(v) if v == true
 
-is_true(v) if lower(v) == "true"
+is_true(v) if {
+	is_string(v)
+	lower(v) == "true"
+}
 
 is_false(v) if v == false
 
-is_false(v) if lower(v) == "false"
+is_false(v) if {
+	is_string(v)
+	lower(v) == "false"
+}
 
 tf_files contains f if {
 	some f in input.files

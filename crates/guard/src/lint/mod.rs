@@ -41,6 +41,12 @@ const LOCK_RULES: &[Rule] = &[
     Rule::PreferRepack,
 ];
 
+/// squawk rules left out. Timeouts belong to the session that runs the
+/// migrations (the runner sets `lock_timeout` and `statement_timeout` once),
+/// not to every file; requiring them per file would flag every statement,
+/// including the safe `CONCURRENTLY` forms.
+const EXCLUDED_RULES: &[Rule] = &[Rule::RequireLockTimeout, Rule::RequireStatementTimeout];
+
 /// squawk rules about schema style rather than safety: worth a warning, not a
 /// failed deploy.
 const STYLE_RULES: &[Rule] = &[
@@ -177,21 +183,24 @@ pub async fn lint_text(
         return Ok(None);
     }
     let statements = statements::index(&parse);
-    let violations = Linter::with_default_rules().lint(&parse, text);
+    let violations = Linter::with_rules(&[], EXCLUDED_RULES).lint(&parse, text);
     let mut findings = Vec::new();
     let mut lock_flagged = vec![false; statements.len()];
     for violation in violations {
         let start = usize::from(violation.text_range.start());
         let stmt_index = statements.iter().position(|s| s.contains(start));
         let stmt = stmt_index.map(|i| &statements[i]);
+        let is_lock_rule = LOCK_RULES.contains(&violation.code);
+        // A lock rule, even an ignored one, has spoken for this statement:
+        // `blocking-lock` must not repeat it (or undo the ignore).
+        if is_lock_rule && let Some(i) = stmt_index {
+            lock_flagged[i] = true;
+        }
         if stmt.is_some_and(|s| s.is_ignored(&violation.code.to_string())) {
             continue;
         }
         let (line, col) = line_col(text, start);
-        let finding = if LOCK_RULES.contains(&violation.code) {
-            if let Some(i) = stmt_index {
-                lock_flagged[i] = true;
-            }
+        let finding = if is_lock_rule {
             let verdict = weigh(stmt, &statements, options, sizes).await?;
             squawk_finding(&violation, verdict.severity, Some(&verdict.explanation))
         } else if STYLE_RULES.contains(&violation.code) {
@@ -217,7 +226,7 @@ pub async fn lint_text(
                 verdict.severity,
                 BLOCKING_LOCK_RULE,
                 format!(
-                    "{} holds a {} lock on {table} while it {}; {}",
+                    "{} holds {} on {table} while it {}. {}",
                     lock.form, lock.mode, lock.work, verdict.explanation
                 ),
             )
