@@ -144,7 +144,11 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(key: &str, message: impl Into<String>) -> Self {
-        Self { key: key.to_owned(), origin: String::new(), message: message.into() }
+        Self {
+            key: key.to_owned(),
+            origin: String::new(),
+            message: message.into(),
+        }
     }
 }
 
@@ -169,16 +173,25 @@ impl Config {
         let mut figment = Figment::from(Toml::string(DEFAULTS));
         match &sources.file {
             Some(path) if !path.exists() => {
-                return Err(ConfigError::new("--config", format!("file {} does not exist", path.display())));
+                return Err(ConfigError::new(
+                    "--config",
+                    format!("file {} does not exist", path.display()),
+                ));
             }
             Some(path) => figment = figment.merge(Toml::file_exact(path)),
-            None if Path::new("holdfast.toml").exists() => figment = figment.merge(Toml::file_exact("holdfast.toml")),
+            None if Path::new("holdfast.toml").exists() => {
+                figment = figment.merge(Toml::file_exact("holdfast.toml"))
+            }
             None => {}
         }
         if sources.env {
             // Only nested names are configuration: HOLDFAST_BOOTSTRAP_ADMIN_KEY
             // and the test variables are read elsewhere.
-            figment = figment.merge(Env::prefixed("HOLDFAST_").filter(|key| key.as_str().contains("__")).split("__"));
+            figment = figment.merge(
+                Env::prefixed("HOLDFAST_")
+                    .filter(|key| key.as_str().contains("__"))
+                    .split("__"),
+            );
         }
         for (key, value) in &sources.overrides {
             // Parsed like an environment value: "8080" is a number, "true" a bool.
@@ -205,21 +218,54 @@ impl Config {
         })?;
         if url.starts_with("postgres") {
             url::Url::parse(url).map_err(|e| {
-                ConfigError::new("database.url", format!("{} does not parse: {e}", holdfast_store::describe_target(url)))
+                ConfigError::new(
+                    "database.url",
+                    format!(
+                        "{} does not parse: {e}",
+                        holdfast_store::describe_target(url)
+                    ),
+                )
             })?;
         }
         let positive = [
-            ("server.request_deadline_ms", self.server.request_deadline_ms),
+            (
+                "server.request_deadline_ms",
+                self.server.request_deadline_ms,
+            ),
             ("server.max_body_bytes", self.server.max_body_bytes as u64),
-            ("database.connect_timeout_ms", self.database.connect_timeout_ms),
-            ("database.statement_timeout_ms", self.database.statement_timeout_ms),
+            (
+                "database.connect_timeout_ms",
+                self.database.connect_timeout_ms,
+            ),
+            (
+                "database.statement_timeout_ms",
+                self.database.statement_timeout_ms,
+            ),
             ("database.lock_timeout_ms", self.database.lock_timeout_ms),
-            ("database.pools.read.max_connections", u64::from(self.database.pools.read.max_connections)),
-            ("database.pools.write.max_connections", u64::from(self.database.pools.write.max_connections)),
-            ("database.pools.worker.max_connections", u64::from(self.database.pools.worker.max_connections)),
-            ("checkout.reservation_ttl_s", self.checkout.reservation_ttl_s),
-            ("checkout.expiry_sweep_interval_ms", self.checkout.expiry_sweep_interval_ms),
-            ("dependencies.payments.deadline_ms", self.dependencies.payments.deadline_ms),
+            (
+                "database.pools.read.max_connections",
+                u64::from(self.database.pools.read.max_connections),
+            ),
+            (
+                "database.pools.write.max_connections",
+                u64::from(self.database.pools.write.max_connections),
+            ),
+            (
+                "database.pools.worker.max_connections",
+                u64::from(self.database.pools.worker.max_connections),
+            ),
+            (
+                "checkout.reservation_ttl_s",
+                self.checkout.reservation_ttl_s,
+            ),
+            (
+                "checkout.expiry_sweep_interval_ms",
+                self.checkout.expiry_sweep_interval_ms,
+            ),
+            (
+                "dependencies.payments.deadline_ms",
+                self.dependencies.payments.deadline_ms,
+            ),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::new(key, "must be greater than 0"));
@@ -234,21 +280,30 @@ impl Config {
             ));
         }
         if self.payments.provider == PaymentsProvider::Stripe && self.payments.url.is_empty() {
-            return Err(ConfigError::new("payments.url", "is required when payments.provider = \"stripe\""));
+            return Err(ConfigError::new(
+                "payments.url",
+                "is required when payments.provider = \"stripe\"",
+            ));
         }
         if !self.payments.url.is_empty() {
-            url::Url::parse(&self.payments.url)
-                .map_err(|e| ConfigError::new("payments.url", format!("{:?} is not a URL: {e}", self.payments.url)))?;
+            url::Url::parse(&self.payments.url).map_err(|e| {
+                ConfigError::new(
+                    "payments.url",
+                    format!("{:?} is not a URL: {e}", self.payments.url),
+                )
+            })?;
         }
         tracing_subscriber_filter_check(&self.log.level)?;
         Ok(())
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.server
-            .listen
-            .parse()
-            .map_err(|e| ConfigError::new("server.listen", format!("{:?} is not an IP:port address: {e}", self.server.listen)))
+        self.server.listen.parse().map_err(|e| {
+            ConfigError::new(
+                "server.listen",
+                format!("{:?} is not an IP:port address: {e}", self.server.listen),
+            )
+        })
     }
 
     pub fn request_deadline(&self) -> Duration {
@@ -280,13 +335,23 @@ fn tracing_subscriber_filter_check(level: &str) -> Result<(), ConfigError> {
     let levels = ["trace", "debug", "info", "warn", "error", "off"];
     let valid = !level.trim().is_empty()
         && level.split(',').all(|directive| {
-            let word = directive.rsplit('=').next().unwrap_or("").trim().to_ascii_lowercase();
+            let word = directive
+                .rsplit('=')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             levels.contains(&word.as_str()) || (directive.contains('=') && word.is_empty())
         });
     if valid {
         Ok(())
     } else {
-        Err(ConfigError::new("log.level", format!("{level:?} is not a filter such as \"info\" or \"holdfast_service=debug,info\"")))
+        Err(ConfigError::new(
+            "log.level",
+            format!(
+                "{level:?} is not a filter such as \"info\" or \"holdfast_service=debug,info\""
+            ),
+        ))
     }
 }
 
@@ -300,8 +365,16 @@ fn from_figment(error: figment::Error) -> ConfigError {
             None => format!(" (from {})", meta.name),
         })
         .unwrap_or_default();
-    let key = if key.is_empty() { "<file>".to_owned() } else { key };
-    ConfigError { key, origin, message: error.kind.to_string() }
+    let key = if key.is_empty() {
+        "<file>".to_owned()
+    } else {
+        key
+    };
+    ConfigError {
+        key,
+        origin,
+        message: error.kind.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -310,7 +383,10 @@ mod tests {
 
     fn with(overrides: &[(&str, &str)]) -> Result<Config, ConfigError> {
         Config::load(&Sources {
-            overrides: overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            overrides: overrides
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             ..Default::default()
         })
     }
@@ -340,12 +416,20 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("typo.toml");
         std::fs::write(&file, "[server]\nlisen = \"0.0.0.0:80\"\n").unwrap();
-        let error = Config::load(&Sources { file: Some(file.clone()), ..Default::default() }).unwrap_err();
-        assert_eq!(error.key, "server");
+        let error = Config::load(&Sources {
+            file: Some(file.clone()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(error.key, "server.lisen");
         assert!(error.message.contains("lisen"), "{error}");
         assert!(error.to_string().contains("typo.toml"), "{error}");
         std::fs::write(&file, "[database.pools.read]\nmax_connections = \"many\"\n").unwrap();
-        let error = Config::load(&Sources { file: Some(file), ..Default::default() }).unwrap_err();
+        let error = Config::load(&Sources {
+            file: Some(file),
+            ..Default::default()
+        })
+        .unwrap_err();
         assert_eq!(error.key, "database.pools.read.max_connections");
     }
 

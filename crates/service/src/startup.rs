@@ -50,11 +50,19 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config, role: Role) -> Result<Self, StartupError> {
         config.validate()?;
-        let store = holdfast_store::connect(&config.connect_options()).await.map_err(StartupError::Database)?;
+        let store = holdfast_store::connect(&config.connect_options())
+            .await
+            .map_err(StartupError::Database)?;
         if config.database.migrate_on_start {
-            store.migrate().await.map_err(|e| StartupError::Migrations(e.to_string()))?;
+            store
+                .migrate()
+                .await
+                .map_err(|e| StartupError::Migrations(e.to_string()))?;
         }
-        let status = store.migration_status().await.map_err(StartupError::Database)?;
+        let status = store
+            .migration_status()
+            .await
+            .map_err(StartupError::Database)?;
         if !status.is_current() {
             return Err(StartupError::Migrations(format!(
                 "not current: pending {:?}, applied but unknown to this binary {:?}; run `holdfast migrate` \
@@ -63,7 +71,11 @@ impl Application {
                 status.unknown()
             )));
         }
-        Ok(Self { config, store, role })
+        Ok(Self {
+            config,
+            store,
+            role,
+        })
     }
 
     pub fn store(&self) -> SharedStore {
@@ -79,33 +91,65 @@ impl Application {
     /// generated one so the caller can show it once. A supplied key is
     /// registered whenever it is not known yet, so scripted setups are
     /// repeatable.
-    pub async fn bootstrap_admin_key(&self, supplied: Option<&str>) -> Result<Option<String>, StartupError> {
-        let failed = |e: crate::http::error::ApiError| StartupError::Other(format!("registering the admin key: {}", e.detail));
+    pub async fn bootstrap_admin_key(
+        &self,
+        supplied: Option<&str>,
+    ) -> Result<Option<String>, StartupError> {
+        let failed = |e: crate::http::error::ApiError| {
+            StartupError::Other(format!("registering the admin key: {}", e.detail))
+        };
         if let Some(key) = supplied {
-            validate_key(key).map_err(|why| StartupError::Other(format!("HOLDFAST_BOOTSTRAP_ADMIN_KEY: {why}")))?;
-            let known = self.store.find_api_key(&hash_key(key)).await.map_err(StartupError::Database)?;
+            validate_key(key).map_err(|why| {
+                StartupError::Other(format!("HOLDFAST_BOOTSTRAP_ADMIN_KEY: {why}"))
+            })?;
+            let known = self
+                .store
+                .find_api_key(&hash_key(key))
+                .await
+                .map_err(StartupError::Database)?;
             if known.is_none() {
-                register_key(&self.store, key, Scope::Admin, "bootstrap").await.map_err(failed)?;
+                register_key(&self.store, key, Scope::Admin, "bootstrap")
+                    .await
+                    .map_err(failed)?;
             }
             return Ok(None);
         }
-        if self.store.count_api_keys().await.map_err(StartupError::Database)? > 0 {
+        if self
+            .store
+            .count_api_keys()
+            .await
+            .map_err(StartupError::Database)?
+            > 0
+        {
             return Ok(None);
         }
         let key = generate_key();
-        register_key(&self.store, &key, Scope::Admin, "generated at first start").await.map_err(failed)?;
+        register_key(&self.store, &key, Scope::Admin, "generated at first start")
+            .await
+            .map_err(failed)?;
         Ok(Some(key))
     }
 
     /// Serves on `listener` until `shutdown` completes, then lets in-flight
     /// requests finish (up to `server.shutdown_grace_s`) and stops workers.
-    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let local = listener.local_addr()?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut background = Vec::new();
         let inbox_ready = Arc::new(Notify::new());
-        let payments = self.payment_provider(local, stop_rx.clone(), &mut background).await?;
-        let state = AppState::new(self.config.clone(), self.store.clone(), payments, inbox_ready.clone());
+        let payments = self
+            .payment_provider(local, stop_rx.clone(), &mut background)
+            .await?;
+        let state = AppState::new(
+            self.config.clone(),
+            self.store.clone(),
+            payments,
+            inbox_ready.clone(),
+        );
         if self.role != Role::Api {
             background.extend(self.spawn_workers(&inbox_ready, &stop_rx));
         }
@@ -160,7 +204,10 @@ impl Application {
                     let _ = stop.wait_for(|stopped| *stopped).await;
                 };
                 if let Err(error) = sandbox.serve(listener, until_stopped).await {
-                    tracing::error!(error = format!("{error:#}"), "in-process sandbox payments stopped");
+                    tracing::error!(
+                        error = format!("{error:#}"),
+                        "in-process sandbox payments stopped"
+                    );
                 }
             }));
             tracing::info!(%url, "in-process sandbox payment provider");
@@ -168,10 +215,18 @@ impl Application {
         } else {
             payments.url.clone()
         };
-        Ok(Arc::new(StripeClient::new(&url, payments.api_key.clone(), deadline)?))
+        Ok(Arc::new(StripeClient::new(
+            &url,
+            payments.api_key.clone(),
+            deadline,
+        )?))
     }
 
-    fn spawn_workers(&self, inbox_ready: &Arc<Notify>, stop: &watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+    fn spawn_workers(
+        &self,
+        inbox_ready: &Arc<Notify>,
+        stop: &watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
         let store = self.store.clone();
         let inbox = tokio::spawn(workers::run_loop(
             "payment-inbox",

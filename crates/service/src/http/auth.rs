@@ -26,14 +26,19 @@ pub fn hash_key(secret: &str) -> String {
 pub fn generate_key() -> String {
     let mut bytes = [0u8; 24];
     rand::thread_rng().fill_bytes(&mut bytes);
-    format!("hf_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    format!(
+        "hf_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
 }
 
 /// Checks the shape of a key supplied by an operator (bootstrap).
 pub fn validate_key(secret: &str) -> Result<(), String> {
     let valid = secret.starts_with("hf_")
         && secret.len() >= 24
-        && secret[3..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && secret[3..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if valid {
         Ok(())
     } else {
@@ -41,7 +46,12 @@ pub fn validate_key(secret: &str) -> Result<(), String> {
     }
 }
 
-pub async fn register_key(store: &SharedStore, secret: &str, scope: Scope, name: &str) -> Result<ApiKeyId, ApiError> {
+pub async fn register_key(
+    store: &SharedStore,
+    secret: &str,
+    scope: Scope,
+    name: &str,
+) -> Result<ApiKeyId, ApiError> {
     let id = ApiKeyId::generate();
     store
         .insert_api_key(&NewApiKey {
@@ -66,7 +76,11 @@ pub struct KeyCache {
 impl KeyCache {
     const TTL: Duration = Duration::from_secs(30);
 
-    async fn lookup(&self, store: &SharedStore, secret: &str) -> Result<Option<ApiKeyRecord>, ApiError> {
+    async fn lookup(
+        &self,
+        store: &SharedStore,
+        secret: &str,
+    ) -> Result<Option<ApiKeyRecord>, ApiError> {
         let hash = hash_key(secret);
         if let Ok(entries) = self.entries.lock() {
             if let Some((record, at)) = entries.get(&hash) {
@@ -94,7 +108,8 @@ pub struct Principal {
 }
 
 async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
-    let unauthorized = |detail: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail);
+    let unauthorized =
+        |detail: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail);
     let value = parts
         .headers
         .get(header::AUTHORIZATION)
@@ -106,8 +121,15 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiE
         .map(str::trim)
         .filter(|s| s.starts_with("hf_") && s.len() <= 128)
         .ok_or_else(|| unauthorized("the Authorization header must be Bearer hf_…"))?;
-    let record = state.keys.lookup(&state.store, secret).await?.ok_or_else(|| unauthorized("unknown or revoked API key"))?;
-    Ok(Principal { key_id: record.id, scope: record.scope })
+    let record = state
+        .keys
+        .lookup(&state.store, secret)
+        .await?
+        .ok_or_else(|| unauthorized("unknown or revoked API key"))?;
+    Ok(Principal {
+        key_id: record.id,
+        scope: record.scope,
+    })
 }
 
 /// Any valid key: storefront or admin.
@@ -130,7 +152,11 @@ impl FromRequestParts<AppState> for Admin {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let principal = authenticate(parts, state).await?;
         if principal.scope != Scope::Admin {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this endpoint needs an admin key"));
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this endpoint needs an admin key",
+            ));
         }
         Ok(Admin(principal))
     }

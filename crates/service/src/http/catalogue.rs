@@ -43,7 +43,10 @@ impl From<Product> for ProductOut {
         ProductOut {
             sku: product.sku.to_string(),
             name: product.name,
-            price: MoneyIo { amount: product.price.amount(), currency: product.price.currency().code().to_owned() },
+            price: MoneyIo {
+                amount: product.price.amount(),
+                currency: product.price.currency().code().to_owned(),
+            },
             created_at: product.created_at,
         }
     }
@@ -53,7 +56,10 @@ fn on_hand(raw: i64) -> Result<u32, FieldError> {
     if (0..=MAX_ON_HAND).contains(&raw) {
         Ok(u32::try_from(raw).unwrap_or(0))
     } else {
-        Err(FieldError::new("", format!("must be an integer from 0 to {MAX_ON_HAND}")))
+        Err(FieldError::new(
+            "",
+            format!("must be an integer from 0 to {MAX_ON_HAND}"),
+        ))
     }
 }
 
@@ -70,12 +76,17 @@ impl ProductIn {
             errors.push(FieldError::new("name", "must be 1 to 200 characters"));
         }
         let currency = errors.collect("price.currency", Currency::parse(&self.price.currency));
-        let price = currency.and_then(|c| errors.collect("price", Money::new(self.price.amount, c)));
+        let price =
+            currency.and_then(|c| errors.collect("price", Money::new(self.price.amount, c)));
         let on_hand = errors.collect("on_hand", on_hand(self.on_hand));
         match (sku, price, on_hand) {
-            (Some(sku), Some(price), Some(on_hand)) if errors.is_empty() => {
-                Ok(NewProduct { sku, name: name.to_owned(), price, on_hand, created_at: Utc::now() })
-            }
+            (Some(sku), Some(price), Some(on_hand)) if errors.is_empty() => Ok(NewProduct {
+                sku,
+                name: name.to_owned(),
+                price,
+                on_hand,
+                created_at: Utc::now(),
+            }),
             _ => Err(errors),
         }
     }
@@ -88,12 +99,16 @@ pub async fn create_product(
     _admin: Admin,
     json: ApiJson<ProductIn>,
 ) -> ApiResult<(StatusCode, Json<ProductOut>)> {
-    let product = json.body.parse().map_err(|errors| ApiError::validation("invalid_product", errors))?;
+    let product = json
+        .body
+        .parse()
+        .map_err(|errors| ApiError::validation("invalid_product", errors))?;
     match state.store.create_product(&product).await {
         Ok(created) => Ok((StatusCode::CREATED, Json(created.into()))),
-        Err(StoreError::Conflict(_)) => {
-            Err(ApiError::conflict("sku_exists", format!("a product with SKU {} already exists", product.sku)))
-        }
+        Err(StoreError::Conflict(_)) => Err(ApiError::conflict(
+            "sku_exists",
+            format!("a product with SKU {} already exists", product.sku),
+        )),
         Err(other) => Err(other.into()),
     }
 }
@@ -106,8 +121,17 @@ pub async fn get_product(
     Path(sku): Path<String>,
 ) -> ApiResult<Json<ProductOut>> {
     let sku = parse_sku(&sku)?;
-    let product = state.store.get_products(std::slice::from_ref(&sku)).await?.into_iter().next();
-    Ok(Json(product.ok_or_else(|| ApiError::not_found("product"))?.into()))
+    let product = state
+        .store
+        .get_products(std::slice::from_ref(&sku))
+        .await?
+        .into_iter()
+        .next();
+    Ok(Json(
+        product
+            .ok_or_else(|| ApiError::not_found("product"))?
+            .into(),
+    ))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -126,8 +150,17 @@ pub async fn get_inventory(
     Path(sku): Path<String>,
 ) -> ApiResult<Json<InventoryOut>> {
     let sku = parse_sku(&sku)?;
-    let level = state.store.get_inventory(&sku).await?.ok_or_else(|| ApiError::not_found("product"))?;
-    Ok(Json(InventoryOut { sku: sku.to_string(), on_hand: level.on_hand, reserved: level.reserved, available: level.available }))
+    let level = state
+        .store
+        .get_inventory(&sku)
+        .await?
+        .ok_or_else(|| ApiError::not_found("product"))?;
+    Ok(Json(InventoryOut {
+        sku: sku.to_string(),
+        on_hand: level.on_hand,
+        reserved: level.reserved,
+        available: level.available,
+    }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -156,7 +189,12 @@ pub struct SyncOut {
 
 impl From<SyncOutcome> for SyncOut {
     fn from(o: SyncOutcome) -> Self {
-        SyncOut { batch_id: o.batch_id, updated: o.updated, unknown: o.unknown, replayed: o.replayed }
+        SyncOut {
+            batch_id: o.batch_id,
+            updated: o.updated,
+            unknown: o.unknown,
+            replayed: o.replayed,
+        }
     }
 }
 
@@ -183,7 +221,10 @@ pub async fn sync_inventory(
         let units = errors.collect(&format!("levels[{i}].on_hand"), on_hand(level.on_hand));
         if let (Some(sku), Some(units)) = (sku, units) {
             if levels.iter().any(|(seen, _)| seen == &sku) {
-                errors.push(FieldError::new(format!("levels[{i}].sku"), "appears twice in the batch"));
+                errors.push(FieldError::new(
+                    format!("levels[{i}].sku"),
+                    "appears twice in the batch",
+                ));
             }
             levels.push((sku, units));
         }
@@ -191,7 +232,11 @@ pub async fn sync_inventory(
     if !errors.is_empty() {
         return Err(ApiError::validation("invalid_sync", errors));
     }
-    let batch = InventoryBatch { batch_id: batch_id.to_owned(), levels, received_at: Utc::now() };
+    let batch = InventoryBatch {
+        batch_id: batch_id.to_owned(),
+        levels,
+        received_at: Utc::now(),
+    };
     Ok(Json(state.store.sync_inventory(&batch).await?.into()))
 }
 

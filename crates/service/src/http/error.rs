@@ -43,7 +43,14 @@ pub struct ProblemField {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, code, detail: detail.into(), errors: Vec::new(), retry_after_s: None, cause: None }
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+            errors: Vec::new(),
+            retry_after_s: None,
+            cause: None,
+        }
     }
 
     pub fn validation(code: &'static str, errors: ValidationErrors) -> Self {
@@ -53,7 +60,10 @@ impl ApiError {
     }
 
     pub fn field(code: &'static str, field: &str, message: impl Into<String>) -> Self {
-        Self::validation(code, ValidationErrors(vec![FieldError::new(field, message)]))
+        Self::validation(
+            code,
+            ValidationErrors(vec![FieldError::new(field, message)]),
+        )
     }
 
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
@@ -61,7 +71,11 @@ impl ApiError {
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
 
     pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
@@ -76,7 +90,11 @@ impl ApiError {
     }
 
     pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
-        let mut error = Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "an internal error occurred");
+        let mut error = Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "an internal error occurred",
+        );
         error.cause = Some(cause.into());
         error
     }
@@ -91,7 +109,10 @@ impl ApiError {
             errors: self
                 .errors
                 .iter()
-                .map(|e| ProblemField { field: e.field.clone(), message: e.message.clone() })
+                .map(|e| ProblemField {
+                    field: e.field.clone(),
+                    message: e.message.clone(),
+                })
                 .collect(),
         }
     }
@@ -106,13 +127,20 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
             match &self.cause {
-                Some(cause) => tracing::error!(code = self.code, error = format!("{cause:#}"), "request failed"),
+                Some(cause) => tracing::error!(
+                    code = self.code,
+                    error = format!("{cause:#}"),
+                    "request failed"
+                ),
                 None => tracing::warn!(code = self.code, detail = %self.detail, "request failed"),
             }
         }
         let mut response = (self.status, self.body()).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if let Some(seconds) = self.retry_after_s {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
@@ -130,7 +158,11 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(detail) => Self::conflict("conflict", detail),
             StoreError::InvalidTransition(e) => Self::conflict("invalid_transition", e.to_string()),
             StoreError::Timeout(_) | StoreError::Unavailable(_) => {
-                let mut shed = Self::unavailable("dependency_unavailable", "the database is not answering in time", 1);
+                let mut shed = Self::unavailable(
+                    "dependency_unavailable",
+                    "the database is not answering in time",
+                    1,
+                );
                 shed.cause = Some(error.into());
                 shed
             }
@@ -142,13 +174,24 @@ impl From<StoreError> for ApiError {
 impl From<PlaceOrderError> for ApiError {
     fn from(error: PlaceOrderError) -> Self {
         match error {
-            PlaceOrderError::OutOfStock { sku, requested, available } => {
-                let mut error =
-                    Self::conflict("out_of_stock", format!("{sku}: {requested} requested, {available} available"));
-                error.errors = vec![FieldError::new(format!("items[sku={sku}].qty"), format!("only {available} available"))];
+            PlaceOrderError::OutOfStock {
+                sku,
+                requested,
+                available,
+            } => {
+                let mut error = Self::conflict(
+                    "out_of_stock",
+                    format!("{sku}: {requested} requested, {available} available"),
+                );
+                error.errors = vec![FieldError::new(
+                    format!("items[sku={sku}].qty"),
+                    format!("only {available} available"),
+                )];
                 error
             }
-            PlaceOrderError::UnknownSku(sku) => Self::field("unknown_sku", "items", format!("unknown SKU {sku}")),
+            PlaceOrderError::UnknownSku(sku) => {
+                Self::field("unknown_sku", "items", format!("unknown SKU {sku}"))
+            }
             PlaceOrderError::Store(store) => store.into(),
         }
     }

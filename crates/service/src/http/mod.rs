@@ -44,7 +44,10 @@ struct BearerAuth;
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("api_key", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
     }
 }
 
@@ -92,7 +95,10 @@ async fn deadline(State(state): State<AppState>, request: Request, next: Next) -
         Ok(response) => response,
         Err(_) => ApiError::unavailable(
             "deadline_exceeded",
-            format!("the request did not finish within its {} ms deadline", budget.as_millis()),
+            format!(
+                "the request did not finish within its {} ms deadline",
+                budget.as_millis()
+            ),
             1,
         )
         .into_response(),

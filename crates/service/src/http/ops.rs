@@ -34,12 +34,31 @@ pub struct Readiness {
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let (database, migrations) = match state.store.migration_status().await {
         Ok(status) if status.is_current() => ("ok".to_owned(), "current".to_owned()),
-        Ok(status) => ("ok".to_owned(), format!("pending {:?}, unknown {:?}", status.pending(), status.unknown())),
+        Ok(status) => (
+            "ok".to_owned(),
+            format!(
+                "pending {:?}, unknown {:?}",
+                status.pending(),
+                status.unknown()
+            ),
+        ),
         Err(error) => (format!("unreachable: {error}"), "unknown".to_owned()),
     };
     let ready = database == "ok" && migrations == "current";
-    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, Json(Readiness { ready, database, migrations })).into_response()
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(Readiness {
+            ready,
+            database,
+            migrations,
+        }),
+    )
+        .into_response()
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -67,20 +86,37 @@ pub async fn create_api_key(
     _admin: Admin,
     json: ApiJson<ApiKeyIn>,
 ) -> ApiResult<(StatusCode, Json<ApiKeyCreated>)> {
-    let scope = Scope::parse(&json.body.scope)
-        .ok_or_else(|| ApiError::field("invalid_request", "scope", "must be \"storefront\" or \"admin\""))?;
+    let scope = Scope::parse(&json.body.scope).ok_or_else(|| {
+        ApiError::field(
+            "invalid_request",
+            "scope",
+            "must be \"storefront\" or \"admin\"",
+        )
+    })?;
     let name = json.body.name.trim();
     if name.is_empty() || name.len() > 200 {
-        return Err(ApiError::field("invalid_request", "name", "must be 1 to 200 characters"));
+        return Err(ApiError::field(
+            "invalid_request",
+            "name",
+            "must be 1 to 200 characters",
+        ));
     }
     let key = generate_key();
     let id = register_key(&state.store, &key, scope, name).await?;
     Ok((
         StatusCode::CREATED,
-        Json(ApiKeyCreated { id: id.to_string(), scope: scope.as_str().to_owned(), name: name.to_owned(), key }),
+        Json(ApiKeyCreated {
+            id: id.to_string(),
+            scope: scope.as_str().to_owned(),
+            name: name.to_owned(),
+            key,
+        }),
     ))
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz)).routes(routes!(create_api_key))
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(create_api_key))
 }

@@ -6,7 +6,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use holdfast_domain::{Address, Cart, CustomerName, Email, OrderId, OrderStatus, ValidationErrors, address::AddressFields};
+use holdfast_domain::{
+    Address, Cart, CustomerName, Email, OrderId, OrderStatus, ValidationErrors,
+    address::AddressFields,
+};
 use holdfast_store::{IdempotencyBegin, IdempotentRequest, OrderFilter, StoredResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -82,14 +85,26 @@ impl OrderIn {
         }) {
             Ok(address) => Some(address),
             Err(address_errors) => {
-                errors.0.extend(address_errors.0.into_iter().map(|e| e.under("shipping_address")));
+                errors.0.extend(
+                    address_errors
+                        .0
+                        .into_iter()
+                        .map(|e| e.under("shipping_address")),
+                );
                 None
             }
         };
-        let payment_method = errors.collect("payment_method", PaymentMethod::parse(&self.payment_method));
+        let payment_method =
+            errors.collect("payment_method", PaymentMethod::parse(&self.payment_method));
         match (cart, email, address, payment_method) {
             (Some(cart), Some(email), Some(address), Some(payment_method)) if errors.is_empty() => {
-                Ok(CheckoutRequest { cart, email, name, address, payment_method })
+                Ok(CheckoutRequest {
+                    cart,
+                    email,
+                    name,
+                    address,
+                    payment_method,
+                })
             }
             _ => Err(errors),
         }
@@ -99,20 +114,34 @@ impl OrderIn {
 /// The `Idempotency-Key` header: required, 1 to 255 visible ASCII characters.
 fn idempotency_key(headers: &HeaderMap) -> ApiResult<String> {
     let value = headers.get("idempotency-key").ok_or_else(|| {
-        ApiError::bad_request("idempotency_key_missing", "POST /api/v1/orders needs an Idempotency-Key header")
+        ApiError::bad_request(
+            "idempotency_key_missing",
+            "POST /api/v1/orders needs an Idempotency-Key header",
+        )
     })?;
     value
         .to_str()
         .ok()
-        .filter(|key| !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic()))
+        .filter(|key| {
+            !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic())
+        })
         .map(str::to_owned)
-        .ok_or_else(|| ApiError::bad_request("idempotency_key_invalid", "Idempotency-Key must be 1 to 255 visible ASCII characters"))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "idempotency_key_invalid",
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            )
+        })
 }
 
 fn stored(status: StatusCode, body: String, replayed: bool) -> Response {
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
-    let content_type = if status.is_success() { "application/json" } else { "application/problem+json" };
+    let content_type = if status.is_success() {
+        "application/json"
+    } else {
+        "application/problem+json"
+    };
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if replayed {
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -137,7 +166,10 @@ pub async fn create_order(
     json: ApiJson<OrderIn>,
 ) -> ApiResult<Response> {
     let key = idempotency_key(&headers)?;
-    let request = json.body.parse().map_err(|errors| ApiError::validation("invalid_cart", errors))?;
+    let request = json
+        .body
+        .parse()
+        .map_err(|errors| ApiError::validation("invalid_cart", errors))?;
     let priced = checkout::price_cart(&state, &request.cart).await?;
     let now = Utc::now();
     let scope = principal.key_id.to_string();
@@ -147,7 +179,9 @@ pub async fn create_order(
         request_hash: json.canonical_hash,
         resource_id: OrderId::generate().to_string(),
         now,
-        lease: chrono::Duration::seconds(i64::try_from(state.config.checkout.idempotency_lease_s).unwrap_or(60)),
+        lease: chrono::Duration::seconds(
+            i64::try_from(state.config.checkout.idempotency_lease_s).unwrap_or(60),
+        ),
     };
     let order_id = match state.store.begin_idempotent(&begin).await? {
         IdempotencyBegin::New(resource_id) => OrderId::from_trusted(resource_id),
@@ -177,7 +211,10 @@ pub async fn create_order(
                 client_secret: Some(placed.client_secret),
                 expires_at: placed.order.expires_at,
             };
-            (StatusCode::CREATED, serde_json::to_string(&created).map_err(ApiError::internal)?)
+            (
+                StatusCode::CREATED,
+                serde_json::to_string(&created).map_err(ApiError::internal)?,
+            )
         }
         // Retryable failures are not stored, so the client's retry with the
         // same key runs again (as with Stripe).
@@ -191,7 +228,14 @@ pub async fn create_order(
     };
     state
         .store
-        .complete_idempotent(&scope, &key, &StoredResponse { status: status.as_u16(), body: body.clone() })
+        .complete_idempotent(
+            &scope,
+            &key,
+            &StoredResponse {
+                status: status.as_u16(),
+                body: body.clone(),
+            },
+        )
         .await?;
     Ok(stored(status, body, false))
 }
@@ -208,7 +252,11 @@ pub async fn get_order(
     _auth: Storefront,
     Path(id): Path<String>,
 ) -> ApiResult<Json<OrderOut>> {
-    let order = state.store.get_order(&parse_order_id(&id)?).await?.ok_or_else(|| ApiError::not_found("order"))?;
+    let order = state
+        .store
+        .get_order(&parse_order_id(&id)?)
+        .await?
+        .ok_or_else(|| ApiError::not_found("order"))?;
     Ok(Json(order.into()))
 }
 
@@ -240,22 +288,49 @@ pub async fn list_orders(
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<OrderPage>> {
     let mut errors = ValidationErrors::default();
-    let email = query.customer.as_deref().and_then(|raw| errors.collect("customer", Email::parse(raw)));
-    let status = query.status.as_deref().and_then(|raw| errors.collect("status", OrderStatus::parse(raw)));
-    let before = query.cursor.as_deref().and_then(|raw| errors.collect("cursor", OrderId::parse(raw)));
+    let email = query
+        .customer
+        .as_deref()
+        .and_then(|raw| errors.collect("customer", Email::parse(raw)));
+    let status = query
+        .status
+        .as_deref()
+        .and_then(|raw| errors.collect("status", OrderStatus::parse(raw)));
+    let before = query
+        .cursor
+        .as_deref()
+        .and_then(|raw| errors.collect("cursor", OrderId::parse(raw)));
     let limit = query.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
-        errors.push(holdfast_domain::FieldError::new("limit", "must be from 1 to 100"));
+        errors.push(holdfast_domain::FieldError::new(
+            "limit",
+            "must be from 1 to 100",
+        ));
     }
     if !errors.is_empty() {
         return Err(ApiError::validation("invalid_query", errors));
     }
     // One extra row tells whether another page exists.
-    let mut orders = state.store.list_orders(&OrderFilter { email, status, before, limit: limit + 1 }).await?;
+    let mut orders = state
+        .store
+        .list_orders(&OrderFilter {
+            email,
+            status,
+            before,
+            limit: limit + 1,
+        })
+        .await?;
     let has_more = orders.len() > usize::try_from(limit).unwrap_or(usize::MAX);
     orders.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let next_cursor = if has_more { orders.last().map(|o| o.id.to_string()) } else { None };
-    Ok(Json(OrderPage { data: orders.into_iter().map(OrderOut::from).collect(), next_cursor }))
+    let next_cursor = if has_more {
+        orders.last().map(|o| o.id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(OrderPage {
+        data: orders.into_iter().map(OrderOut::from).collect(),
+        next_cursor,
+    }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -298,7 +373,10 @@ pub async fn order_events(
             at: e.at,
         })
         .collect();
-    Ok(Json(OrderTimeline { order_id: id.to_string(), data }))
+    Ok(Json(OrderTimeline {
+        order_id: id.to_string(),
+        data,
+    }))
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -24,8 +24,19 @@ pub struct Inner {
 }
 
 impl AppState {
-    pub fn new(config: Config, store: SharedStore, payments: Arc<dyn PaymentProvider>, inbox_ready: Arc<Notify>) -> Self {
-        Self(Arc::new(Inner { config, store, payments, keys: KeyCache::default(), inbox_ready }))
+    pub fn new(
+        config: Config,
+        store: SharedStore,
+        payments: Arc<dyn PaymentProvider>,
+        inbox_ready: Arc<Notify>,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            config,
+            store,
+            payments,
+            keys: KeyCache::default(),
+            inbox_ready,
+        }))
     }
 }
 

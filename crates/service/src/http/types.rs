@@ -68,14 +68,23 @@ impl From<Order> for OrderOut {
         let item = |line: OrderLine| OrderItemOut {
             sku: line.sku,
             qty: line.qty,
-            unit_price: MoneyIo { amount: line.unit_amount, currency: currency.clone() },
+            unit_price: MoneyIo {
+                amount: line.unit_amount,
+                currency: currency.clone(),
+            },
         };
         OrderOut {
             id: order.id.to_string(),
             status: order.status.to_string(),
             items: order.lines.into_iter().map(item).collect(),
-            total: MoneyIo { amount: order.total_amount, currency: order.currency.clone() },
-            customer: CustomerOut { email: order.email, name: order.name },
+            total: MoneyIo {
+                amount: order.total_amount,
+                currency: order.currency.clone(),
+            },
+            customer: CustomerOut {
+                email: order.email,
+                name: order.name,
+            },
             shipping_address: AddressIo {
                 line1: order.address.line1,
                 line2: order.address.line2,
@@ -87,7 +96,9 @@ impl From<Order> for OrderOut {
             payment_intent_id: order.payment_intent_id,
             tracking_number: order.tracking_number,
             // Only an order holding a reservation has a meaningful expiry.
-            expires_at: order.expires_at.filter(|_| order.status == holdfast_domain::OrderStatus::PendingPayment),
+            expires_at: order
+                .expires_at
+                .filter(|_| order.status == holdfast_domain::OrderStatus::PendingPayment),
             created_at: order.created_at,
             updated_at: order.updated_at,
         }

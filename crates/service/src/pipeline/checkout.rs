@@ -3,9 +3,12 @@
 
 use chrono::{DateTime, Utc};
 use holdfast_domain::{
-    Address, Cart, CustomerName, Email, FieldError, Money, OrderId, OrderStatus, Quantity, Sku, ValidationErrors,
+    Address, Cart, CustomerName, Email, FieldError, Money, OrderId, OrderStatus, Quantity, Sku,
+    ValidationErrors,
 };
-use holdfast_store::{NewOrder, Order, PaymentIntentRef, PlaceOrderError, StatusChange, StoreError};
+use holdfast_store::{
+    NewOrder, Order, PaymentIntentRef, PlaceOrderError, StatusChange, StoreError,
+};
 
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
@@ -34,7 +37,10 @@ impl PaymentMethod {
         if valid {
             Ok(Self(raw.to_owned()))
         } else {
-            Err(FieldError::new("", "must be a payment method id such as \"pm_card_visa\""))
+            Err(FieldError::new(
+                "",
+                "must be a payment method id such as \"pm_card_visa\"",
+            ))
         }
     }
 
@@ -68,25 +74,35 @@ pub async fn price_cart(state: &AppState, cart: &Cart) -> Result<PricedCart, Api
     for line in cart.lines() {
         match products.iter().find(|p| p.sku == line.sku) {
             Some(product) => lines.push((line.sku.clone(), line.qty, product.price)),
-            None => errors.push(FieldError::new(format!("items[sku={}].sku", line.sku), "unknown SKU")),
+            None => errors.push(FieldError::new(
+                format!("items[sku={}].sku", line.sku),
+                "unknown SKU",
+            )),
         }
     }
     if !errors.is_empty() {
         return Err(ApiError::validation("unknown_sku", errors));
     }
-    let currency = lines.first().map(|(_, _, price)| price.currency()).unwrap_or(holdfast_domain::Currency::USD);
+    let currency = lines
+        .first()
+        .map(|(_, _, price)| price.currency())
+        .unwrap_or(holdfast_domain::Currency::USD);
     let mut total = Money::zero(currency);
     for (sku, qty, price) in &lines {
-        let subtotal = price.checked_mul(qty.get()).and_then(|s| total.checked_add(s));
+        let subtotal = price
+            .checked_mul(qty.get())
+            .and_then(|s| total.checked_add(s));
         total = subtotal.map_err(|e| match e {
             holdfast_domain::MoneyError::CurrencyMismatch(..) => ApiError::field(
                 "mixed_currency",
                 &format!("items[sku={sku}]"),
                 "all items of one order must be priced in the same currency",
             ),
-            holdfast_domain::MoneyError::Overflow => {
-                ApiError::field("invalid_cart", "items", "the order total exceeds the maximum amount")
-            }
+            holdfast_domain::MoneyError::Overflow => ApiError::field(
+                "invalid_cart",
+                "items",
+                "the order total exceeds the maximum amount",
+            ),
         })?;
     }
     Ok(PricedCart { lines, total })
@@ -109,8 +125,14 @@ pub async fn checkout(
             return Err(error);
         }
     };
-    state.store.attach_payment_intent(&order.id, &intent).await?;
-    Ok(Placed { order, client_secret: intent.client_secret })
+    state
+        .store
+        .attach_payment_intent(&order.id, &intent)
+        .await?;
+    Ok(Placed {
+        order,
+        client_secret: intent.client_secret,
+    })
 }
 
 /// Step 1: reserve every line, all or nothing, and write the order with its
@@ -123,7 +145,9 @@ async fn reserve_and_record(
     priced: PricedCart,
     now: DateTime<Utc>,
 ) -> Result<Order, ApiError> {
-    let ttl = chrono::Duration::seconds(i64::try_from(state.config.checkout.reservation_ttl_s).unwrap_or(900));
+    let ttl = chrono::Duration::seconds(
+        i64::try_from(state.config.checkout.reservation_ttl_s).unwrap_or(900),
+    );
     let new_order = NewOrder {
         id: order_id.clone(),
         email: request.email.clone(),
@@ -141,9 +165,11 @@ async fn reserve_and_record(
         Ok(order) => Ok(order),
         // The id exists: an earlier attempt with this idempotency key placed
         // the order and then died. Resume it.
-        Err(PlaceOrderError::Store(StoreError::Conflict(_))) => {
-            state.store.get_order(&order_id).await?.ok_or_else(|| ApiError::not_found("order"))
-        }
+        Err(PlaceOrderError::Store(StoreError::Conflict(_))) => state
+            .store
+            .get_order(&order_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("order")),
         Err(error) => Err(error.into()),
     }
 }
@@ -151,8 +177,12 @@ async fn reserve_and_record(
 /// Step 2: the payment intent, keyed by the order id so retries never
 /// create a second one.
 #[tracing::instrument(skip_all, fields(order_id = %order.id))]
-pub async fn create_payment_intent(state: &AppState, order: &Order) -> Result<PaymentIntentRef, ApiError> {
-    let amount = Money::new(order.total_amount, order.currency()).map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?;
+pub async fn create_payment_intent(
+    state: &AppState,
+    order: &Order,
+) -> Result<PaymentIntentRef, ApiError> {
+    let amount = Money::new(order.total_amount, order.currency())
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?;
     let request = IntentRequest {
         order_id: order.id.clone(),
         amount,
@@ -160,10 +190,16 @@ pub async fn create_payment_intent(state: &AppState, order: &Order) -> Result<Pa
         idempotency_key: format!("{}:intent", order.id),
     };
     match state.payments.create_intent(&request).await {
-        Ok(intent) => Ok(PaymentIntentRef { intent_id: intent.id, client_secret: intent.client_secret }),
+        Ok(intent) => Ok(PaymentIntentRef {
+            intent_id: intent.id,
+            client_secret: intent.client_secret,
+        }),
         Err(ProviderError::Unavailable(reason)) => {
-            let mut error =
-                ApiError::unavailable("dependency_unavailable", "the payment provider is not answering; retry later", 2);
+            let mut error = ApiError::unavailable(
+                "dependency_unavailable",
+                "the payment provider is not answering; retry later",
+                2,
+            );
             error.cause = Some(anyhow::anyhow!("payments: {reason}"));
             Err(error)
         }

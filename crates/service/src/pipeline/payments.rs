@@ -56,25 +56,43 @@ pub async fn apply_event(store: &SharedStore, event: &InboxEvent) -> Result<Outc
     let target = match event.event_type.as_str() {
         "payment_intent.succeeded" => OrderStatus::Paid,
         "payment_intent.payment_failed" => OrderStatus::PaymentFailed,
-        other => return Ok(Outcome::Ignored(format!("{other} is not a definitive payment event"))),
+        other => {
+            return Ok(Outcome::Ignored(format!(
+                "{other} is not a definitive payment event"
+            )));
+        }
     };
     let parsed: ProviderEvent = match serde_json::from_str(&event.payload) {
         Ok(parsed) => parsed,
         Err(e) => return Ok(Outcome::Ignored(format!("unreadable payload: {e}"))),
     };
-    let Some(order_id) = parsed.data.object.metadata.get("order_id").and_then(|raw| OrderId::parse(raw).ok()) else {
-        return Ok(Outcome::Ignored("no order_id in the intent's metadata".into()));
+    let Some(order_id) = parsed
+        .data
+        .object
+        .metadata
+        .get("order_id")
+        .and_then(|raw| OrderId::parse(raw).ok())
+    else {
+        return Ok(Outcome::Ignored(
+            "no order_id in the intent's metadata".into(),
+        ));
     };
     let change = StatusChange {
         order_id,
         to: target,
-        cause: format!("{} {} ({})", event.event_type, parsed.id, parsed.data.object.id),
+        cause: format!(
+            "{} {} ({})",
+            event.event_type, parsed.id, parsed.data.object.id
+        ),
         at: Utc::now(),
     };
     match store.transition_order(&change).await {
         Ok(TransitionOutcome::Changed { to, .. }) => Ok(Outcome::Applied(to)),
         Ok(TransitionOutcome::Unchanged) => Ok(Outcome::Duplicate),
-        Err(StoreError::NotFound(_)) => Ok(Outcome::Flagged(format!("order {} not found", change.order_id))),
+        Err(StoreError::NotFound(_)) => Ok(Outcome::Flagged(format!(
+            "order {} not found",
+            change.order_id
+        ))),
         Err(StoreError::InvalidTransition(e)) => Ok(Outcome::Flagged(e.to_string())),
         Err(other) => Err(other),
     }
@@ -90,13 +108,17 @@ pub async fn process_inbox_once(store: &SharedStore, limit: i64) -> Result<usize
                 if let Outcome::Flagged(why) = &outcome {
                     tracing::warn!(event_id = %event.id, %why, "payment event needs attention");
                 }
-                store.mark_inbox_processed(&event.id, &outcome.describe()).await?;
+                store
+                    .mark_inbox_processed(&event.id, &outcome.describe())
+                    .await?;
                 processed += 1;
             }
             Err(error) if error.is_retryable() => return Err(error),
             Err(error) => {
                 tracing::error!(event_id = %event.id, %error, "payment event failed");
-                store.mark_inbox_processed(&event.id, &format!("error: {error}")).await?;
+                store
+                    .mark_inbox_processed(&event.id, &format!("error: {error}"))
+                    .await?;
             }
         }
     }

@@ -33,7 +33,9 @@ pub async fn run_loop<F, Fut>(
                     continue;
                 }
             }
-            Err(error) => tracing::warn!(worker = name, error = format!("{error:#}"), "tick failed"),
+            Err(error) => {
+                tracing::warn!(worker = name, error = format!("{error:#}"), "tick failed")
+            }
         }
         let woken = async {
             match &wake {

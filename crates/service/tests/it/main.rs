@@ -1,0 +1,12 @@
+//! The service's integration suite: every test starts the real server on
+//! `127.0.0.1:0` against a fresh database, and every behaviour runs on both
+//! SQLite and PostgreSQL (`both_backends!`).
+
+mod helpers;
+
+mod bad_input;
+mod checkout;
+mod concurrency;
+mod expiry;
+mod idempotency;
+mod webhooks;
