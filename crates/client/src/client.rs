@@ -6,9 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Problem, snippet};
-use crate::retry::{
-    MAX_RETRY_AFTER, RetryPolicy, is_retryable_status, is_retryable_transport, retry_after,
-};
+use crate::retry::{MAX_RETRY_AFTER, RetryPolicy, is_retryable_status, is_retryable_transport, retry_after};
 
 /// The default per-attempt timeout.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -90,10 +88,7 @@ impl ClientBuilder {
 /// Accepts `http://host:port`, with or without a trailing slash or `/api/v1`.
 fn normalise_base_url(base_url: &str) -> String {
     let trimmed = base_url.trim().trim_end_matches('/');
-    trimmed
-        .strip_suffix("/api/v1")
-        .unwrap_or(trimmed)
-        .to_owned()
+    trimmed.strip_suffix("/api/v1").unwrap_or(trimmed).to_owned()
 }
 
 /// Whether a call may be sent again after a failure.
@@ -193,9 +188,7 @@ impl Client {
                         status: status.as_u16(),
                         problem,
                     };
-                    if attempt >= max_attempts
-                        || !should_retry_response(status, &error, &call.retry)
-                    {
+                    if attempt >= max_attempts || !should_retry_response(status, &error, &call.retry) {
                         return Err(error);
                     }
                     match retry_after(&headers) {
@@ -225,10 +218,7 @@ impl Client {
             .request(call.method.clone(), self.url(&call.path))
             .bearer_auth(&self.api_key)
             .timeout(self.timeout)
-            .header(
-                reqwest::header::ACCEPT,
-                "application/json, application/problem+json",
-            )
+            .header(reqwest::header::ACCEPT, "application/json, application/problem+json")
             .header(reqwest::header::USER_AGENT, USER_AGENT);
         if !call.query.is_empty() {
             request = request.query(&call.query);
@@ -258,8 +248,7 @@ fn should_retry_response(status: StatusCode, error: &Error, retry: &Retry) -> bo
         Retry::Safe => is_retryable_status(status),
         Retry::WithKey(_) => {
             is_retryable_status(status)
-                || (status == StatusCode::CONFLICT
-                    && error.code() == Some("idempotency_in_progress"))
+                || (status == StatusCode::CONFLICT && error.code() == Some("idempotency_in_progress"))
         }
     }
 }
@@ -283,12 +272,7 @@ mod tests {
 
     #[test]
     fn base_urls_are_normalised() {
-        for base in [
-            "http://h:1",
-            "http://h:1/",
-            "http://h:1/api/v1",
-            "http://h:1/api/v1/",
-        ] {
+        for base in ["http://h:1", "http://h:1/", "http://h:1/api/v1", "http://h:1/api/v1/"] {
             assert_eq!(normalise_base_url(base), "http://h:1", "{base}");
         }
     }

@@ -141,14 +141,8 @@ mod tests {
         let problem = Problem::from_response(422, body);
         assert_eq!(problem.code, "invalid_cart");
         assert_eq!(problem.errors[0].field, "items[0].qty");
-        assert_eq!(
-            problem.errors[0].extensions.get("rule"),
-            Some(&Value::from("min"))
-        );
-        assert_eq!(
-            problem.extensions.get("trace_id"),
-            Some(&Value::from("abc"))
-        );
+        assert_eq!(problem.errors[0].extensions.get("rule"), Some(&Value::from("min")));
+        assert_eq!(problem.extensions.get("trace_id"), Some(&Value::from("abc")));
     }
 
     #[test]
@@ -164,10 +158,7 @@ mod tests {
 
     #[test]
     fn a_problem_without_status_takes_the_http_one() {
-        let problem = Problem::from_response(
-            409,
-            br#"{"code":"idempotency_conflict","title":"Conflict"}"#,
-        );
+        let problem = Problem::from_response(409, br#"{"code":"idempotency_conflict","title":"Conflict"}"#);
         assert_eq!(problem.status, 409);
         assert_eq!(problem.r#type, "about:blank");
     }

@@ -327,26 +327,21 @@ mod tests {
             payment_method: "pm_card_visa".to_owned(),
         };
         let json = serde_json::to_value(&order)?;
-        assert_eq!(
-            json["customer"],
-            serde_json::json!({"email": "a@example.com"})
-        );
+        assert_eq!(json["customer"], serde_json::json!({"email": "a@example.com"}));
         assert!(json["shipping_address"].get("line2").is_none());
         Ok(())
     }
 
     #[test]
     fn unknown_statuses_do_not_fail_decoding() -> Result<(), serde_json::Error> {
-        let created: OrderCreated =
-            serde_json::from_str(r#"{"order_id":"ord_1","status":"on_hold","extra":1}"#)?;
+        let created: OrderCreated = serde_json::from_str(r#"{"order_id":"ord_1","status":"on_hold","extra":1}"#)?;
         assert_eq!(created.status, OrderStatus::Unknown);
         Ok(())
     }
 
     #[test]
     fn lists_decode_wrapped_or_bare() -> Result<(), serde_json::Error> {
-        let wrapped: ListBody<InventoryLevel> =
-            serde_json::from_str(r#"{"data":[{"sku":"A","on_hand":1}]}"#)?;
+        let wrapped: ListBody<InventoryLevel> = serde_json::from_str(r#"{"data":[{"sku":"A","on_hand":1}]}"#)?;
         let bare: ListBody<InventoryLevel> = serde_json::from_str(r#"[{"sku":"A","on_hand":1}]"#)?;
         assert_eq!(wrapped.into_vec(), bare.into_vec());
         Ok(())

@@ -22,7 +22,10 @@ impl Country {
         if bytes.len() == 2 && COUNTRIES.split(' ').any(|code| code == raw) {
             Ok(Self([bytes[0], bytes[1]]))
         } else {
-            Err(FieldError::new("", "must be an ISO 3166-1 alpha-2 country code such as \"US\""))
+            Err(FieldError::new(
+                "",
+                "must be an ISO 3166-1 alpha-2 country code such as \"US\"",
+            ))
         }
     }
 
@@ -59,7 +62,10 @@ pub struct Address {
 fn text(field: &str, raw: &str, max: usize) -> Result<String, FieldError> {
     let trimmed = raw.trim();
     if trimmed.is_empty() || trimmed.chars().count() > max || trimmed.chars().any(char::is_control) {
-        Err(FieldError::new(field, format!("must be 1 to {max} printable characters")))
+        Err(FieldError::new(
+            field,
+            format!("must be 1 to {max} printable characters"),
+        ))
     } else {
         Ok(trimmed.to_owned())
     }

@@ -66,10 +66,6 @@ impl ValidationErrors {
     }
 
     pub fn into_result<T>(self, value: impl FnOnce() -> T) -> Result<T, ValidationErrors> {
-        if self.0.is_empty() {
-            Ok(value())
-        } else {
-            Err(self)
-        }
+        if self.0.is_empty() { Ok(value()) } else { Err(self) }
     }
 }

@@ -142,7 +142,10 @@ impl Cart {
         if count == 0 {
             errors.push(FieldError::new("items", "must contain at least one item"));
         } else if count > Self::MAX_LINES {
-            errors.push(FieldError::new("items", format!("must contain at most {} items", Self::MAX_LINES)));
+            errors.push(FieldError::new(
+                "items",
+                format!("must contain at most {} items", Self::MAX_LINES),
+            ));
         }
         let mut lines = Vec::with_capacity(merged.len());
         for (sku, total) in merged {

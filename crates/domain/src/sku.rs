@@ -51,7 +51,10 @@ impl Quantity {
     pub fn parse(raw: i64) -> Result<Self, FieldError> {
         match u32::try_from(raw) {
             Ok(qty) if (1..=Self::MAX).contains(&qty) => Ok(Self(qty)),
-            _ => Err(FieldError::new("", format!("must be an integer from 1 to {}", Self::MAX))),
+            _ => Err(FieldError::new(
+                "",
+                format!("must be an integer from 1 to {}", Self::MAX),
+            )),
         }
     }
 

@@ -69,14 +69,19 @@ struct Tally {
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     let database = Database::from_flag(args.database_url.as_deref());
-    println!("Starting Holdfast on a fresh {} database with the sandbox payment provider…", match database {
-        Database::Sqlite => "SQLite",
-        Database::Postgres { .. } => "PostgreSQL",
-    });
+    println!(
+        "Starting Holdfast on a fresh {} database with the sandbox payment provider…",
+        match database {
+            Database::Sqlite => "SQLite",
+            Database::Postgres { .. } => "PostgreSQL",
+        }
+    );
     let service = harness::start(&database, |_| {}).await?;
     let admin = Driver::new(&service.base_url, &service.admin_key)?;
     for i in 0..REGULAR {
-        admin.create_product(&regular_sku(i), 500 + 250 * i as i64, REGULAR_STOCK).await?;
+        admin
+            .create_product(&regular_sku(i), 500 + 250 * i as i64, REGULAR_STOCK)
+            .await?;
     }
     for sku in SCARCE {
         admin.create_product(sku, 9_900, SCARCE_STOCK).await?;
@@ -98,7 +103,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
     let mut shoppers = Vec::new();
     for _ in 0..args.shoppers {
-        let (shop, next, tally, progress, total) = (shop.clone(), next.clone(), tally.clone(), progress.clone(), args.orders);
+        let (shop, next, tally, progress, total) =
+            (shop.clone(), next.clone(), tally.clone(), progress.clone(), args.orders);
         shoppers.push(tokio::spawn(async move {
             let mut local = Tally::default();
             loop {
@@ -127,7 +133,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     let elapsed = started.elapsed();
     progress.finish_and_clear();
     let settled = wait_for_payments(&service.store, Duration::from_secs(30)).await?;
-    let tally = Arc::try_unwrap(tally).map_err(|_| anyhow::anyhow!("shoppers still running"))?.into_inner();
+    let tally = Arc::try_unwrap(tally)
+        .map_err(|_| anyhow::anyhow!("shoppers still running"))?
+        .into_inner();
     let oversells = check_stock(&service.store).await?;
     let counts = service.store.order_counts().await?;
     let broken = report(&tally, &counts, oversells, settled, elapsed);
@@ -151,7 +159,14 @@ async fn shop_once(shop: &Driver, n: u64, tally: &mut Tally) -> anyhow::Result<(
             let body = order_body(&[(SCARCE[(n % 2) as usize].to_owned(), qty)], &email, "pm_card_visa");
             shop.post("/api/v1/orders", &body, Some(&key)).await?
         }
-        Kind::Declined => shop.post("/api/v1/orders", &order_body(&cart(), &email, "pm_card_declined"), Some(&key)).await?,
+        Kind::Declined => {
+            shop.post(
+                "/api/v1/orders",
+                &order_body(&cart(), &email, "pm_card_declined"),
+                Some(&key),
+            )
+            .await?
+        }
         Kind::Regular | Kind::Retry => {
             let body = order_body(&cart(), &email, "pm_card_visa");
             let first = shop.post("/api/v1/orders", &body, Some(&key)).await?;
@@ -160,7 +175,10 @@ async fn shop_once(shop: &Driver, n: u64, tally: &mut Tally) -> anyhow::Result<(
                 // get the identical answer, not a second order.
                 let again = shop.post("/api/v1/orders", &body, Some(&key)).await?;
                 if again.status != first.status || again.body != first.body {
-                    tally.broken_replays.push(format!("{key}: {} {} then {} {}", first.status, first.raw, again.status, again.raw));
+                    tally.broken_replays.push(format!(
+                        "{key}: {} {} then {} {}",
+                        first.status, first.raw, again.status, again.raw
+                    ));
                 }
             }
             first
@@ -169,7 +187,9 @@ async fn shop_once(shop: &Driver, n: u64, tally: &mut Tally) -> anyhow::Result<(
     tally.latencies.record(answer.elapsed);
     *tally.by_status.entry((kind, answer.status)).or_default() += 1;
     if answer.status >= 500 {
-        tally.server_errors.push(format!("{kind:?}: {} {}", answer.status, answer.raw));
+        tally
+            .server_errors
+            .push(format!("{kind:?}: {} {}", answer.status, answer.raw));
     }
     let expected = match kind {
         Kind::BadRequest => (400..500).contains(&answer.status),
@@ -177,7 +197,9 @@ async fn shop_once(shop: &Driver, n: u64, tally: &mut Tally) -> anyhow::Result<(
         _ => answer.status == 201,
     };
     if !expected {
-        tally.unexpected.push(format!("{kind:?}: {} {}", answer.status, answer.raw));
+        tally
+            .unexpected
+            .push(format!("{kind:?}: {} {}", answer.status, answer.raw));
     }
     Ok(())
 }
@@ -185,16 +207,35 @@ async fn shop_once(shop: &Driver, n: u64, tally: &mut Tally) -> anyhow::Result<(
 fn cart() -> Vec<(String, u32)> {
     let mut rng = rand::thread_rng();
     let lines = rng.gen_range(1..=3);
-    (0..lines).map(|_| (regular_sku(rng.gen_range(0..REGULAR)), rng.gen_range(1..=4))).collect()
+    (0..lines)
+        .map(|_| (regular_sku(rng.gen_range(0..REGULAR)), rng.gen_range(1..=4)))
+        .collect()
 }
 
 async fn bad_request(shop: &Driver, n: u64, key: &str) -> anyhow::Result<crate::load::Answer> {
     let email = "bad@example.com";
     match (n / 100) % 4 {
         0 => shop.post_raw("/api/v1/orders", "{\"items\": [", Some(key)).await,
-        1 => shop.post("/api/v1/orders", &order_body(&[(regular_sku(0), 0)], email, "pm_card_visa"), Some(key)).await,
-        2 => shop.post("/api/v1/orders", &order_body(&[("NO-SUCH-SKU".into(), 1)], email, "pm_card_visa"), Some(key)).await,
-        _ => shop.post("/api/v1/orders", &order_body(&cart(), email, "pm_card_visa"), None).await,
+        1 => {
+            shop.post(
+                "/api/v1/orders",
+                &order_body(&[(regular_sku(0), 0)], email, "pm_card_visa"),
+                Some(key),
+            )
+            .await
+        }
+        2 => {
+            shop.post(
+                "/api/v1/orders",
+                &order_body(&[("NO-SUCH-SKU".into(), 1)], email, "pm_card_visa"),
+                Some(key),
+            )
+            .await
+        }
+        _ => {
+            shop.post("/api/v1/orders", &order_body(&cart(), email, "pm_card_visa"), None)
+                .await
+        }
     }
 }
 
@@ -239,13 +280,7 @@ async fn check_stock(store: &holdfast_store::SharedStore) -> anyhow::Result<u64>
     Ok(oversells)
 }
 
-fn report(
-    tally: &Tally,
-    counts: &[(OrderStatus, i64)],
-    oversells: u64,
-    settled: bool,
-    elapsed: Duration,
-) -> bool {
+fn report(tally: &Tally, counts: &[(OrderStatus, i64)], oversells: u64, settled: bool, elapsed: Duration) -> bool {
     println!("\nOrders by status");
     println!("  {:<18} {:>8}", "status", "orders");
     for (status, n) in counts {
@@ -262,13 +297,28 @@ fn report(
     println!("  p50                {:>10.2} ms", tally.latencies.quantile_ms(0.50));
     println!("  p99                {:>10.2} ms", tally.latencies.quantile_ms(0.99));
     println!("  max                {:>10.2} ms", tally.latencies.max_ms());
-    println!("  throughput         {:>10.0} checkouts/s", requests as f64 / elapsed.as_secs_f64());
+    println!(
+        "  throughput         {:>10.0} checkouts/s",
+        requests as f64 / elapsed.as_secs_f64()
+    );
     println!("\nInvariants");
     let checks = [
         ("oversells", oversells == 0, oversells.to_string()),
-        ("5xx responses", tally.server_errors.is_empty(), tally.server_errors.len().to_string()),
-        ("idempotent replays that differed", tally.broken_replays.is_empty(), tally.broken_replays.len().to_string()),
-        ("unexpected answers", tally.unexpected.is_empty(), tally.unexpected.len().to_string()),
+        (
+            "5xx responses",
+            tally.server_errors.is_empty(),
+            tally.server_errors.len().to_string(),
+        ),
+        (
+            "idempotent replays that differed",
+            tally.broken_replays.is_empty(),
+            tally.broken_replays.len().to_string(),
+        ),
+        (
+            "unexpected answers",
+            tally.unexpected.is_empty(),
+            tally.unexpected.len().to_string(),
+        ),
         ("payments settled by webhook", settled, settled.to_string()),
     ];
     let mut broken = false;
@@ -276,7 +326,13 @@ fn report(
         println!("  {:<34} {:>6}  {}", name, value, if ok { "ok" } else { "BROKEN" });
         broken |= !ok;
     }
-    for line in tally.server_errors.iter().chain(&tally.broken_replays).chain(&tally.unexpected).take(10) {
+    for line in tally
+        .server_errors
+        .iter()
+        .chain(&tally.broken_replays)
+        .chain(&tally.unexpected)
+        .take(10)
+    {
         println!("  ! {line}");
     }
     if broken {
@@ -286,4 +342,3 @@ fn report(
     }
     broken
 }
-

@@ -36,7 +36,9 @@ pub enum Database {
 impl Database {
     pub fn from_flag(url: Option<&str>) -> Self {
         match url {
-            Some(url) if url.starts_with("postgres") => Database::Postgres { admin_url: url.to_owned() },
+            Some(url) if url.starts_with("postgres") => Database::Postgres {
+                admin_url: url.to_owned(),
+            },
             _ => Database::Sqlite,
         }
     }
@@ -47,11 +49,19 @@ pub async fn start(database: &Database, tweak: impl FnOnce(&mut Config)) -> anyh
         Database::Sqlite => {
             let dir = std::env::temp_dir().join(format!("holdfast-run-{}", uuid::Uuid::now_v7().simple()));
             std::fs::create_dir_all(&dir)?;
-            (format!("sqlite://{}/holdfast.db", dir.display()), Cleanup::SqliteDir(dir))
+            (
+                format!("sqlite://{}/holdfast.db", dir.display()),
+                Cleanup::SqliteDir(dir),
+            )
         }
         Database::Postgres { admin_url } => {
             let url = holdfast_store::scratch::create_database(admin_url, "run").await?;
-            (url, Cleanup::PostgresDatabase { admin_url: admin_url.clone() })
+            (
+                url,
+                Cleanup::PostgresDatabase {
+                    admin_url: admin_url.clone(),
+                },
+            )
         }
     };
     let mut config = Config::defaults()?;
@@ -68,7 +78,15 @@ pub async fn start(database: &Database, tweak: impl FnOnce(&mut Config)) -> anyh
     let task = tokio::spawn(app.run(listener, async move {
         let _ = rx.await;
     }));
-    Ok(RunningService { base_url, admin_key, store, database_url, shutdown: Some(tx), task: Some(task), cleanup })
+    Ok(RunningService {
+        base_url,
+        admin_key,
+        store,
+        database_url,
+        shutdown: Some(tx),
+        task: Some(task),
+        cleanup,
+    })
 }
 
 impl RunningService {

@@ -25,12 +25,23 @@ pub struct Answer {
 
 impl Driver {
     pub fn new(base_url: &str, key: &str) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder().pool_max_idle_per_host(256).timeout(Duration::from_secs(30)).build()?;
-        Ok(Self { http, base_url: base_url.to_owned(), key: key.to_owned() })
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(Self {
+            http,
+            base_url: base_url.to_owned(),
+            key: key.to_owned(),
+        })
     }
 
     pub fn with_key(&self, key: &str) -> Self {
-        Self { http: self.http.clone(), base_url: self.base_url.clone(), key: key.to_owned() }
+        Self {
+            http: self.http.clone(),
+            base_url: self.base_url.clone(),
+            key: key.to_owned(),
+        }
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Answer> {
@@ -40,7 +51,12 @@ impl Driver {
         let raw = response.text().await?;
         let elapsed = started.elapsed();
         let body = serde_json::from_str(&raw).unwrap_or(Value::Null);
-        Ok(Answer { status, body, raw, elapsed })
+        Ok(Answer {
+            status,
+            body,
+            raw,
+            elapsed,
+        })
     }
 
     pub async fn post(&self, path: &str, body: &Value, idempotency_key: Option<&str>) -> anyhow::Result<Answer> {
@@ -71,15 +87,34 @@ impl Driver {
     pub async fn create_product(&self, sku: &str, price: i64, on_hand: i64) -> anyhow::Result<()> {
         let body = json!({"sku": sku, "name": format!("Product {sku}"), "price": {"amount": price, "currency": "USD"}, "on_hand": on_hand});
         let answer = self.post("/api/v1/products", &body, None).await?;
-        anyhow::ensure!(answer.status == 201, "creating product {sku}: HTTP {} {}", answer.status, answer.raw);
+        anyhow::ensure!(
+            answer.status == 201,
+            "creating product {sku}: HTTP {} {}",
+            answer.status,
+            answer.raw
+        );
         Ok(())
     }
 
     /// A new storefront key, as a shop's web front would hold.
     pub async fn storefront_key(&self) -> anyhow::Result<String> {
-        let answer = self.post("/api/v1/api-keys", &json!({"scope": "storefront", "name": "load driver"}), None).await?;
-        anyhow::ensure!(answer.status == 201, "creating a storefront key: HTTP {} {}", answer.status, answer.raw);
-        answer.body["key"].as_str().map(str::to_owned).ok_or_else(|| anyhow::anyhow!("no key in {}", answer.raw))
+        let answer = self
+            .post(
+                "/api/v1/api-keys",
+                &json!({"scope": "storefront", "name": "load driver"}),
+                None,
+            )
+            .await?;
+        anyhow::ensure!(
+            answer.status == 201,
+            "creating a storefront key: HTTP {} {}",
+            answer.status,
+            answer.raw
+        );
+        answer.body["key"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("no key in {}", answer.raw))
     }
 }
 
@@ -104,7 +139,9 @@ impl Default for Latencies {
 
 impl Latencies {
     pub fn record(&mut self, elapsed: Duration) {
-        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX).clamp(1, 60_000_000);
+        let micros = u64::try_from(elapsed.as_micros())
+            .unwrap_or(u64::MAX)
+            .clamp(1, 60_000_000);
         let _ = self.0.record(micros);
     }
 

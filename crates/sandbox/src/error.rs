@@ -28,11 +28,7 @@ impl ApiError {
     }
 
     /// A required or invalid parameter, named like Stripe names it (`metadata[order_id]`).
-    pub fn invalid_param(
-        param: &'static str,
-        code: &'static str,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn invalid_param(param: &'static str, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             code: Some(code),
             param: Some(param),
@@ -98,10 +94,5 @@ impl IntoResponse for ApiError {
 /// A JSON body that is already serialised (stored idempotent responses are kept as text
 /// so a replay is byte-for-byte the original).
 pub(crate) fn json_response(status: StatusCode, body: String) -> Response {
-    (
-        status,
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response()
+    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
 }

@@ -51,13 +51,8 @@ impl Gate {
 
     /// Clamped to 0..=1; a NaN counts as 0 so a bad flag cannot fail every call.
     pub fn set_failure_rate(&self, rate: f64) {
-        let rate = if rate.is_nan() {
-            0.0
-        } else {
-            rate.clamp(0.0, 1.0)
-        };
-        self.failure_rate_bits
-            .store(rate.to_bits(), Ordering::Relaxed);
+        let rate = if rate.is_nan() { 0.0 } else { rate.clamp(0.0, 1.0) };
+        self.failure_rate_bits.store(rate.to_bits(), Ordering::Relaxed);
     }
 
     pub fn failure_rate(&self) -> f64 {
@@ -79,23 +74,15 @@ impl Gate {
     }
 
     fn check_auth(&self, request: &Request) -> Result<(), ApiError> {
-        let header = request
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
+        let header = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
         let Some(header) = header else {
             return Err(ApiError::unauthorized(
                 "You did not provide an API key. Provide it in the Authorization header (Authorization: Bearer YOUR_SECRET_KEY).",
             ));
         };
-        let token = header
-            .strip_prefix("Bearer ")
-            .map(str::trim)
-            .unwrap_or_default();
+        let token = header.strip_prefix("Bearer ").map(str::trim).unwrap_or_default();
         let accepted = match self.auth {
-            AuthRule::StripeTestKey => {
-                token.starts_with("sk_test_") && token.len() > "sk_test_".len()
-            }
+            AuthRule::StripeTestKey => token.starts_with("sk_test_") && token.len() > "sk_test_".len(),
             AuthRule::AnyBearer => !token.is_empty(),
         };
         if accepted {

@@ -70,12 +70,7 @@ pub(crate) struct IdempotencyStore {
 impl IdempotencyStore {
     /// Runs `op` once per key; a repeat with the same `fingerprint` gets the stored
     /// response with `Idempotent-Replayed: true`. Without a key `op` always runs.
-    pub fn run(
-        &self,
-        key: Option<&str>,
-        fingerprint: &str,
-        op: impl FnOnce() -> Executed,
-    ) -> Response {
+    pub fn run(&self, key: Option<&str>, fingerprint: &str, op: impl FnOnce() -> Executed) -> Response {
         let Some(key) = key else {
             let executed = op();
             return json_response(executed.status, executed.body);
@@ -108,11 +103,7 @@ impl IdempotencyStore {
     /// Number of keys currently remembered.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entries
-            .len()
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner).entries.len()
     }
 }
 
@@ -139,9 +130,7 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Api
         .map_err(|_| ApiError::invalid_request("Idempotency-Key must be printable ASCII."))?
         .trim();
     if key.is_empty() {
-        return Err(ApiError::invalid_request(
-            "Idempotency-Key must not be empty.",
-        ));
+        return Err(ApiError::invalid_request("Idempotency-Key must not be empty."));
     }
     if key.len() > MAX_KEY_LEN {
         return Err(ApiError::invalid_request(format!(
@@ -165,11 +154,7 @@ mod tests {
         let _ = store.run(Some("k1"), "f", || ok("{}"));
         assert_eq!(store.len(), 1);
         let later = Instant::now() + KEY_RETENTION + Duration::from_secs(1);
-        store
-            .inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .expire(later);
+        store.inner.lock().unwrap_or_else(PoisonError::into_inner).expire(later);
         assert_eq!(store.len(), 0);
     }
 

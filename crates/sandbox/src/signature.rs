@@ -25,9 +25,7 @@ pub enum SignatureError {
     #[error("malformed Stripe-Signature header: {0}")]
     Malformed(&'static str),
     /// The signed timestamp is further from `now` than the tolerance allows.
-    #[error(
-        "signature timestamp {timestamp} is outside the tolerance of {tolerance_secs}s (now {now})"
-    )]
+    #[error("signature timestamp {timestamp} is outside the tolerance of {tolerance_secs}s (now {now})")]
     TimestampOutsideTolerance {
         timestamp: i64,
         now: i64,
@@ -45,11 +43,7 @@ pub fn unix_now() -> i64 {
 
 /// Builds the `Stripe-Signature` header value for `payload` signed at `timestamp`.
 pub fn stripe_signature_header(secret: &str, timestamp: i64, payload: impl AsRef<[u8]>) -> String {
-    let signature = hex::encode(
-        signed_mac(secret, timestamp, payload.as_ref())
-            .finalize()
-            .into_bytes(),
-    );
+    let signature = hex::encode(signed_mac(secret, timestamp, payload.as_ref()).finalize().into_bytes());
     format!("t={timestamp},v1={signature}")
 }
 
@@ -97,8 +91,7 @@ pub fn verify_stripe_signature<'a>(
 fn signed_mac(secret: &str, timestamp: i64, payload: &[u8]) -> HmacSha256 {
     // HMAC pads or hashes keys of any length, so this constructor never fails; the
     // `Result` only exists because the trait also serves fixed-key MACs.
-    let mut mac =
-        HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any length");
+    let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any length");
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(payload);
@@ -121,8 +114,7 @@ impl<'a> ParsedHeader<'a> {
             match key.trim() {
                 "t" => {
                     let t = value.trim().parse::<i64>();
-                    timestamp =
-                        Some(t.map_err(|_| SignatureError::Malformed("t is not an integer"))?);
+                    timestamp = Some(t.map_err(|_| SignatureError::Malformed("t is not an integer"))?);
                 }
                 "v1" => v1.push(value.trim()),
                 // Other schemes (v0 is Stripe's test-only one) are ignored, like Stripe does.
@@ -247,13 +239,7 @@ mod tests {
     fn accepts_a_plain_str_header() {
         let header = stripe_signature_header(SECRET, 5, BODY);
         assert_eq!(
-            verify_stripe_signature(
-                SECRET,
-                header.as_str(),
-                BODY.as_bytes(),
-                5,
-                DEFAULT_TOLERANCE
-            ),
+            verify_stripe_signature(SECRET, header.as_str(), BODY.as_bytes(), 5, DEFAULT_TOLERANCE),
             Ok(())
         );
     }

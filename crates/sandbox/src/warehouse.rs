@@ -79,9 +79,7 @@ struct Inner {
 
 impl Inner {
     fn shipments_lock(&self) -> MutexGuard<'_, HashMap<String, Shipment>> {
-        self.shipments
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.shipments.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -94,18 +92,12 @@ pub struct SandboxWarehouse {
 impl SandboxWarehouse {
     pub fn new(config: WarehouseConfig) -> Self {
         let inner = Inner {
-            gate: Arc::new(Gate::new(
-                AuthRule::AnyBearer,
-                config.failure_rate,
-                config.latency,
-            )),
+            gate: Arc::new(Gate::new(AuthRule::AnyBearer, config.failure_rate, config.latency)),
             idempotency: IdempotencyStore::default(),
             shipments: Mutex::new(HashMap::new()),
             shipments_created: AtomicU64::new(0),
         };
-        Self {
-            inner: Arc::new(inner),
-        }
+        Self { inner: Arc::new(inner) }
     }
 
     /// The HTTP API (`/v1/shipments…`).
@@ -123,9 +115,7 @@ impl SandboxWarehouse {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let address = listener
-            .local_addr()
-            .context("reading the listener address")?;
+        let address = listener.local_addr().context("reading the listener address")?;
         tracing::info!(%address, "sandbox warehouse listening");
         axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
@@ -155,11 +145,7 @@ impl SandboxWarehouse {
     }
 }
 
-async fn create_shipment(
-    State(inner): State<Arc<Inner>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn create_shipment(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
     let prepared = idempotency_key(&headers).and_then(|key| {
         let (input, fingerprint) = parse_shipment(&body)?;
         Ok((key, input, fingerprint))
@@ -239,9 +225,7 @@ fn canonical_json(value: &Value) -> String {
             entries.sort_by(|a, b| a.0.cmp(b.0));
             let fields: Vec<String> = entries
                 .into_iter()
-                .map(|(key, value)| {
-                    format!("{}:{}", Value::String(key.clone()), canonical_json(value))
-                })
+                .map(|(key, value)| format!("{}:{}", Value::String(key.clone()), canonical_json(value)))
                 .collect();
             format!("{{{}}}", fields.join(","))
         }
@@ -264,10 +248,8 @@ mod tests {
 
     #[test]
     fn canonical_json_ignores_key_order_and_spacing() {
-        let a: Value =
-            serde_json::from_str(r#"{"b": 1, "a": {"y": [1, 2], "x": "s"}}"#).unwrap_or_default();
-        let b: Value =
-            serde_json::from_str(r#"{"a":{"x":"s","y":[1,2]},"b":1}"#).unwrap_or_default();
+        let a: Value = serde_json::from_str(r#"{"b": 1, "a": {"y": [1, 2], "x": "s"}}"#).unwrap_or_default();
+        let b: Value = serde_json::from_str(r#"{"a":{"x":"s","y":[1,2]},"b":1}"#).unwrap_or_default();
         assert_eq!(canonical_json(&a), canonical_json(&b));
         assert_eq!(canonical_json(&b), r#"{"a":{"x":"s","y":[1,2]},"b":1}"#);
     }

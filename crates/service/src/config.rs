@@ -179,9 +179,7 @@ impl Config {
                 ));
             }
             Some(path) => figment = figment.merge(Toml::file_exact(path)),
-            None if Path::new("holdfast.toml").exists() => {
-                figment = figment.merge(Toml::file_exact("holdfast.toml"))
-            }
+            None if Path::new("holdfast.toml").exists() => figment = figment.merge(Toml::file_exact("holdfast.toml")),
             None => {}
         }
         if sources.env {
@@ -220,27 +218,15 @@ impl Config {
             url::Url::parse(url).map_err(|e| {
                 ConfigError::new(
                     "database.url",
-                    format!(
-                        "{} does not parse: {e}",
-                        holdfast_store::describe_target(url)
-                    ),
+                    format!("{} does not parse: {e}", holdfast_store::describe_target(url)),
                 )
             })?;
         }
         let positive = [
-            (
-                "server.request_deadline_ms",
-                self.server.request_deadline_ms,
-            ),
+            ("server.request_deadline_ms", self.server.request_deadline_ms),
             ("server.max_body_bytes", self.server.max_body_bytes as u64),
-            (
-                "database.connect_timeout_ms",
-                self.database.connect_timeout_ms,
-            ),
-            (
-                "database.statement_timeout_ms",
-                self.database.statement_timeout_ms,
-            ),
+            ("database.connect_timeout_ms", self.database.connect_timeout_ms),
+            ("database.statement_timeout_ms", self.database.statement_timeout_ms),
             ("database.lock_timeout_ms", self.database.lock_timeout_ms),
             (
                 "database.pools.read.max_connections",
@@ -254,10 +240,7 @@ impl Config {
                 "database.pools.worker.max_connections",
                 u64::from(self.database.pools.worker.max_connections),
             ),
-            (
-                "checkout.reservation_ttl_s",
-                self.checkout.reservation_ttl_s,
-            ),
+            ("checkout.reservation_ttl_s", self.checkout.reservation_ttl_s),
             (
                 "checkout.expiry_sweep_interval_ms",
                 self.checkout.expiry_sweep_interval_ms,
@@ -286,12 +269,8 @@ impl Config {
             ));
         }
         if !self.payments.url.is_empty() {
-            url::Url::parse(&self.payments.url).map_err(|e| {
-                ConfigError::new(
-                    "payments.url",
-                    format!("{:?} is not a URL: {e}", self.payments.url),
-                )
-            })?;
+            url::Url::parse(&self.payments.url)
+                .map_err(|e| ConfigError::new("payments.url", format!("{:?} is not a URL: {e}", self.payments.url)))?;
         }
         tracing_subscriber_filter_check(&self.log.level)?;
         Ok(())
@@ -335,12 +314,7 @@ fn tracing_subscriber_filter_check(level: &str) -> Result<(), ConfigError> {
     let levels = ["trace", "debug", "info", "warn", "error", "off"];
     let valid = !level.trim().is_empty()
         && level.split(',').all(|directive| {
-            let word = directive
-                .rsplit('=')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
+            let word = directive.rsplit('=').next().unwrap_or("").trim().to_ascii_lowercase();
             levels.contains(&word.as_str()) || (directive.contains('=') && word.is_empty())
         });
     if valid {
@@ -348,9 +322,7 @@ fn tracing_subscriber_filter_check(level: &str) -> Result<(), ConfigError> {
     } else {
         Err(ConfigError::new(
             "log.level",
-            format!(
-                "{level:?} is not a filter such as \"info\" or \"holdfast_service=debug,info\""
-            ),
+            format!("{level:?} is not a filter such as \"info\" or \"holdfast_service=debug,info\""),
         ))
     }
 }
@@ -365,11 +337,7 @@ fn from_figment(error: figment::Error) -> ConfigError {
             None => format!(" (from {})", meta.name),
         })
         .unwrap_or_default();
-    let key = if key.is_empty() {
-        "<file>".to_owned()
-    } else {
-        key
-    };
+    let key = if key.is_empty() { "<file>".to_owned() } else { key };
     ConfigError {
         key,
         origin,
@@ -383,10 +351,7 @@ mod tests {
 
     fn with(overrides: &[(&str, &str)]) -> Result<Config, ConfigError> {
         Config::load(&Sources {
-            overrides: overrides
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            overrides: overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             ..Default::default()
         })
     }

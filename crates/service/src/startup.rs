@@ -59,10 +59,7 @@ impl Application {
                 .await
                 .map_err(|e| StartupError::Migrations(e.to_string()))?;
         }
-        let status = store
-            .migration_status()
-            .await
-            .map_err(StartupError::Database)?;
+        let status = store.migration_status().await.map_err(StartupError::Database)?;
         if !status.is_current() {
             return Err(StartupError::Migrations(format!(
                 "not current: pending {:?}, applied but unknown to this binary {:?}; run `holdfast migrate` \
@@ -71,11 +68,7 @@ impl Application {
                 status.unknown()
             )));
         }
-        Ok(Self {
-            config,
-            store,
-            role,
-        })
+        Ok(Self { config, store, role })
     }
 
     pub fn store(&self) -> SharedStore {
@@ -91,17 +84,11 @@ impl Application {
     /// generated one so the caller can show it once. A supplied key is
     /// registered whenever it is not known yet, so scripted setups are
     /// repeatable.
-    pub async fn bootstrap_admin_key(
-        &self,
-        supplied: Option<&str>,
-    ) -> Result<Option<String>, StartupError> {
-        let failed = |e: crate::http::error::ApiError| {
-            StartupError::Other(format!("registering the admin key: {}", e.detail))
-        };
+    pub async fn bootstrap_admin_key(&self, supplied: Option<&str>) -> Result<Option<String>, StartupError> {
+        let failed =
+            |e: crate::http::error::ApiError| StartupError::Other(format!("registering the admin key: {}", e.detail));
         if let Some(key) = supplied {
-            validate_key(key).map_err(|why| {
-                StartupError::Other(format!("HOLDFAST_BOOTSTRAP_ADMIN_KEY: {why}"))
-            })?;
+            validate_key(key).map_err(|why| StartupError::Other(format!("HOLDFAST_BOOTSTRAP_ADMIN_KEY: {why}")))?;
             let known = self
                 .store
                 .find_api_key(&hash_key(key))
@@ -114,13 +101,7 @@ impl Application {
             }
             return Ok(None);
         }
-        if self
-            .store
-            .count_api_keys()
-            .await
-            .map_err(StartupError::Database)?
-            > 0
-        {
+        if self.store.count_api_keys().await.map_err(StartupError::Database)? > 0 {
             return Ok(None);
         }
         let key = generate_key();
@@ -141,15 +122,8 @@ impl Application {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut background = Vec::new();
         let inbox_ready = Arc::new(Notify::new());
-        let payments = self
-            .payment_provider(local, stop_rx.clone(), &mut background)
-            .await?;
-        let state = AppState::new(
-            self.config.clone(),
-            self.store.clone(),
-            payments,
-            inbox_ready.clone(),
-        );
+        let payments = self.payment_provider(local, stop_rx.clone(), &mut background).await?;
+        let state = AppState::new(self.config.clone(), self.store.clone(), payments, inbox_ready.clone());
         if self.role != Role::Api {
             background.extend(self.spawn_workers(&inbox_ready, &stop_rx));
         }
@@ -204,10 +178,7 @@ impl Application {
                     let _ = stop.wait_for(|stopped| *stopped).await;
                 };
                 if let Err(error) = sandbox.serve(listener, until_stopped).await {
-                    tracing::error!(
-                        error = format!("{error:#}"),
-                        "in-process sandbox payments stopped"
-                    );
+                    tracing::error!(error = format!("{error:#}"), "in-process sandbox payments stopped");
                 }
             }));
             tracing::info!(%url, "in-process sandbox payment provider");
@@ -215,11 +186,7 @@ impl Application {
         } else {
             payments.url.clone()
         };
-        Ok(Arc::new(StripeClient::new(
-            &url,
-            payments.api_key.clone(),
-            deadline,
-        )?))
+        Ok(Arc::new(StripeClient::new(&url, payments.api_key.clone(), deadline)?))
     }
 
     fn spawn_workers(

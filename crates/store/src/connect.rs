@@ -84,11 +84,22 @@ pub fn describe_target(raw: &str) -> String {
             let host = parsed.host_str().unwrap_or("<no host>");
             let port = parsed.port().unwrap_or(5432);
             let database = parsed.path().trim_start_matches('/');
-            let database = if database.is_empty() { "<default database>" } else { database };
+            let database = if database.is_empty() {
+                "<default database>"
+            } else {
+                database
+            };
             format!("PostgreSQL host {host} port {port} database {database} as user {user}")
         }
         Ok(parsed) if parsed.scheme() == "sqlite" => {
-            format!("SQLite database {}", raw.trim_start_matches("sqlite://").trim_start_matches("sqlite:").split('?').next().unwrap_or(parsed.path()))
+            format!(
+                "SQLite database {}",
+                raw.trim_start_matches("sqlite://")
+                    .trim_start_matches("sqlite:")
+                    .split('?')
+                    .next()
+                    .unwrap_or(parsed.path())
+            )
         }
         // Not a URL we can take apart: show only the scheme, since the rest
         // may hold a password.
@@ -103,8 +114,14 @@ mod tests {
     #[test]
     fn targets_never_show_passwords() {
         let described = describe_target("postgres://app:hunter2@db.internal:6432/shop");
-        assert_eq!(described, "PostgreSQL host db.internal port 6432 database shop as user app");
+        assert_eq!(
+            described,
+            "PostgreSQL host db.internal port 6432 database shop as user app"
+        );
         assert!(!describe_target("postgres//app:hunter2@db").contains("hunter2"));
-        assert_eq!(describe_target("sqlite://data/x.db?mode=rwc"), "SQLite database data/x.db");
+        assert_eq!(
+            describe_target("sqlite://data/x.db?mode=rwc"),
+            "SQLite database data/x.db"
+        );
     }
 }

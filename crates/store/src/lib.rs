@@ -11,8 +11,8 @@ mod connect;
 mod error;
 pub mod model;
 mod postgres;
-mod sqlite;
 pub mod scratch;
+mod sqlite;
 
 use std::sync::Arc;
 

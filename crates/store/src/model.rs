@@ -14,12 +14,20 @@ pub struct MigrationStatus {
 
 impl MigrationStatus {
     pub fn pending(&self) -> Vec<i64> {
-        self.expected.iter().copied().filter(|v| !self.applied.contains(v)).collect()
+        self.expected
+            .iter()
+            .copied()
+            .filter(|v| !self.applied.contains(v))
+            .collect()
     }
 
     /// Applied versions this binary does not know: the database is newer.
     pub fn unknown(&self) -> Vec<i64> {
-        self.applied.iter().copied().filter(|v| !self.expected.contains(v)).collect()
+        self.applied
+            .iter()
+            .copied()
+            .filter(|v| !self.expected.contains(v))
+            .collect()
     }
 
     pub fn is_current(&self) -> bool {
@@ -182,7 +190,10 @@ pub struct StatusChange {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransitionOutcome {
-    Changed { from: OrderStatus, to: OrderStatus },
+    Changed {
+        from: OrderStatus,
+        to: OrderStatus,
+    },
     /// The order was already in the target state: a duplicate delivery.
     Unchanged,
 }
@@ -268,7 +279,11 @@ pub(crate) fn order_lines(order: &NewOrder) -> Vec<OrderLine> {
     order
         .lines
         .iter()
-        .map(|(sku, qty, price)| OrderLine { sku: sku.to_string(), qty: qty.get(), unit_amount: price.amount() })
+        .map(|(sku, qty, price)| OrderLine {
+            sku: sku.to_string(),
+            qty: qty.get(),
+            unit_amount: price.amount(),
+        })
         .collect()
 }
 

@@ -45,8 +45,7 @@ impl TryFrom<OrderRow> for Order {
     fn try_from(row: OrderRow) -> Result<Self, StoreError> {
         let address = serde_json::from_str(&row.shipping_address)
             .map_err(|_| corrupt("shipping address", &row.shipping_address))?;
-        let lines: Vec<OrderLine> =
-            serde_json::from_str(&row.lines).map_err(|_| corrupt("order lines", &row.lines))?;
+        let lines: Vec<OrderLine> = serde_json::from_str(&row.lines).map_err(|_| corrupt("order lines", &row.lines))?;
         Ok(Order {
             status: parse_status(&row.status)?,
             id: OrderId::from_trusted(row.id),
@@ -85,8 +84,8 @@ impl TryFrom<ProductRow> for Product {
 
     fn try_from(row: ProductRow) -> Result<Self, StoreError> {
         let currency = Currency::parse(&row.currency).map_err(|_| corrupt("currency", &row.currency))?;
-        let price = Money::new(row.price_amount, currency)
-            .map_err(|_| corrupt("price", &row.price_amount.to_string()))?;
+        let price =
+            Money::new(row.price_amount, currency).map_err(|_| corrupt("price", &row.price_amount.to_string()))?;
         Ok(Product {
             sku: Sku::from_trusted(row.sku),
             name: row.name,
@@ -190,16 +189,26 @@ impl IdempotencyRow {
 
 pub(crate) fn api_key_record((id, scope, name): (String, String, String)) -> Result<ApiKeyRecord, StoreError> {
     let scope = Scope::parse(&scope).ok_or_else(|| corrupt("api key scope", &scope))?;
-    Ok(ApiKeyRecord { id: ApiKeyId::from_trusted(id), scope, name })
+    Ok(ApiKeyRecord {
+        id: ApiKeyId::from_trusted(id),
+        scope,
+        name,
+    })
 }
 
-pub(crate) fn inbox_event((id, event_type, payload, received_at): (String, String, String, DateTime<Utc>)) -> InboxEvent {
-    InboxEvent { id, event_type, payload, received_at }
+pub(crate) fn inbox_event(
+    (id, event_type, payload, received_at): (String, String, String, DateTime<Utc>),
+) -> InboxEvent {
+    InboxEvent {
+        id,
+        event_type,
+        payload,
+        received_at,
+    }
 }
 
 pub(crate) fn replayed(stored: &str) -> Result<SyncOutcome, StoreError> {
-    let mut outcome: SyncOutcome =
-        serde_json::from_str(stored).map_err(|_| corrupt("sync outcome", stored))?;
+    let mut outcome: SyncOutcome = serde_json::from_str(stored).map_err(|_| corrupt("sync outcome", stored))?;
     outcome.replayed = true;
     Ok(outcome)
 }

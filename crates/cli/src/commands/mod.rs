@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "holdfast", version, about = "Order and checkout service that keeps working, or fails fast and honestly")]
+#[command(
+    name = "holdfast",
+    version,
+    about = "Order and checkout service that keeps working, or fails fast and honestly"
+)]
 pub struct Cli {
     /// Configuration file (default: ./holdfast.toml if present).
     #[arg(long, global = true, value_name = "FILE")]

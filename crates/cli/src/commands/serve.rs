@@ -26,13 +26,19 @@ pub struct ServeArgs {
 }
 
 fn load(config: Option<PathBuf>, overrides: Vec<(String, String)>) -> anyhow::Result<Config> {
-    Ok(Config::load(&Sources { file: config, env: true, overrides })?)
+    Ok(Config::load(&Sources {
+        file: config,
+        env: true,
+        overrides,
+    })?)
 }
 
 fn init_logs(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match config.log.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -43,11 +49,17 @@ fn init_logs(config: &Config) {
 pub fn init_logs_quiet() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 pub async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<u8> {
-    let overrides = args.listen.map(|listen| vec![("server.listen".to_owned(), listen)]).unwrap_or_default();
+    let overrides = args
+        .listen
+        .map(|listen| vec![("server.listen".to_owned(), listen)])
+        .unwrap_or_default();
     let config = load(config, overrides)?;
     init_logs(&config);
     let role = match args.role {
@@ -57,7 +69,9 @@ pub async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<u
     };
     let address = config.listen_addr()?;
     let app = Application::build(config, role).await?;
-    let supplied = std::env::var("HOLDFAST_BOOTSTRAP_ADMIN_KEY").ok().filter(|k| !k.is_empty());
+    let supplied = std::env::var("HOLDFAST_BOOTSTRAP_ADMIN_KEY")
+        .ok()
+        .filter(|k| !k.is_empty());
     if let Some(key) = app.bootstrap_admin_key(supplied.as_deref()).await? {
         println!("Generated an admin API key (shown once, store it now): {key}");
     }
@@ -98,7 +112,11 @@ pub async fn migrate(config: Option<PathBuf>) -> anyhow::Result<u8> {
         .map_err(|e| anyhow::anyhow!("config key `database.url`: {e}"))?;
     store.migrate().await?;
     let status = store.migration_status().await?;
-    println!("migrations current on {}: {:?}", store.backend().as_str(), status.applied);
+    println!(
+        "migrations current on {}: {:?}",
+        store.backend().as_str(),
+        status.applied
+    );
     Ok(0)
 }
 
@@ -115,7 +133,11 @@ pub struct SandboxPaymentsArgs {
     /// Where to send signed webhooks, e.g. http://127.0.0.1:8080/api/v1/payments/webhook.
     #[arg(long)]
     webhook_url: Option<String>,
-    #[arg(long, env = "HOLDFAST_SANDBOX_WEBHOOK_SECRET", default_value = "whsec_holdfast_sandbox")]
+    #[arg(
+        long,
+        env = "HOLDFAST_SANDBOX_WEBHOOK_SECRET",
+        default_value = "whsec_holdfast_sandbox"
+    )]
     webhook_secret: String,
     /// Fraction of API calls answered with 500 (0 to 1).
     #[arg(long, default_value_t = 0.0)]

@@ -1,8 +1,6 @@
 //! What each endpoint method sends, and how it decodes answers and errors.
 
-use holdfast_client::{
-    Address, CustomerIn, Error, LineItemIn, ListOrders, OrderIn, OrderStatus, Scope,
-};
+use holdfast_client::{Address, CustomerIn, Error, LineItemIn, ListOrders, OrderIn, OrderStatus, Scope};
 use serde_json::json;
 
 use crate::fake::{Answer, Fake, TestResult};
@@ -52,10 +50,7 @@ async fn create_order_sends_the_documented_body_and_bearer_key() -> TestResult {
     assert_eq!(created.status, OrderStatus::Accepted);
     assert_eq!(created.client_secret, None);
     let call = &fake.calls()[0];
-    assert_eq!(
-        (call.method.as_str(), call.path.as_str()),
-        ("POST", "/api/v1/orders")
-    );
+    assert_eq!((call.method.as_str(), call.path.as_str()), ("POST", "/api/v1/orders"));
     assert_eq!(call.authorization.as_deref(), Some("Bearer hf_test_key"));
     assert!(
         call.user_agent
@@ -72,11 +67,7 @@ async fn create_order_sends_the_documented_body_and_bearer_key() -> TestResult {
 #[tokio::test]
 async fn orders_decode_and_lists_send_their_filters() -> TestResult {
     let page = json!({"data": [order_json("ord_1")], "next_cursor": "c2"});
-    let fake = Fake::start(vec![
-        Answer::json(200, order_json("ord_1")),
-        Answer::json(200, page),
-    ])
-    .await?;
+    let fake = Fake::start(vec![Answer::json(200, order_json("ord_1")), Answer::json(200, page)]).await?;
     let client = fake.client(1);
     let order = client.get_order("ord_1").await?;
     assert_eq!(order.total.amount, 2400);
@@ -136,20 +127,23 @@ async fn validation_problems_keep_their_field_errors() -> TestResult {
 async fn an_unexpected_success_body_is_a_decode_error() -> TestResult {
     let fake = Fake::start(vec![Answer::json(200, json!({"sku": "MUG-1"}))]).await?;
     let result = fake.client(1).get_inventory("MUG-1").await;
-    assert!(
-        matches!(result, Err(Error::Decode { status: 200, .. })),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(Error::Decode { status: 200, .. })), "{result:?}");
     Ok(())
 }
 
 #[tokio::test]
 async fn events_customers_intents_and_keys_decode() -> TestResult {
     let fake = Fake::start(vec![
-        Answer::json(200, json!({"data": [{"from": "pending_payment", "to": "paid", "cause": "payment_intent.succeeded",
-                                          "at": "2030-01-01T00:00:00Z", "actor": "webhook"}]})),
+        Answer::json(
+            200,
+            json!({"data": [{"from": "pending_payment", "to": "paid", "cause": "payment_intent.succeeded",
+                                          "at": "2030-01-01T00:00:00Z", "actor": "webhook"}]}),
+        ),
         Answer::json(200, json!([{"email": "ada@example.com", "name": "Ada"}])),
-        Answer::json(201, json!({"order_id": "ord_1", "client_secret": "pi_2_secret_y", "status": "pending_payment"})),
+        Answer::json(
+            201,
+            json!({"order_id": "ord_1", "client_secret": "pi_2_secret_y", "status": "pending_payment"}),
+        ),
         Answer::json(201, json!({"id": "key_1", "key": "hf_abc", "scope": "storefront"})),
     ])
     .await?;

@@ -106,10 +106,7 @@ impl Fake {
     }
 
     pub fn calls(&self) -> Vec<Recorded> {
-        self.calls
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// A client with fast backoff, so tests measure `Retry-After`, not jitter.
@@ -125,19 +122,8 @@ impl Fake {
     }
 }
 
-async fn answer(
-    State(shared): State<Shared>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
+async fn answer(State(shared): State<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let index = {
         let mut calls = shared.calls.lock().unwrap_or_else(PoisonError::into_inner);
         calls.push(Recorded {

@@ -34,11 +34,7 @@ async fn create_order_retries_503_honouring_retry_after_with_one_key() -> TestRe
     assert!(elapsed >= Duration::from_secs(2), "{elapsed:?}");
     let key = calls[0].idempotency_key.clone().unwrap_or_default();
     assert!(uuid::Uuid::parse_str(&key).is_ok(), "{key}");
-    assert!(
-        calls
-            .iter()
-            .all(|c| c.idempotency_key.as_deref() == Some(key.as_str()))
-    );
+    assert!(calls.iter().all(|c| c.idempotency_key.as_deref() == Some(key.as_str())));
     assert!(calls.iter().all(|c| c.body == calls[0].body));
     Ok(())
 }
@@ -49,14 +45,8 @@ async fn each_order_gets_its_own_key_and_a_given_key_is_used_as_is() -> TestResu
     let client = fake.client(3);
     client.create_order(&sample_order()).await?;
     client.create_order(&sample_order()).await?;
-    client
-        .create_order_with_key("my-key-1", &sample_order())
-        .await?;
-    let keys: Vec<_> = fake
-        .calls()
-        .into_iter()
-        .map(|c| c.idempotency_key)
-        .collect();
+    client.create_order_with_key("my-key-1", &sample_order()).await?;
+    let keys: Vec<_> = fake.calls().into_iter().map(|c| c.idempotency_key).collect();
     assert_ne!(keys[0], keys[1]);
     assert_eq!(keys[2].as_deref(), Some("my-key-1"));
     Ok(())
@@ -91,10 +81,7 @@ async fn a_post_without_a_key_is_never_retried() -> TestResult {
         on_hand: 5,
     };
     let result = fake.client(5).create_product(&product).await;
-    assert!(
-        matches!(result, Err(Error::Api { status: 503, .. })),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(Error::Api { status: 503, .. })), "{result:?}");
     let calls = fake.calls();
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].idempotency_key, None);
@@ -103,17 +90,10 @@ async fn a_post_without_a_key_is_never_retried() -> TestResult {
 
 #[tokio::test]
 async fn client_errors_are_not_retried() -> TestResult {
-    let fake = Fake::start(vec![
-        Answer::problem(409, "idempotency_conflict"),
-        created(),
-    ])
-    .await?;
+    let fake = Fake::start(vec![Answer::problem(409, "idempotency_conflict"), created()]).await?;
     let result = fake.client(5).create_order(&sample_order()).await;
     assert_eq!(
-        result
-            .err()
-            .and_then(|e| e.code().map(str::to_owned))
-            .as_deref(),
+        result.err().and_then(|e| e.code().map(str::to_owned)).as_deref(),
         Some("idempotency_conflict")
     );
     assert_eq!(fake.calls().len(), 1);
@@ -122,11 +102,7 @@ async fn client_errors_are_not_retried() -> TestResult {
 
 #[tokio::test]
 async fn an_in_progress_duplicate_is_retried_with_the_same_key() -> TestResult {
-    let fake = Fake::start(vec![
-        Answer::problem(409, "idempotency_in_progress"),
-        created(),
-    ])
-    .await?;
+    let fake = Fake::start(vec![Answer::problem(409, "idempotency_in_progress"), created()]).await?;
     let order = fake.client(3).create_order(&sample_order()).await?;
     assert_eq!(order.order_id, "ord_1");
     let calls = fake.calls();
@@ -165,11 +141,7 @@ async fn reads_and_batch_syncs_are_retried() -> TestResult {
 
 #[tokio::test]
 async fn an_excessive_retry_after_is_returned_at_once() -> TestResult {
-    let fake = Fake::start(vec![
-        Answer::problem(503, "maintenance").retry_after(3600),
-        created(),
-    ])
-    .await?;
+    let fake = Fake::start(vec![Answer::problem(503, "maintenance").retry_after(3600), created()]).await?;
     let started = Instant::now();
     let result = fake.client(3).create_order(&sample_order()).await;
     assert!(matches!(result, Err(Error::Api { status: 503, .. })));
@@ -216,10 +188,7 @@ async fn dropped_connections_are_retried_for_idempotent_calls_only() -> TestResu
     assert_eq!(accepted.load(Ordering::SeqCst), 6);
 
     let payment_intent = client.create_payment_intent("ord_1").await;
-    assert!(
-        matches!(payment_intent, Err(Error::Transport(_))),
-        "{payment_intent:?}"
-    );
+    assert!(matches!(payment_intent, Err(Error::Transport(_))), "{payment_intent:?}");
     assert_eq!(accepted.load(Ordering::SeqCst), 7);
     Ok(())
 }
@@ -227,9 +196,7 @@ async fn dropped_connections_are_retried_for_idempotent_calls_only() -> TestResu
 #[tokio::test]
 async fn a_closed_port_is_a_transport_error() -> TestResult {
     // Bind and release a port so nothing listens on it.
-    let address = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await?
-        .local_addr()?;
+    let address = tokio::net::TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
     let result = fast_client(&format!("http://{address}"), 2)
         .get_inventory("MUG-1")
         .await;

@@ -45,15 +45,31 @@ pub async fn run(args: CheckoutArgs) -> anyhow::Result<u8> {
         skus.push(Sku::parse(&sku).map_err(|e| anyhow::anyhow!("{e}"))?);
     }
     let shop = admin.with_key(&admin.storefront_key().await?);
-    println!("bench checkout: {} clients, {} s, {}", args.clients, args.seconds, if is_postgres { "PostgreSQL" } else { "SQLite" });
+    println!(
+        "bench checkout: {} clients, {} s, {}",
+        args.clients,
+        args.seconds,
+        if is_postgres { "PostgreSQL" } else { "SQLite" }
+    );
     let (http_orders, failures, latencies, http_elapsed) = drive_http(&shop, args.clients, args.seconds).await?;
     let http_rate = http_orders as f64 / http_elapsed.as_secs_f64();
-    let (sql_orders, _, sql_elapsed) = place_orders_directly(&service.store, Arc::new(skus), args.clients, args.seconds).await?;
+    let (sql_orders, _, sql_elapsed) =
+        place_orders_directly(&service.store, Arc::new(skus), args.clients, args.seconds).await?;
     let sql_rate = sql_orders as f64 / sql_elapsed.as_secs_f64();
     let ratio = http_rate / sql_rate;
-    println!("  HTTP checkouts         {http_orders:>9} in {:.1} s = {http_rate:>8.0} orders/s ({failures} non-201)", http_elapsed.as_secs_f64());
-    println!("  HTTP p50 / p99         {:>9.2} / {:.2} ms", latencies.quantile_ms(0.5), latencies.quantile_ms(0.99));
-    println!("  checkout SQL directly  {sql_orders:>9} in {:.1} s = {sql_rate:>8.0} orders/s (the ceiling)", sql_elapsed.as_secs_f64());
+    println!(
+        "  HTTP checkouts         {http_orders:>9} in {:.1} s = {http_rate:>8.0} orders/s ({failures} non-201)",
+        http_elapsed.as_secs_f64()
+    );
+    println!(
+        "  HTTP p50 / p99         {:>9.2} / {:.2} ms",
+        latencies.quantile_ms(0.5),
+        latencies.quantile_ms(0.99)
+    );
+    println!(
+        "  checkout SQL directly  {sql_orders:>9} in {:.1} s = {sql_rate:>8.0} orders/s (the ceiling)",
+        sql_elapsed.as_secs_f64()
+    );
     println!("  ratio HTTP / SQL       {ratio:>9.2}");
     let ok = if is_postgres {
         println!("  goal: ratio >= 0.60 -> {}", verdict(ratio >= 0.6));
@@ -82,7 +98,13 @@ async fn drive_http(shop: &Driver, clients: u64, seconds: u64) -> anyhow::Result
             while !stop.load(Ordering::Relaxed) {
                 let sku = format!("BENCH-{:03}", n as usize % SKUS);
                 let body = order_body(&[(sku, 1)], &format!("bench{}@example.com", n % 1000), "pm_card_visa");
-                let answer = shop.post("/api/v1/orders", &body, Some(&format!("bench-{n}-{}", uuid::Uuid::now_v7().simple()))).await?;
+                let answer = shop
+                    .post(
+                        "/api/v1/orders",
+                        &body,
+                        Some(&format!("bench-{n}-{}", uuid::Uuid::now_v7().simple())),
+                    )
+                    .await?;
                 latencies.record(answer.elapsed);
                 if answer.status == 201 {
                     ok.fetch_add(1, Ordering::Relaxed);
@@ -100,5 +122,10 @@ async fn drive_http(shop: &Driver, clients: u64, seconds: u64) -> anyhow::Result
     for task in tasks {
         all.merge(&task.await??);
     }
-    Ok((ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed), all, started.elapsed()))
+    Ok((
+        ok.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+        all,
+        started.elapsed(),
+    ))
 }

@@ -40,22 +40,40 @@ pub async fn run(args: HotSkuArgs) -> anyhow::Result<u8> {
     let admin = Driver::new(&service.base_url, &service.admin_key)?;
     admin.create_product("HOT-SKU", 2_500, args.stock).await?;
     let hot = Sku::parse("HOT-SKU").map_err(|e| anyhow::anyhow!("{e}"))?;
-    println!("bench hot-sku: {} buyers, {} units, up to {} s", args.buyers, args.stock, args.seconds);
+    println!(
+        "bench hot-sku: {} buyers, {} units, up to {} s",
+        args.buyers, args.stock, args.seconds
+    );
     let ceiling = match &database {
         Database::Postgres { .. } => Some(single_row_ceiling(&service.database_url, &args).await?),
         Database::Sqlite => None,
     };
-    let (sold, refused, elapsed) = place_orders_directly(&service.store, Arc::new(vec![hot.clone()]), args.buyers, args.seconds).await?;
+    let (sold, refused, elapsed) =
+        place_orders_directly(&service.store, Arc::new(vec![hot.clone()]), args.buyers, args.seconds).await?;
     let rate = sold as f64 / elapsed.as_secs_f64();
-    let level = service.store.get_inventory(&hot).await?.ok_or_else(|| anyhow::anyhow!("HOT-SKU vanished"))?;
-    let oversold = sold as i64 > args.stock || level.available < 0 || level.reserved != sold as i64 || level.on_hand != args.stock;
-    println!("  checkouts of HOT-SKU    {sold:>8} in {:.2} s = {rate:>8.0} orders/s ({refused} out-of-stock answers)", elapsed.as_secs_f64());
-    println!("  stock after             on_hand {} reserved {} available {}", level.on_hand, level.reserved, level.available);
+    let level = service
+        .store
+        .get_inventory(&hot)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("HOT-SKU vanished"))?;
+    let oversold =
+        sold as i64 > args.stock || level.available < 0 || level.reserved != sold as i64 || level.on_hand != args.stock;
+    println!(
+        "  checkouts of HOT-SKU    {sold:>8} in {:.2} s = {rate:>8.0} orders/s ({refused} out-of-stock answers)",
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "  stock after             on_hand {} reserved {} available {}",
+        level.on_hand, level.reserved, level.available
+    );
     println!("  oversold                {:>8}", if oversold { "YES" } else { "0" });
     if let Some(ceiling) = ceiling {
         let ratio = rate / ceiling;
         println!("  single-row FOR UPDATE   {ceiling:>8.0} tx/s (the ceiling, same run)");
-        println!("  ratio                   {ratio:>8.2}   goal >= 3.00 -> {}", verdict(ratio >= 3.0));
+        println!(
+            "  ratio                   {ratio:>8.2}   goal >= 3.00 -> {}",
+            verdict(ratio >= 3.0)
+        );
     } else {
         println!("  (SQLite: one writer at a time, so there is no row-lock ceiling to compare with)");
     }
@@ -66,11 +84,18 @@ pub async fn run(args: HotSkuArgs) -> anyhow::Result<u8> {
 /// `buyers` clients each running BEGIN; SELECT … FOR UPDATE; UPDATE; COMMIT
 /// on one row: the ceiling for stock kept in a single row.
 async fn single_row_ceiling(database_url: &str, args: &HotSkuArgs) -> anyhow::Result<f64> {
-    let pool = PgPoolOptions::new().max_connections(u32::try_from(args.buyers).unwrap_or(32)).connect(database_url).await?;
-    sqlx::query("CREATE TABLE bench_single_row (sku TEXT PRIMARY KEY, available BIGINT NOT NULL CHECK (available >= 0))")
+    let pool = PgPoolOptions::new()
+        .max_connections(u32::try_from(args.buyers).unwrap_or(32))
+        .connect(database_url)
+        .await?;
+    sqlx::query(
+        "CREATE TABLE bench_single_row (sku TEXT PRIMARY KEY, available BIGINT NOT NULL CHECK (available >= 0))",
+    )
+    .execute(&pool)
+    .await?;
+    sqlx::query("INSERT INTO bench_single_row VALUES ('HOT-SKU', 100000000)")
         .execute(&pool)
         .await?;
-    sqlx::query("INSERT INTO bench_single_row VALUES ('HOT-SKU', 100000000)").execute(&pool).await?;
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
@@ -80,9 +105,10 @@ async fn single_row_ceiling(database_url: &str, args: &HotSkuArgs) -> anyhow::Re
         tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let mut tx = pool.begin().await?;
-                let _: i64 = sqlx::query_scalar("SELECT available FROM bench_single_row WHERE sku = 'HOT-SKU' FOR UPDATE")
-                    .fetch_one(&mut *tx)
-                    .await?;
+                let _: i64 =
+                    sqlx::query_scalar("SELECT available FROM bench_single_row WHERE sku = 'HOT-SKU' FOR UPDATE")
+                        .fetch_one(&mut *tx)
+                        .await?;
                 sqlx::query("UPDATE bench_single_row SET available = available - 1 WHERE sku = 'HOT-SKU'")
                     .execute(&mut *tx)
                     .await?;

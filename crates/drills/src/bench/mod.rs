@@ -45,7 +45,11 @@ pub(crate) fn bench_order(sku: &Sku, n: u64) -> anyhow::Result<NewOrder> {
         email: Email::parse(&format!("bench{}@example.com", n % 1000)).map_err(|e| anyhow::anyhow!("{e}"))?,
         name: None,
         address,
-        lines: vec![(sku.clone(), Quantity::parse(1).map_err(|e| anyhow::anyhow!("{e}"))?, price)],
+        lines: vec![(
+            sku.clone(),
+            Quantity::parse(1).map_err(|e| anyhow::anyhow!("{e}"))?,
+            price,
+        )],
         total: price,
         payment_method: "pm_card_visa".into(),
         status: OrderStatus::PendingPayment,
@@ -70,7 +74,13 @@ pub(crate) async fn place_orders_directly(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for client in 0..clients {
-        let (store, skus, placed, sold_out, stop) = (store.clone(), skus.clone(), placed.clone(), sold_out.clone(), stop.clone());
+        let (store, skus, placed, sold_out, stop) = (
+            store.clone(),
+            skus.clone(),
+            placed.clone(),
+            sold_out.clone(),
+            stop.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut n = client;
             while !stop.load(Ordering::Relaxed) {
@@ -107,7 +117,11 @@ pub(crate) async fn place_orders_directly(
     for result in results {
         result??;
     }
-    Ok((placed.load(Ordering::Relaxed), sold_out.load(Ordering::Relaxed), elapsed))
+    Ok((
+        placed.load(Ordering::Relaxed),
+        sold_out.load(Ordering::Relaxed),
+        elapsed,
+    ))
 }
 
 pub(crate) fn verdict(ok: bool) -> &'static str {

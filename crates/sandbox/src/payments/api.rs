@@ -20,12 +20,7 @@ use crate::idempotency::{Executed, idempotency_key};
 use crate::ids::unix_now;
 
 /// Stripe's accepted `cancellation_reason` values.
-const CANCELLATION_REASONS: [&str; 4] = [
-    "duplicate",
-    "fraudulent",
-    "requested_by_customer",
-    "abandoned",
-];
+const CANCELLATION_REASONS: [&str; 4] = ["duplicate", "fraudulent", "requested_by_customer", "abandoned"];
 
 pub(super) fn router(inner: Arc<Inner>) -> Router {
     let gate_state = inner.gate.clone();
@@ -38,11 +33,7 @@ pub(super) fn router(inner: Arc<Inner>) -> Router {
         .with_state(inner)
 }
 
-async fn create_intent(
-    State(inner): State<Arc<Inner>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn create_intent(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
     let prepared = idempotency_key(&headers).and_then(|key| {
         let (form, fingerprint) = parse_form(&body)?;
         let params = CreateParams::from_form(&form)?;
@@ -58,10 +49,7 @@ async fn create_intent(
         let intent = record.intent.clone();
         let settles = record.outcome.is_some();
         inner.intents_lock().insert(intent.id.clone(), record);
-        inner
-            .counters
-            .intents_created
-            .fetch_add(1, Ordering::Relaxed);
+        inner.counters.intents_created.fetch_add(1, Ordering::Relaxed);
         if settles {
             webhooks::settle_later(inner.clone(), intent.id.clone());
         }
@@ -85,10 +73,7 @@ async fn cancel_intent(
     let prepared = idempotency_key(&headers).and_then(|key| {
         let (form, fingerprint) = parse_form(&body)?;
         let reason = form.get("cancellation_reason").cloned();
-        if reason
-            .as_deref()
-            .is_some_and(|r| !CANCELLATION_REASONS.contains(&r))
-        {
+        if reason.as_deref().is_some_and(|r| !CANCELLATION_REASONS.contains(&r)) {
             return Err(ApiError::invalid_param(
                 "cancellation_reason",
                 "parameter_invalid_string",
@@ -134,10 +119,7 @@ async fn cancel_intent(
 async fn unknown_route(method: Method, uri: Uri) -> Response {
     ApiError {
         status: StatusCode::NOT_FOUND,
-        ..ApiError::invalid_request(format!(
-            "Unrecognized request URL ({method}: {}).",
-            uri.path()
-        ))
+        ..ApiError::invalid_request(format!("Unrecognized request URL ({method}: {}).", uri.path()))
     }
     .into_response()
 }

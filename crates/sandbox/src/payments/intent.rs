@@ -82,22 +82,16 @@ impl Outcome {
             message,
         };
         match payment_method {
-            "pm_card_declined" | "pm_card_visa_chargeDeclined" => decline(
-                "card_declined",
-                "generic_decline",
-                "Your card was declined.",
-            ),
+            "pm_card_declined" | "pm_card_visa_chargeDeclined" => {
+                decline("card_declined", "generic_decline", "Your card was declined.")
+            }
             "pm_card_chargeDeclinedInsufficientFunds" => decline(
                 "card_declined",
                 "insufficient_funds",
                 "Your card has insufficient funds.",
             ),
-            "pm_card_chargeDeclinedExpiredCard" => {
-                decline("expired_card", "expired_card", "Your card has expired.")
-            }
-            "pm_card_chargeDeclinedFraudulent" => {
-                decline("card_declined", "fraudulent", "Your card was declined.")
-            }
+            "pm_card_chargeDeclinedExpiredCard" => decline("expired_card", "expired_card", "Your card has expired."),
+            "pm_card_chargeDeclinedFraudulent" => decline("card_declined", "fraudulent", "Your card was declined."),
             _ => Self::Succeed,
         }
     }
@@ -125,15 +119,12 @@ const MAX_AMOUNT: i64 = 99_999_999;
 /// Parses a form body into key/value pairs, and a canonical fingerprint of them (sorted,
 /// so the order fields were sent in does not make a replay look like a new request).
 pub(crate) fn parse_form(body: &[u8]) -> Result<(BTreeMap<String, String>, String), ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|_| {
-        ApiError::invalid_request(
-            "Invalid request body: expected application/x-www-form-urlencoded.",
-        )
-    })?;
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+        .map_err(|_| ApiError::invalid_request("Invalid request body: expected application/x-www-form-urlencoded."))?;
     // A repeated key keeps its last value, as most form decoders do.
     let form: BTreeMap<String, String> = pairs.into_iter().collect();
-    let fingerprint = serde_urlencoded::to_string(&form)
-        .map_err(|_| ApiError::invalid_request("Invalid request body."))?;
+    let fingerprint =
+        serde_urlencoded::to_string(&form).map_err(|_| ApiError::invalid_request("Invalid request body."))?;
     Ok((form, fingerprint))
 }
 
@@ -189,10 +180,7 @@ impl CreateParams {
             (None, _) => (IntentStatus::RequiresPaymentMethod, None),
             (Some(_), false) => (IntentStatus::RequiresConfirmation, None),
             // Like a bank debit, the result arrives later: the webhook settles it.
-            (Some(pm), true) => (
-                IntentStatus::Processing,
-                Some(Outcome::for_payment_method(pm)),
-            ),
+            (Some(pm), true) => (IntentStatus::Processing, Some(Outcome::for_payment_method(pm))),
         };
         let intent = PaymentIntent {
             id,
@@ -247,20 +235,11 @@ impl IntentRecord {
 }
 
 fn parse_amount(raw: Option<&String>) -> Result<i64, ApiError> {
-    let raw = raw.ok_or_else(|| {
-        ApiError::invalid_param(
-            "amount",
-            "parameter_missing",
-            "Missing required param: amount.",
-        )
-    })?;
-    let amount = raw.parse::<i64>().map_err(|_| {
-        ApiError::invalid_param(
-            "amount",
-            "parameter_invalid_integer",
-            "Invalid integer: amount.",
-        )
-    })?;
+    let raw =
+        raw.ok_or_else(|| ApiError::invalid_param("amount", "parameter_missing", "Missing required param: amount."))?;
+    let amount = raw
+        .parse::<i64>()
+        .map_err(|_| ApiError::invalid_param("amount", "parameter_invalid_integer", "Invalid integer: amount."))?;
     if !(1..=MAX_AMOUNT).contains(&amount) {
         return Err(ApiError::invalid_param(
             "amount",
@@ -272,13 +251,8 @@ fn parse_amount(raw: Option<&String>) -> Result<i64, ApiError> {
 }
 
 fn parse_currency(raw: Option<&String>) -> Result<String, ApiError> {
-    let raw = raw.ok_or_else(|| {
-        ApiError::invalid_param(
-            "currency",
-            "parameter_missing",
-            "Missing required param: currency.",
-        )
-    })?;
+    let raw = raw
+        .ok_or_else(|| ApiError::invalid_param("currency", "parameter_missing", "Missing required param: currency."))?;
     if raw.len() != 3 || !raw.chars().all(|c| c.is_ascii_alphabetic()) {
         return Err(ApiError::invalid_param(
             "currency",
@@ -290,9 +264,9 @@ fn parse_currency(raw: Option<&String>) -> Result<String, ApiError> {
 }
 
 fn parse_payment_method(raw: &str) -> Result<String, ApiError> {
-    let valid_suffix = raw.strip_prefix("pm_").is_some_and(|rest| {
-        !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-    });
+    let valid_suffix = raw
+        .strip_prefix("pm_")
+        .is_some_and(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
     if !valid_suffix {
         return Err(ApiError::invalid_param(
             "payment_method",
@@ -308,9 +282,7 @@ mod tests {
     use super::*;
 
     fn form(body: &str) -> BTreeMap<String, String> {
-        parse_form(body.as_bytes())
-            .map(|(form, _)| form)
-            .unwrap_or_default()
+        parse_form(body.as_bytes()).map(|(form, _)| form).unwrap_or_default()
     }
 
     #[test]
@@ -330,10 +302,7 @@ mod tests {
         let params = params.as_ref();
         assert_eq!(params.map(|p| p.currency.as_str()), Ok("usd"));
         assert_eq!(
-            params
-                .ok()
-                .and_then(|p| p.metadata.get("order_id"))
-                .map(String::as_str),
+            params.ok().and_then(|p| p.metadata.get("order_id")).map(String::as_str),
             Some("ord_1")
         );
     }
@@ -346,10 +315,7 @@ mod tests {
             ("amount=0&currency=usd", "amount"),
             ("amount=100", "currency"),
             ("amount=100&currency=dollars", "currency"),
-            (
-                "amount=100&currency=usd&payment_method=card_visa",
-                "payment_method",
-            ),
+            ("amount=100&currency=usd&payment_method=card_visa", "payment_method"),
             ("amount=100&currency=usd&confirm=true", "payment_method"),
             (
                 "amount=100&currency=usd&payment_method=pm_card_visa&confirm=yes",
@@ -364,14 +330,8 @@ mod tests {
 
     #[test]
     fn the_payment_method_decides_the_outcome() {
-        assert_eq!(
-            Outcome::for_payment_method("pm_card_visa"),
-            Outcome::Succeed
-        );
-        assert_eq!(
-            Outcome::for_payment_method("pm_card_mastercard"),
-            Outcome::Succeed
-        );
+        assert_eq!(Outcome::for_payment_method("pm_card_visa"), Outcome::Succeed);
+        assert_eq!(Outcome::for_payment_method("pm_card_mastercard"), Outcome::Succeed);
         assert!(matches!(
             Outcome::for_payment_method("pm_card_declined"),
             Outcome::Decline {

@@ -132,9 +132,7 @@ impl SandboxPayments {
             counters: Counters::default(),
             http: reqwest::Client::new(),
         };
-        Self {
-            inner: Arc::new(inner),
-        }
+        Self { inner: Arc::new(inner) }
     }
 
     /// The HTTP API (`/v1/payment_intents…`), for mounting or for `axum::serve`.
@@ -148,9 +146,7 @@ impl SandboxPayments {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let address = listener
-            .local_addr()
-            .context("reading the listener address")?;
+        let address = listener.local_addr().context("reading the listener address")?;
         tracing::info!(%address, "sandbox payments listening");
         axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
@@ -193,10 +189,7 @@ impl SandboxPayments {
 
     /// A snapshot of one intent, as `GET /v1/payment_intents/{id}` would return it.
     pub fn intent(&self, id: &str) -> Option<PaymentIntent> {
-        self.inner
-            .intents_lock()
-            .get(id)
-            .map(|record| record.intent.clone())
+        self.inner.intents_lock().get(id).map(|record| record.intent.clone())
     }
 }
 

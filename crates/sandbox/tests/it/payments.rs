@@ -4,12 +4,11 @@ use std::time::{Duration, Instant};
 
 use holdfast_sandbox::signature::{DEFAULT_TOLERANCE, unix_now, verify_stripe_signature};
 
-use crate::support::{
-    Receiver, SECRET, TestResult, config_with_webhook, eventually, get, post_form, spawn_payments,
-};
+use crate::support::{Receiver, SECRET, TestResult, config_with_webhook, eventually, get, post_form, spawn_payments};
 
 const VISA: &str = "amount=2599&currency=usd&payment_method=pm_card_visa&confirm=true&metadata%5Border_id%5D=ord_123";
-const DECLINED: &str = "amount=2599&currency=usd&payment_method=pm_card_declined&confirm=true&metadata%5Border_id%5D=ord_9";
+const DECLINED: &str =
+    "amount=2599&currency=usd&payment_method=pm_card_declined&confirm=true&metadata%5Border_id%5D=ord_9";
 
 #[tokio::test]
 async fn visa_is_processing_then_succeeds_with_a_signed_webhook() -> TestResult {
@@ -17,13 +16,7 @@ async fn visa_is_processing_then_succeeds_with_a_signed_webhook() -> TestResult 
     let (webhook_url, _receiver) = receiver.spawn().await?;
     let (payments, sandbox) = spawn_payments(config_with_webhook(Some(webhook_url))).await?;
 
-    let created = post_form(
-        &sandbox.base_url,
-        "/v1/payment_intents",
-        Some("key-visa"),
-        VISA,
-    )
-    .await?;
+    let created = post_form(&sandbox.base_url, "/v1/payment_intents", Some("key-visa"), VISA).await?;
     assert_eq!(created.status, 200, "{}", created.body);
     let intent = created.json();
     let id = intent["id"].as_str().unwrap_or_default().to_owned();
@@ -58,11 +51,7 @@ async fn visa_is_processing_then_succeeds_with_a_signed_webhook() -> TestResult 
     assert_eq!(fetched.status, 200);
     assert_eq!(fetched.json()["status"], "succeeded");
     assert_eq!(fetched.json()["amount_received"], 2599);
-    assert!(
-        eventually(Duration::from_secs(2), || payments.stats().webhooks_sent
-            == 1)
-        .await
-    );
+    assert!(eventually(Duration::from_secs(2), || payments.stats().webhooks_sent == 1).await);
     Ok(())
 }
 
@@ -74,10 +63,7 @@ async fn declined_cards_send_payment_failed() -> TestResult {
 
     let declined = post_form(&sandbox.base_url, "/v1/payment_intents", None, DECLINED).await?;
     assert_eq!(declined.status, 200, "{}", declined.body);
-    let poor = DECLINED.replace(
-        "pm_card_declined",
-        "pm_card_chargeDeclinedInsufficientFunds",
-    );
+    let poor = DECLINED.replace("pm_card_declined", "pm_card_chargeDeclinedInsufficientFunds");
     let poor = post_form(&sandbox.base_url, "/v1/payment_intents", None, &poor).await?;
     assert_eq!(poor.status, 200, "{}", poor.body);
 
@@ -100,10 +86,7 @@ async fn declined_cards_send_payment_failed() -> TestResult {
     decline_codes.sort();
     assert_eq!(decline_codes, ["generic_decline", "insufficient_funds"]);
 
-    let id = declined.json()["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let id = declined.json()["id"].as_str().unwrap_or_default().to_owned();
     let fetched = get(&sandbox.base_url, &format!("/v1/payment_intents/{id}")).await?;
     assert_eq!(fetched.json()["status"], "requires_payment_method");
     assert_eq!(fetched.json()["amount_received"], 0);
@@ -116,13 +99,7 @@ async fn a_replayed_key_returns_the_identical_response_and_creates_one_intent() 
     let (webhook_url, _receiver) = receiver.spawn().await?;
     let (payments, sandbox) = spawn_payments(config_with_webhook(Some(webhook_url))).await?;
 
-    let first = post_form(
-        &sandbox.base_url,
-        "/v1/payment_intents",
-        Some("order-ord_123"),
-        VISA,
-    )
-    .await?;
+    let first = post_form(&sandbox.base_url, "/v1/payment_intents", Some("order-ord_123"), VISA).await?;
     // Same parameters in another order are the same request.
     let reordered = "metadata%5Border_id%5D=ord_123&confirm=true&payment_method=pm_card_visa&currency=usd&amount=2599";
     let second = post_form(
@@ -137,10 +114,7 @@ async fn a_replayed_key_returns_the_identical_response_and_creates_one_intent() 
     assert_eq!(first.body, second.body);
     assert!(first.headers.get("idempotent-replayed").is_none());
     assert_eq!(
-        second
-            .headers
-            .get("idempotent-replayed")
-            .and_then(|v| v.to_str().ok()),
+        second.headers.get("idempotent-replayed").and_then(|v| v.to_str().ok()),
         Some("true")
     );
     assert_eq!(payments.stats().intents_created, 1);
@@ -158,9 +132,7 @@ async fn concurrent_requests_with_one_key_create_one_intent() -> TestResult {
     let requests: Vec<_> = (0..16)
         .map(|_| {
             let base = sandbox.base_url.clone();
-            tokio::spawn(async move {
-                post_form(&base, "/v1/payment_intents", Some("race-key"), VISA).await
-            })
+            tokio::spawn(async move { post_form(&base, "/v1/payment_intents", Some("race-key"), VISA).await })
         })
         .collect();
     let mut bodies = Vec::new();
@@ -180,13 +152,7 @@ async fn a_reused_key_with_different_params_is_an_idempotency_error() -> TestRes
     let first = post_form(&sandbox.base_url, "/v1/payment_intents", Some("k-1"), VISA).await?;
     assert_eq!(first.status, 200);
     let changed = VISA.replace("amount=2599", "amount=100");
-    let second = post_form(
-        &sandbox.base_url,
-        "/v1/payment_intents",
-        Some("k-1"),
-        &changed,
-    )
-    .await?;
+    let second = post_form(&sandbox.base_url, "/v1/payment_intents", Some("k-1"), &changed).await?;
     assert_eq!(second.status, 400);
     assert_eq!(second.json()["error"]["type"], "idempotency_error");
     assert_eq!(payments.stats().intents_created, 1);
@@ -200,34 +166,18 @@ async fn injected_failures_answer_500_and_change_nothing() -> TestResult {
         ..config_with_webhook(None)
     };
     let (payments, sandbox) = spawn_payments(config).await?;
-    let failed = post_form(
-        &sandbox.base_url,
-        "/v1/payment_intents",
-        Some("k-retry"),
-        VISA,
-    )
-    .await?;
+    let failed = post_form(&sandbox.base_url, "/v1/payment_intents", Some("k-retry"), VISA).await?;
     assert_eq!(failed.status, 500);
     assert_eq!(failed.json()["error"]["type"], "api_error");
     let stats = payments.stats();
     assert_eq!(
-        (
-            stats.intents_created,
-            stats.injected_failures,
-            stats.api_calls
-        ),
+        (stats.intents_created, stats.injected_failures, stats.api_calls),
         (0, 1, 1)
     );
 
     // The failure stored nothing under the key, so the retry executes cleanly.
     payments.set_failure_rate(0.0);
-    let retried = post_form(
-        &sandbox.base_url,
-        "/v1/payment_intents",
-        Some("k-retry"),
-        VISA,
-    )
-    .await?;
+    let retried = post_form(&sandbox.base_url, "/v1/payment_intents", Some("k-retry"), VISA).await?;
     assert_eq!(retried.status, 200, "{}", retried.body);
     assert!(retried.headers.get("idempotent-replayed").is_none());
     assert_eq!(payments.stats().intents_created, 1);
@@ -273,21 +223,14 @@ async fn invalid_requests_get_stripe_shaped_errors() -> TestResult {
             "amount=100&currency=usd&payment_method=card_visa&confirm=true",
             "payment_method",
         ),
-        (
-            "currency=usd&payment_method=pm_card_visa&confirm=true",
-            "amount",
-        ),
+        ("currency=usd&payment_method=pm_card_visa&confirm=true", "amount"),
         ("amount=-5&currency=usd", "amount"),
         ("amount=100&currency=usdollar", "currency"),
     ];
     for (form, param) in cases {
         let reply = post_form(&sandbox.base_url, "/v1/payment_intents", None, form).await?;
         assert_eq!(reply.status, 400, "{form}");
-        assert_eq!(
-            reply.json()["error"]["type"],
-            "invalid_request_error",
-            "{form}"
-        );
+        assert_eq!(reply.json()["error"]["type"], "invalid_request_error", "{form}");
         assert_eq!(reply.json()["error"]["param"], param, "{form}");
     }
     let missing = get(&sandbox.base_url, "/v1/payment_intents/pi_nope").await?;
@@ -312,35 +255,19 @@ async fn cancelling_a_processing_intent_stops_it_settling() -> TestResult {
     let id = created.json()["id"].as_str().unwrap_or_default().to_owned();
     let path = format!("/v1/payment_intents/{id}/cancel");
 
-    let cancelled = post_form(
-        &sandbox.base_url,
-        &path,
-        None,
-        "cancellation_reason=abandoned",
-    )
-    .await?;
+    let cancelled = post_form(&sandbox.base_url, &path, None, "cancellation_reason=abandoned").await?;
     assert_eq!(cancelled.status, 200, "{}", cancelled.body);
     assert_eq!(cancelled.json()["status"], "canceled");
     assert_eq!(cancelled.json()["cancellation_reason"], "abandoned");
     let again = post_form(&sandbox.base_url, &path, None, "").await?;
     assert_eq!(again.status, 400);
-    assert_eq!(
-        again.json()["error"]["code"],
-        "payment_intent_unexpected_state"
-    );
+    assert_eq!(again.json()["error"]["code"], "payment_intent_unexpected_state");
 
     // Wait for the cancel event, then past the settle time to see no second event.
     let _ = receiver.wait_for(1, Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let events: Vec<_> = receiver
-        .received()
-        .iter()
-        .map(|e| e.json()["type"].clone())
-        .collect();
+    let events: Vec<_> = receiver.received().iter().map(|e| e.json()["type"].clone()).collect();
     assert_eq!(events, ["payment_intent.canceled"]);
-    assert_eq!(
-        payments.intent(&id).map(|i| i.status.as_str()),
-        Some("canceled")
-    );
+    assert_eq!(payments.intent(&id).map(|i| i.status.as_str()), Some("canceled"));
     Ok(())
 }

@@ -32,9 +32,7 @@ async fn bind() -> Result<(TcpListener, String), std::io::Error> {
     Ok((listener, url))
 }
 
-pub async fn spawn_payments(
-    config: PaymentsConfig,
-) -> Result<(SandboxPayments, Running), std::io::Error> {
+pub async fn spawn_payments(config: PaymentsConfig) -> Result<(SandboxPayments, Running), std::io::Error> {
     let payments = SandboxPayments::new(config);
     // Tests must not wait the production schedule out.
     payments.set_webhook_backoff(vec![Duration::from_millis(20); 9]);
@@ -57,9 +55,7 @@ pub async fn spawn_payments(
     ))
 }
 
-pub async fn spawn_warehouse(
-    config: WarehouseConfig,
-) -> Result<(SandboxWarehouse, Running), std::io::Error> {
+pub async fn spawn_warehouse(config: WarehouseConfig) -> Result<(SandboxWarehouse, Running), std::io::Error> {
     let warehouse = SandboxWarehouse::new(config);
     let (listener, base_url) = bind().await?;
     let (tx, rx) = oneshot::channel::<()>();
@@ -115,9 +111,7 @@ impl Receiver {
     }
 
     pub fn serve_on(&self, listener: TcpListener, base_url: String) -> Running {
-        let app = Router::new()
-            .route("/webhook", post(record))
-            .with_state(self.clone());
+        let app = Router::new().route("/webhook", post(record)).with_state(self.clone());
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -133,10 +127,7 @@ impl Receiver {
     }
 
     pub fn received(&self) -> Vec<Received> {
-        self.received
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.received.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Polls until `count` events arrived, or gives up after `timeout`.
@@ -196,21 +187,12 @@ impl Reply {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response.text().await?;
-        Ok(Self {
-            status,
-            headers,
-            body,
-        })
+        Ok(Self { status, headers, body })
     }
 }
 
 /// `POST {base}{path}` with a form body, the test API key and an optional idempotency key.
-pub async fn post_form(
-    base: &str,
-    path: &str,
-    key: Option<&str>,
-    form: &str,
-) -> Result<Reply, reqwest::Error> {
+pub async fn post_form(base: &str, path: &str, key: Option<&str>, form: &str) -> Result<Reply, reqwest::Error> {
     let mut request = reqwest::Client::new()
         .post(format!("{base}{path}"))
         .header("authorization", API_KEY)

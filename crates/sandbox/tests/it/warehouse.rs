@@ -5,15 +5,8 @@ use serde_json::{Value, json};
 
 use crate::support::{Reply, TestResult, spawn_warehouse};
 
-async fn create(
-    base: &str,
-    key: Option<&str>,
-    token: Option<&str>,
-    body: &Value,
-) -> Result<Reply, reqwest::Error> {
-    let mut request = reqwest::Client::new()
-        .post(format!("{base}/v1/shipments"))
-        .json(body);
+async fn create(base: &str, key: Option<&str>, token: Option<&str>, body: &Value) -> Result<Reply, reqwest::Error> {
+    let mut request = reqwest::Client::new().post(format!("{base}/v1/shipments")).json(body);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -35,51 +28,22 @@ fn shipment(order_id: &str) -> Value {
 async fn creates_and_fetches_a_shipment_once_per_key() -> TestResult {
     let (warehouse, running) = spawn_warehouse(WarehouseConfig::default()).await?;
     let base = running.base_url.as_str();
-    let first = create(
-        base,
-        Some("ship-ord_1"),
-        Some("wh_token"),
-        &shipment("ord_1"),
-    )
-    .await?;
+    let first = create(base, Some("ship-ord_1"), Some("wh_token"), &shipment("ord_1")).await?;
     assert_eq!(first.status, 201, "{}", first.body);
     let body = first.json();
     let id = body["id"].as_str().unwrap_or_default().to_owned();
     assert!(id.starts_with("shp_"));
-    assert!(
-        body["tracking_id"]
-            .as_str()
-            .unwrap_or_default()
-            .starts_with("TRK")
-    );
+    assert!(body["tracking_id"].as_str().unwrap_or_default().starts_with("TRK"));
     assert_eq!(body["status"], "created");
     assert_eq!(body["order_id"], "ord_1");
 
-    let replay = create(
-        base,
-        Some("ship-ord_1"),
-        Some("wh_token"),
-        &shipment("ord_1"),
-    )
-    .await?;
+    let replay = create(base, Some("ship-ord_1"), Some("wh_token"), &shipment("ord_1")).await?;
+    assert_eq!((replay.status, replay.body.as_str()), (201, first.body.as_str()));
     assert_eq!(
-        (replay.status, replay.body.as_str()),
-        (201, first.body.as_str())
-    );
-    assert_eq!(
-        replay
-            .headers
-            .get("idempotent-replayed")
-            .and_then(|v| v.to_str().ok()),
+        replay.headers.get("idempotent-replayed").and_then(|v| v.to_str().ok()),
         Some("true")
     );
-    let conflict = create(
-        base,
-        Some("ship-ord_1"),
-        Some("wh_token"),
-        &shipment("ord_2"),
-    )
-    .await?;
+    let conflict = create(base, Some("ship-ord_1"), Some("wh_token"), &shipment("ord_2")).await?;
     assert_eq!(conflict.status, 400);
     assert_eq!(conflict.json()["error"]["type"], "idempotency_error");
     assert_eq!(warehouse.stats().shipments_created, 1);
@@ -117,11 +81,7 @@ async fn rejects_bad_requests_and_missing_auth() -> TestResult {
     for body in &bad_bodies {
         let reply = create(base, Some("k"), Some("t"), body).await?;
         assert_eq!(reply.status, 400, "{body}");
-        assert_eq!(
-            reply.json()["error"]["type"],
-            "invalid_request_error",
-            "{body}"
-        );
+        assert_eq!(reply.json()["error"]["type"], "invalid_request_error", "{body}");
     }
     assert_eq!(warehouse.stats().shipments_created, 0);
     Ok(())
@@ -142,11 +102,7 @@ async fn injected_failures_create_nothing() -> TestResult {
     assert_eq!(retried.status, 201);
     let stats = warehouse.stats();
     assert_eq!(
-        (
-            stats.api_calls,
-            stats.injected_failures,
-            stats.shipments_created
-        ),
+        (stats.api_calls, stats.injected_failures, stats.shipments_created),
         (2, 1, 1)
     );
     Ok(())

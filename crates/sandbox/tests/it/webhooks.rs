@@ -7,8 +7,7 @@ use holdfast_sandbox::signature::{DEFAULT_TOLERANCE, unix_now, verify_stripe_sig
 use tokio::net::TcpListener;
 
 use crate::support::{
-    Receiver, SECRET, TestResult, config_with_webhook, eventually, free_address, post_form,
-    spawn_payments,
+    Receiver, SECRET, TestResult, config_with_webhook, eventually, free_address, post_form, spawn_payments,
 };
 
 const VISA: &str = "amount=1000&currency=usd&payment_method=pm_card_visa&confirm=true";
@@ -24,18 +23,10 @@ async fn a_receiver_answering_503_gets_the_event_on_a_later_attempt() -> TestRes
     let events = receiver.wait_for(1, Duration::from_secs(5)).await;
     assert_eq!(events.len(), 1);
     assert_eq!(receiver.attempts.load(Ordering::SeqCst), 3);
-    assert!(
-        eventually(Duration::from_secs(2), || payments.stats().webhooks_sent
-            == 1)
-        .await
-    );
+    assert!(eventually(Duration::from_secs(2), || payments.stats().webhooks_sent == 1).await);
     let stats = payments.stats();
     assert_eq!(
-        (
-            stats.webhooks_sent,
-            stats.webhooks_failed,
-            stats.webhooks_abandoned
-        ),
+        (stats.webhooks_sent, stats.webhooks_failed, stats.webhooks_abandoned),
         (1, 2, 0)
     );
     Ok(())
@@ -52,16 +43,9 @@ async fn a_receiver_that_is_down_at_first_still_gets_the_event() -> TestResult {
 
     // Let a few attempts hit a closed port, then start the receiver there.
     tokio::time::sleep(Duration::from_millis(350)).await;
-    assert!(
-        payments.stats().webhooks_failed >= 2,
-        "{:?}",
-        payments.stats()
-    );
+    assert!(payments.stats().webhooks_failed >= 2, "{:?}", payments.stats());
     let receiver = Receiver::default();
-    let _running = receiver.serve_on(
-        TcpListener::bind(address).await?,
-        format!("http://{address}"),
-    );
+    let _running = receiver.serve_on(TcpListener::bind(address).await?, format!("http://{address}"));
 
     let events = receiver.wait_for(1, Duration::from_secs(5)).await;
     assert_eq!(events.len(), 1);
@@ -75,39 +59,22 @@ async fn a_receiver_that_is_down_at_first_still_gets_the_event() -> TestResult {
         DEFAULT_TOLERANCE,
     );
     assert_eq!(verified, Ok(()));
-    assert!(
-        eventually(Duration::from_secs(2), || payments.stats().webhooks_sent
-            == 1)
-        .await
-    );
+    assert!(eventually(Duration::from_secs(2), || payments.stats().webhooks_sent == 1).await);
     Ok(())
 }
 
 #[tokio::test]
 async fn delivery_is_abandoned_after_the_last_attempt() -> TestResult {
     let address = free_address().await?;
-    let (payments, sandbox) = spawn_payments(config_with_webhook(Some(format!(
-        "http://{address}/webhook"
-    ))))
-    .await?;
+    let (payments, sandbox) = spawn_payments(config_with_webhook(Some(format!("http://{address}/webhook")))).await?;
     payments.set_webhook_backoff(vec![Duration::from_millis(10); 2]);
     let created = post_form(&sandbox.base_url, "/v1/payment_intents", None, VISA).await?;
     assert_eq!(created.status, 200);
 
-    assert!(
-        eventually(Duration::from_secs(5), || payments
-            .stats()
-            .webhooks_abandoned
-            == 1)
-        .await
-    );
+    assert!(eventually(Duration::from_secs(5), || payments.stats().webhooks_abandoned == 1).await);
     let stats = payments.stats();
     assert_eq!(
-        (
-            stats.webhooks_sent,
-            stats.webhooks_failed,
-            stats.webhooks_abandoned
-        ),
+        (stats.webhooks_sent, stats.webhooks_failed, stats.webhooks_abandoned),
         (0, 3, 1)
     );
     Ok(())

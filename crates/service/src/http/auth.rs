@@ -26,10 +26,7 @@ pub fn hash_key(secret: &str) -> String {
 pub fn generate_key() -> String {
     let mut bytes = [0u8; 24];
     rand::thread_rng().fill_bytes(&mut bytes);
-    format!(
-        "hf_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )
+    format!("hf_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// Checks the shape of a key supplied by an operator (bootstrap).
@@ -46,12 +43,7 @@ pub fn validate_key(secret: &str) -> Result<(), String> {
     }
 }
 
-pub async fn register_key(
-    store: &SharedStore,
-    secret: &str,
-    scope: Scope,
-    name: &str,
-) -> Result<ApiKeyId, ApiError> {
+pub async fn register_key(store: &SharedStore, secret: &str, scope: Scope, name: &str) -> Result<ApiKeyId, ApiError> {
     let id = ApiKeyId::generate();
     store
         .insert_api_key(&NewApiKey {
@@ -76,11 +68,7 @@ pub struct KeyCache {
 impl KeyCache {
     const TTL: Duration = Duration::from_secs(30);
 
-    async fn lookup(
-        &self,
-        store: &SharedStore,
-        secret: &str,
-    ) -> Result<Option<ApiKeyRecord>, ApiError> {
+    async fn lookup(&self, store: &SharedStore, secret: &str) -> Result<Option<ApiKeyRecord>, ApiError> {
         let hash = hash_key(secret);
         if let Ok(entries) = self.entries.lock() {
             if let Some((record, at)) = entries.get(&hash) {
@@ -108,8 +96,7 @@ pub struct Principal {
 }
 
 async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
-    let unauthorized =
-        |detail: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail);
+    let unauthorized = |detail: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail);
     let value = parts
         .headers
         .get(header::AUTHORIZATION)

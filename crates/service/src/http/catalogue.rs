@@ -76,8 +76,7 @@ impl ProductIn {
             errors.push(FieldError::new("name", "must be 1 to 200 characters"));
         }
         let currency = errors.collect("price.currency", Currency::parse(&self.price.currency));
-        let price =
-            currency.and_then(|c| errors.collect("price", Money::new(self.price.amount, c)));
+        let price = currency.and_then(|c| errors.collect("price", Money::new(self.price.amount, c)));
         let on_hand = errors.collect("on_hand", on_hand(self.on_hand));
         match (sku, price, on_hand) {
             (Some(sku), Some(price), Some(on_hand)) if errors.is_empty() => Ok(NewProduct {
@@ -127,11 +126,7 @@ pub async fn get_product(
         .await?
         .into_iter()
         .next();
-    Ok(Json(
-        product
-            .ok_or_else(|| ApiError::not_found("product"))?
-            .into(),
-    ))
+    Ok(Json(product.ok_or_else(|| ApiError::not_found("product"))?.into()))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -45,19 +45,11 @@ pub async fn search_customers(
 ) -> ApiResult<Json<CustomerPage>> {
     let q = query.q.trim();
     if q.is_empty() || q.chars().count() > 200 {
-        return Err(ApiError::field(
-            "invalid_query",
-            "q",
-            "must be 1 to 200 characters",
-        ));
+        return Err(ApiError::field("invalid_query", "q", "must be 1 to 200 characters"));
     }
     let limit = query.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
-        return Err(ApiError::field(
-            "invalid_query",
-            "limit",
-            "must be from 1 to 100",
-        ));
+        return Err(ApiError::field("invalid_query", "limit", "must be from 1 to 100"));
     }
     let customers = state.store.search_customers(q, limit).await?;
     let data = customers

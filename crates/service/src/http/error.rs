@@ -60,10 +60,7 @@ impl ApiError {
     }
 
     pub fn field(code: &'static str, field: &str, message: impl Into<String>) -> Self {
-        Self::validation(
-            code,
-            ValidationErrors(vec![FieldError::new(field, message)]),
-        )
+        Self::validation(code, ValidationErrors(vec![FieldError::new(field, message)]))
     }
 
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
@@ -71,11 +68,7 @@ impl ApiError {
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("{what} not found"),
-        )
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
     }
 
     pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
@@ -127,11 +120,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
             match &self.cause {
-                Some(cause) => tracing::error!(
-                    code = self.code,
-                    error = format!("{cause:#}"),
-                    "request failed"
-                ),
+                Some(cause) => tracing::error!(code = self.code, error = format!("{cause:#}"), "request failed"),
                 None => tracing::warn!(code = self.code, detail = %self.detail, "request failed"),
             }
         }
@@ -158,11 +147,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(detail) => Self::conflict("conflict", detail),
             StoreError::InvalidTransition(e) => Self::conflict("invalid_transition", e.to_string()),
             StoreError::Timeout(_) | StoreError::Unavailable(_) => {
-                let mut shed = Self::unavailable(
-                    "dependency_unavailable",
-                    "the database is not answering in time",
-                    1,
-                );
+                let mut shed = Self::unavailable("dependency_unavailable", "the database is not answering in time", 1);
                 shed.cause = Some(error.into());
                 shed
             }
@@ -189,9 +174,7 @@ impl From<PlaceOrderError> for ApiError {
                 )];
                 error
             }
-            PlaceOrderError::UnknownSku(sku) => {
-                Self::field("unknown_sku", "items", format!("unknown SKU {sku}"))
-            }
+            PlaceOrderError::UnknownSku(sku) => Self::field("unknown_sku", "items", format!("unknown SKU {sku}")),
             PlaceOrderError::Store(store) => store.into(),
         }
     }

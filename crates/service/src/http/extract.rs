@@ -40,27 +40,24 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 "send the body as Content-Type: application/json",
             ));
         }
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "payload_too_large",
-                        "the request body is too large",
-                    )
-                } else {
-                    ApiError::bad_request("unreadable_body", rejection.body_text())
-                }
-            })?;
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "the request body is too large",
+                )
+            } else {
+                ApiError::bad_request("unreadable_body", rejection.body_text())
+            }
+        })?;
         decode(&bytes)
     }
 }
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<ApiJson<T>, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
-    })?;
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}")))?;
     let canonical = serde_json::to_vec(&value).unwrap_or_default();
     let canonical_hash = hex::encode(Sha256::digest(&canonical));
     let body = serde_path_to_error::deserialize(value).map_err(|error| {
@@ -68,10 +65,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<ApiJson<T>, ApiError>
         let field = if path == "." { String::new() } else { path };
         ApiError::field("invalid_request", &field, error.into_inner().to_string())
     })?;
-    Ok(ApiJson {
-        body,
-        canonical_hash,
-    })
+    Ok(ApiJson { body, canonical_hash })
 }
 
 /// A query string decoded into `T`, failing as a 400 problem.

@@ -44,10 +44,7 @@ struct BearerAuth;
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "api_key",
-            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
-        );
+        components.add_security_scheme("api_key", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
     }
 }
 
@@ -73,13 +70,23 @@ pub fn router(state: AppState) -> Router {
     )
     .fallback(|| async { ApiError::not_found("route") })
     .method_not_allowed_fallback(|| async {
-        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method")
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this route does not accept that method",
+        )
     })
     .layer(DefaultBodyLimit::max(max_body))
     .layer(middleware::from_fn_with_state(state.clone(), deadline))
-    .layer(CatchPanicLayer::custom(|_| ApiError::internal(anyhow::anyhow!("handler panicked")).into_response()))
+    .layer(CatchPanicLayer::custom(|_| {
+        ApiError::internal(anyhow::anyhow!("handler panicked")).into_response()
+    }))
     .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-        let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let id = request
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id = %id)
     }))
     .layer(PropagateRequestIdLayer::new(request_id.clone()))

@@ -36,11 +36,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         Ok(status) if status.is_current() => ("ok".to_owned(), "current".to_owned()),
         Ok(status) => (
             "ok".to_owned(),
-            format!(
-                "pending {:?}, unknown {:?}",
-                status.pending(),
-                status.unknown()
-            ),
+            format!("pending {:?}, unknown {:?}", status.pending(), status.unknown()),
         ),
         Err(error) => (format!("unreachable: {error}"), "unknown".to_owned()),
     };
@@ -86,13 +82,8 @@ pub async fn create_api_key(
     _admin: Admin,
     json: ApiJson<ApiKeyIn>,
 ) -> ApiResult<(StatusCode, Json<ApiKeyCreated>)> {
-    let scope = Scope::parse(&json.body.scope).ok_or_else(|| {
-        ApiError::field(
-            "invalid_request",
-            "scope",
-            "must be \"storefront\" or \"admin\"",
-        )
-    })?;
+    let scope = Scope::parse(&json.body.scope)
+        .ok_or_else(|| ApiError::field("invalid_request", "scope", "must be \"storefront\" or \"admin\""))?;
     let name = json.body.name.trim();
     if name.is_empty() || name.len() > 200 {
         return Err(ApiError::field(

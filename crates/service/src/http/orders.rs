@@ -7,8 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use holdfast_domain::{
-    Address, Cart, CustomerName, Email, OrderId, OrderStatus, ValidationErrors,
-    address::AddressFields,
+    Address, Cart, CustomerName, Email, OrderId, OrderStatus, ValidationErrors, address::AddressFields,
 };
 use holdfast_store::{IdempotencyBegin, IdempotentRequest, OrderFilter, StoredResponse};
 use serde::{Deserialize, Serialize};
@@ -85,17 +84,13 @@ impl OrderIn {
         }) {
             Ok(address) => Some(address),
             Err(address_errors) => {
-                errors.0.extend(
-                    address_errors
-                        .0
-                        .into_iter()
-                        .map(|e| e.under("shipping_address")),
-                );
+                errors
+                    .0
+                    .extend(address_errors.0.into_iter().map(|e| e.under("shipping_address")));
                 None
             }
         };
-        let payment_method =
-            errors.collect("payment_method", PaymentMethod::parse(&self.payment_method));
+        let payment_method = errors.collect("payment_method", PaymentMethod::parse(&self.payment_method));
         match (cart, email, address, payment_method) {
             (Some(cart), Some(email), Some(address), Some(payment_method)) if errors.is_empty() => {
                 Ok(CheckoutRequest {
@@ -122,9 +117,7 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<String> {
     value
         .to_str()
         .ok()
-        .filter(|key| {
-            !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic())
-        })
+        .filter(|key| !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned)
         .ok_or_else(|| {
             ApiError::bad_request(
@@ -179,9 +172,7 @@ pub async fn create_order(
         request_hash: json.canonical_hash,
         resource_id: OrderId::generate().to_string(),
         now,
-        lease: chrono::Duration::seconds(
-            i64::try_from(state.config.checkout.idempotency_lease_s).unwrap_or(60),
-        ),
+        lease: chrono::Duration::seconds(i64::try_from(state.config.checkout.idempotency_lease_s).unwrap_or(60)),
     };
     let order_id = match state.store.begin_idempotent(&begin).await? {
         IdempotencyBegin::New(resource_id) => OrderId::from_trusted(resource_id),
@@ -302,10 +293,7 @@ pub async fn list_orders(
         .and_then(|raw| errors.collect("cursor", OrderId::parse(raw)));
     let limit = query.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
-        errors.push(holdfast_domain::FieldError::new(
-            "limit",
-            "must be from 1 to 100",
-        ));
+        errors.push(holdfast_domain::FieldError::new("limit", "must be from 1 to 100"));
     }
     if !errors.is_empty() {
         return Err(ApiError::validation("invalid_query", errors));

@@ -44,8 +44,8 @@ pub async fn create_intent(
     _auth: Storefront,
     json: ApiJson<IntentIn>,
 ) -> ApiResult<Json<IntentOut>> {
-    let order_id = OrderId::parse(&json.body.order_id)
-        .map_err(|e| ApiError::field("invalid_request", "order_id", e.message))?;
+    let order_id =
+        OrderId::parse(&json.body.order_id).map_err(|e| ApiError::field("invalid_request", "order_id", e.message))?;
     let order = state
         .store
         .get_order(&order_id)
@@ -54,17 +54,11 @@ pub async fn create_intent(
     if order.status != OrderStatus::PendingPayment {
         return Err(ApiError::conflict(
             "order_not_payable",
-            format!(
-                "order {} is {}, not pending_payment",
-                order.id, order.status
-            ),
+            format!("order {} is {}, not pending_payment", order.id, order.status),
         ));
     }
     let intent = create_payment_intent(&state, &order).await?;
-    state
-        .store
-        .attach_payment_intent(&order.id, &intent)
-        .await?;
+    state.store.attach_payment_intent(&order.id, &intent).await?;
     Ok(Json(IntentOut {
         order_id: order.id.to_string(),
         payment_intent_id: intent.intent_id,
@@ -93,14 +87,8 @@ pub struct WebhookAck {
     request_body(content = String, content_type = "application/json", description = "The provider's event, exactly as signed"),
     params(("Stripe-Signature" = String, Header, description = "t=<unix>,v1=<hex HMAC-SHA256>")),
     responses((status = 200, body = WebhookAck), (status = 400, body = Problem)))]
-pub async fn webhook(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult<Json<WebhookAck>> {
-    let signature = headers
-        .get("stripe-signature")
-        .and_then(|v| v.to_str().ok());
+pub async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Json<WebhookAck>> {
+    let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
     holdfast_sandbox::verify_stripe_signature(
         state.config.payments.webhook_secret.expose(),
         signature,
@@ -109,14 +97,10 @@ pub async fn webhook(
         Duration::from_secs(state.config.payments.webhook_tolerance_s),
     )
     .map_err(|e| ApiError::bad_request("invalid_signature", e.to_string()))?;
-    let envelope: EventEnvelope = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            "malformed_event",
-            format!("the event is not a provider event: {e}"),
-        )
-    })?;
-    let payload = String::from_utf8(body.to_vec())
-        .map_err(|_| ApiError::bad_request("malformed_event", "not UTF-8"))?;
+    let envelope: EventEnvelope = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("malformed_event", format!("the event is not a provider event: {e}")))?;
+    let payload =
+        String::from_utf8(body.to_vec()).map_err(|_| ApiError::bad_request("malformed_event", "not UTF-8"))?;
     let recorded = state
         .store
         .record_inbox_event(&InboxEvent {

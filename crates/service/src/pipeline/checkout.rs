@@ -3,12 +3,9 @@
 
 use chrono::{DateTime, Utc};
 use holdfast_domain::{
-    Address, Cart, CustomerName, Email, FieldError, Money, OrderId, OrderStatus, Quantity, Sku,
-    ValidationErrors,
+    Address, Cart, CustomerName, Email, FieldError, Money, OrderId, OrderStatus, Quantity, Sku, ValidationErrors,
 };
-use holdfast_store::{
-    NewOrder, Order, PaymentIntentRef, PlaceOrderError, StatusChange, StoreError,
-};
+use holdfast_store::{NewOrder, Order, PaymentIntentRef, PlaceOrderError, StatusChange, StoreError};
 
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
@@ -31,9 +28,9 @@ pub struct PaymentMethod(String);
 impl PaymentMethod {
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let valid = raw.len() <= 255
-            && raw.strip_prefix("pm_").is_some_and(|rest| {
-                !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            });
+            && raw
+                .strip_prefix("pm_")
+                .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
         if valid {
             Ok(Self(raw.to_owned()))
         } else {
@@ -74,10 +71,7 @@ pub async fn price_cart(state: &AppState, cart: &Cart) -> Result<PricedCart, Api
     for line in cart.lines() {
         match products.iter().find(|p| p.sku == line.sku) {
             Some(product) => lines.push((line.sku.clone(), line.qty, product.price)),
-            None => errors.push(FieldError::new(
-                format!("items[sku={}].sku", line.sku),
-                "unknown SKU",
-            )),
+            None => errors.push(FieldError::new(format!("items[sku={}].sku", line.sku), "unknown SKU")),
         }
     }
     if !errors.is_empty() {
@@ -89,20 +83,16 @@ pub async fn price_cart(state: &AppState, cart: &Cart) -> Result<PricedCart, Api
         .unwrap_or(holdfast_domain::Currency::USD);
     let mut total = Money::zero(currency);
     for (sku, qty, price) in &lines {
-        let subtotal = price
-            .checked_mul(qty.get())
-            .and_then(|s| total.checked_add(s));
+        let subtotal = price.checked_mul(qty.get()).and_then(|s| total.checked_add(s));
         total = subtotal.map_err(|e| match e {
             holdfast_domain::MoneyError::CurrencyMismatch(..) => ApiError::field(
                 "mixed_currency",
                 &format!("items[sku={sku}]"),
                 "all items of one order must be priced in the same currency",
             ),
-            holdfast_domain::MoneyError::Overflow => ApiError::field(
-                "invalid_cart",
-                "items",
-                "the order total exceeds the maximum amount",
-            ),
+            holdfast_domain::MoneyError::Overflow => {
+                ApiError::field("invalid_cart", "items", "the order total exceeds the maximum amount")
+            }
         })?;
     }
     Ok(PricedCart { lines, total })
@@ -125,10 +115,7 @@ pub async fn checkout(
             return Err(error);
         }
     };
-    state
-        .store
-        .attach_payment_intent(&order.id, &intent)
-        .await?;
+    state.store.attach_payment_intent(&order.id, &intent).await?;
     Ok(Placed {
         order,
         client_secret: intent.client_secret,
@@ -145,9 +132,7 @@ async fn reserve_and_record(
     priced: PricedCart,
     now: DateTime<Utc>,
 ) -> Result<Order, ApiError> {
-    let ttl = chrono::Duration::seconds(
-        i64::try_from(state.config.checkout.reservation_ttl_s).unwrap_or(900),
-    );
+    let ttl = chrono::Duration::seconds(i64::try_from(state.config.checkout.reservation_ttl_s).unwrap_or(900));
     let new_order = NewOrder {
         id: order_id.clone(),
         email: request.email.clone(),
@@ -177,12 +162,9 @@ async fn reserve_and_record(
 /// Step 2: the payment intent, keyed by the order id so retries never
 /// create a second one.
 #[tracing::instrument(skip_all, fields(order_id = %order.id))]
-pub async fn create_payment_intent(
-    state: &AppState,
-    order: &Order,
-) -> Result<PaymentIntentRef, ApiError> {
-    let amount = Money::new(order.total_amount, order.currency())
-        .map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?;
+pub async fn create_payment_intent(state: &AppState, order: &Order) -> Result<PaymentIntentRef, ApiError> {
+    let amount =
+        Money::new(order.total_amount, order.currency()).map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?;
     let request = IntentRequest {
         order_id: order.id.clone(),
         amount,

@@ -57,9 +57,7 @@ pub async fn apply_event(store: &SharedStore, event: &InboxEvent) -> Result<Outc
         "payment_intent.succeeded" => OrderStatus::Paid,
         "payment_intent.payment_failed" => OrderStatus::PaymentFailed,
         other => {
-            return Ok(Outcome::Ignored(format!(
-                "{other} is not a definitive payment event"
-            )));
+            return Ok(Outcome::Ignored(format!("{other} is not a definitive payment event")));
         }
     };
     let parsed: ProviderEvent = match serde_json::from_str(&event.payload) {
@@ -73,26 +71,18 @@ pub async fn apply_event(store: &SharedStore, event: &InboxEvent) -> Result<Outc
         .get("order_id")
         .and_then(|raw| OrderId::parse(raw).ok())
     else {
-        return Ok(Outcome::Ignored(
-            "no order_id in the intent's metadata".into(),
-        ));
+        return Ok(Outcome::Ignored("no order_id in the intent's metadata".into()));
     };
     let change = StatusChange {
         order_id,
         to: target,
-        cause: format!(
-            "{} {} ({})",
-            event.event_type, parsed.id, parsed.data.object.id
-        ),
+        cause: format!("{} {} ({})", event.event_type, parsed.id, parsed.data.object.id),
         at: Utc::now(),
     };
     match store.transition_order(&change).await {
         Ok(TransitionOutcome::Changed { to, .. }) => Ok(Outcome::Applied(to)),
         Ok(TransitionOutcome::Unchanged) => Ok(Outcome::Duplicate),
-        Err(StoreError::NotFound(_)) => Ok(Outcome::Flagged(format!(
-            "order {} not found",
-            change.order_id
-        ))),
+        Err(StoreError::NotFound(_)) => Ok(Outcome::Flagged(format!("order {} not found", change.order_id))),
         Err(StoreError::InvalidTransition(e)) => Ok(Outcome::Flagged(e.to_string())),
         Err(other) => Err(other),
     }
@@ -108,9 +98,7 @@ pub async fn process_inbox_once(store: &SharedStore, limit: i64) -> Result<usize
                 if let Outcome::Flagged(why) = &outcome {
                     tracing::warn!(event_id = %event.id, %why, "payment event needs attention");
                 }
-                store
-                    .mark_inbox_processed(&event.id, &outcome.describe())
-                    .await?;
+                store.mark_inbox_processed(&event.id, &outcome.describe()).await?;
                 processed += 1;
             }
             Err(error) if error.is_retryable() => return Err(error),

@@ -54,11 +54,7 @@ pub struct StripeClient {
 }
 
 impl StripeClient {
-    pub fn new(
-        base_url: &str,
-        api_key: Secret,
-        deadline: Duration,
-    ) -> Result<Self, reqwest::Error> {
+    pub fn new(base_url: &str, api_key: Secret, deadline: Duration) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(deadline)
             .connect_timeout(deadline.min(Duration::from_secs(2)))
@@ -99,10 +95,7 @@ impl PaymentProvider for StripeClient {
     async fn create_intent(&self, request: &IntentRequest) -> Result<Intent, ProviderError> {
         let form = [
             ("amount", request.amount.amount().to_string()),
-            (
-                "currency",
-                request.amount.currency().code().to_ascii_lowercase(),
-            ),
+            ("currency", request.amount.currency().code().to_ascii_lowercase()),
             ("payment_method", request.payment_method.clone()),
             ("confirm", "true".to_owned()),
             ("metadata[order_id]", request.order_id.to_string()),
@@ -125,19 +118,17 @@ impl PaymentProvider for StripeClient {
             let (code, message) = body
                 .map(|b| {
                     (
-                        b.error
-                            .code
-                            .or(b.error.kind)
-                            .unwrap_or_else(|| status.to_string()),
+                        b.error.code.or(b.error.kind).unwrap_or_else(|| status.to_string()),
                         b.error.message.unwrap_or_default(),
                     )
                 })
                 .unwrap_or_else(|| (status.to_string(), String::new()));
             return Err(ProviderError::Rejected { code, message });
         }
-        let body: IntentBody = response.json().await.map_err(|e| {
-            ProviderError::Unavailable(format!("unreadable response: {}", describe(&e)))
-        })?;
+        let body: IntentBody = response
+            .json()
+            .await
+            .map_err(|e| ProviderError::Unavailable(format!("unreadable response: {}", describe(&e))))?;
         Ok(Intent {
             id: body.id,
             client_secret: body.client_secret,

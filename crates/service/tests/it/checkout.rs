@@ -21,18 +21,12 @@ both_backends!(
                 .is_some_and(|s| s.contains("_secret_"))
         );
         assert!(created.body["expires_at"].is_string());
-        let order_id = created.body["order_id"]
-            .as_str()
-            .expect("order id")
-            .to_owned();
+        let order_id = created.body["order_id"].as_str().expect("order id").to_owned();
         assert_eq!(app.inventory("WH-1000XM5").await, (10, 2, 8));
 
         // The sandbox provider sends a signed payment_intent.succeeded shortly after.
         let paid = app.wait_for_status(&order_id, "paid").await;
-        assert_eq!(
-            paid["total"]["amount"], 69_998,
-            "prices come from the catalogue"
-        );
+        assert_eq!(paid["total"]["amount"], 69_998, "prices come from the catalogue");
         assert_eq!(paid["total"]["currency"], "USD");
         assert_eq!(paid["items"][0]["unit_price"]["amount"], 34_999);
         assert!(
@@ -46,10 +40,7 @@ both_backends!(
             "paid stock stays reserved until shipped"
         );
 
-        let timeline = app
-            .shop
-            .get(&format!("/api/v1/orders/{order_id}/events"))
-            .await;
+        let timeline = app.shop.get(&format!("/api/v1/orders/{order_id}/events")).await;
         assert_eq!(timeline.status, 200);
         let steps: Vec<_> = timeline.body["data"]
             .as_array()
@@ -86,10 +77,7 @@ both_backends!(
             .checkout(&order(&[("MUG", 3)], "pm_card_declined"), "key-declined")
             .await;
         assert_eq!(created.status, 201, "{}", created.body);
-        let order_id = created.body["order_id"]
-            .as_str()
-            .expect("order id")
-            .to_owned();
+        let order_id = created.body["order_id"].as_str().expect("order id").to_owned();
         app.wait_for_status(&order_id, "payment_failed").await;
         assert_eq!(app.inventory("MUG").await, (5, 0, 5));
         app.stop().await;
@@ -114,11 +102,7 @@ both_backends!(
         assert_eq!(answer.body["code"], "out_of_stock");
         assert_eq!(answer.body["errors"][0]["field"], "items[sku=C-3].qty");
         for sku in ["A-1", "B-2"] {
-            assert_eq!(
-                app.inventory(sku).await,
-                (10, 0, 10),
-                "{sku} must not stay reserved"
-            );
+            assert_eq!(app.inventory(sku).await, (10, 0, 10), "{sku} must not stay reserved");
         }
         assert_eq!(app.inventory("C-3").await, (1, 0, 1));
         assert_eq!(
@@ -138,18 +122,12 @@ both_backends!(
         app.create_product("SOCKS", 900, 5).await;
         let answer = app
             .shop
-            .checkout(
-                &order(&[("SOCKS", 3), ("SOCKS", 3)], "pm_card_visa"),
-                "summed",
-            )
+            .checkout(&order(&[("SOCKS", 3), ("SOCKS", 3)], "pm_card_visa"), "summed")
             .await;
         assert_eq!(answer.status, 409, "3 + 3 > 5: {}", answer.body);
         let answer = app
             .shop
-            .checkout(
-                &order(&[("SOCKS", 2), ("SOCKS", 3)], "pm_card_visa"),
-                "summed-ok",
-            )
+            .checkout(&order(&[("SOCKS", 2), ("SOCKS", 3)], "pm_card_visa"), "summed-ok")
             .await;
         assert_eq!(answer.status, 201, "{}", answer.body);
         assert_eq!(app.inventory("SOCKS").await, (5, 5, 0));
@@ -157,34 +135,20 @@ both_backends!(
     }
 );
 
-both_backends!(
-    inventory_sync_is_idempotent_per_batch,
-    |backend| async move {
-        let app = spawn_app(backend).await;
-        app.create_product("BOOT", 12_000, 10).await;
-        let held = app
-            .shop
-            .checkout(&order(&[("BOOT", 4)], "pm_card_visa"), "boots")
-            .await;
-        assert_eq!(held.status, 201);
-        let batch = serde_json::json!({"batch_id": "wh-2026-11-23-1", "levels": [{"sku": "BOOT", "on_hand": 25}, {"sku": "NOPE", "on_hand": 3}]});
-        let first = app.admin.post("/api/v1/inventory/sync", &batch).await;
-        assert_eq!(first.status, 200, "{}", first.body);
-        assert_eq!(first.body["updated"], serde_json::json!(["BOOT"]));
-        assert_eq!(first.body["unknown"], serde_json::json!(["NOPE"]));
-        assert_eq!(
-            app.inventory("BOOT").await,
-            (25, 4, 21),
-            "reserved units stay reserved"
-        );
-        let other = serde_json::json!({"batch_id": "wh-2026-11-23-1", "levels": [{"sku": "BOOT", "on_hand": 1}]});
-        let replay = app.admin.post("/api/v1/inventory/sync", &other).await;
-        assert_eq!(replay.body["replayed"], true);
-        assert_eq!(
-            app.inventory("BOOT").await,
-            (25, 4, 21),
-            "a batch applies once"
-        );
-        app.stop().await;
-    }
-);
+both_backends!(inventory_sync_is_idempotent_per_batch, |backend| async move {
+    let app = spawn_app(backend).await;
+    app.create_product("BOOT", 12_000, 10).await;
+    let held = app.shop.checkout(&order(&[("BOOT", 4)], "pm_card_visa"), "boots").await;
+    assert_eq!(held.status, 201);
+    let batch = serde_json::json!({"batch_id": "wh-2026-11-23-1", "levels": [{"sku": "BOOT", "on_hand": 25}, {"sku": "NOPE", "on_hand": 3}]});
+    let first = app.admin.post("/api/v1/inventory/sync", &batch).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(first.body["updated"], serde_json::json!(["BOOT"]));
+    assert_eq!(first.body["unknown"], serde_json::json!(["NOPE"]));
+    assert_eq!(app.inventory("BOOT").await, (25, 4, 21), "reserved units stay reserved");
+    let other = serde_json::json!({"batch_id": "wh-2026-11-23-1", "levels": [{"sku": "BOOT", "on_hand": 1}]});
+    let replay = app.admin.post("/api/v1/inventory/sync", &other).await;
+    assert_eq!(replay.body["replayed"], true);
+    assert_eq!(app.inventory("BOOT").await, (25, 4, 21), "a batch applies once");
+    app.stop().await;
+});

@@ -44,8 +44,8 @@ macro_rules! both_backends {
 /// default. When it cannot be reached the test is skipped with a message,
 /// except under `CI=true`, where that is a failure.
 pub async fn postgres_admin_url() -> Option<String> {
-    let url = std::env::var("HOLDFAST_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let url =
+        std::env::var("HOLDFAST_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let reachable = tokio::time::timeout(Duration::from_secs(5), async {
         use sqlx::Connection;
         sqlx::PgConnection::connect(&url).await
@@ -87,8 +87,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let (database_url, admin_url) = match backend {
         Backend::Sqlite => {
-            let dir =
-                std::env::temp_dir().join(format!("holdfast-it-{}", uuid::Uuid::now_v7().simple()));
+            let dir = std::env::temp_dir().join(format!("holdfast-it-{}", uuid::Uuid::now_v7().simple()));
             (format!("sqlite://{}/holdfast.db", dir.display()), None)
         }
         Backend::Postgres => {
@@ -106,13 +105,9 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -
         .await
         .expect("application builds");
     let admin_key = holdfast_service::http::auth::generate_key();
-    app.bootstrap_admin_key(Some(&admin_key))
-        .await
-        .expect("admin key");
+    app.bootstrap_admin_key(Some(&admin_key)).await.expect("admin key");
     let store = app.store();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base_url = format!("http://{}", listener.local_addr().expect("addr"));
     let (tx, rx) = oneshot::channel();
     let server = tokio::spawn(app.run(listener, async move {
@@ -120,10 +115,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -
     }));
     let admin = Client::new(&base_url, &admin_key);
     let created = admin
-        .post(
-            "/api/v1/api-keys",
-            &json!({"scope": "storefront", "name": "test shop"}),
-        )
+        .post("/api/v1/api-keys", &json!({"scope": "storefront", "name": "test shop"}))
         .await;
     assert_eq!(created.status, 201, "{}", created.body);
     let shop = admin.with_key(created.body["key"].as_str().expect("key"));
@@ -237,9 +229,7 @@ impl Client {
     }
 
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let request = self
-            .http
-            .request(method, format!("{}{path}", self.base_url));
+        let request = self.http.request(method, format!("{}{path}", self.base_url));
         match &self.key {
             Some(key) => request.bearer_auth(key),
             None => request,
@@ -252,11 +242,7 @@ impl Client {
         let headers = response.headers().clone();
         let text = response.text().await.expect("body");
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Answer {
-            status,
-            body,
-            headers,
-        }
+        Answer { status, body, headers }
     }
 
     pub async fn get(&self, path: &str) -> Answer {
@@ -264,8 +250,7 @@ impl Client {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Answer {
-        self.send(self.request(reqwest::Method::POST, path).json(body))
-            .await
+        self.send(self.request(reqwest::Method::POST, path).json(body)).await
     }
 
     pub async fn checkout(&self, body: &Value, key: &str) -> Answer {

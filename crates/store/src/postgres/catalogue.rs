@@ -46,12 +46,11 @@ fn spread_i32(total: i64) -> Vec<i32> {
 
 pub(super) async fn get_products(pool: &PgPool, skus: &[Sku]) -> Result<Vec<Product>> {
     let skus: Vec<&str> = skus.iter().map(Sku::as_str).collect();
-    let rows: Vec<ProductRow> = sqlx::query_as(
-        "SELECT sku, name, price_amount, currency, created_at FROM products WHERE sku = ANY($1)",
-    )
-    .bind(&skus)
-    .fetch_all(pool)
-    .await?;
+    let rows: Vec<ProductRow> =
+        sqlx::query_as("SELECT sku, name, price_amount, currency, created_at FROM products WHERE sku = ANY($1)")
+            .bind(&skus)
+            .fetch_all(pool)
+            .await?;
     rows.into_iter().map(Product::try_from).collect()
 }
 
@@ -64,7 +63,11 @@ pub(super) async fn get_inventory(pool: &PgPool, sku: &Sku) -> Result<Option<Inv
     .bind(sku.as_str())
     .fetch_one(pool)
     .await?;
-    Ok(row.0.map(|available| InventoryLevel { on_hand: available + row.1, reserved: row.1, available }))
+    Ok(row.0.map(|available| InventoryLevel {
+        on_hand: available + row.1,
+        reserved: row.1,
+        available,
+    }))
 }
 
 /// Sets on-hand levels. Each SKU's buckets are locked in bucket order (the
@@ -86,7 +89,12 @@ pub(super) async fn sync_inventory(pool: &PgPool, batch: &InventoryBatch) -> Res
             .await?;
         return replayed(&stored);
     }
-    let mut outcome = SyncOutcome { batch_id: batch.batch_id.clone(), updated: vec![], unknown: vec![], replayed: false };
+    let mut outcome = SyncOutcome {
+        batch_id: batch.batch_id.clone(),
+        updated: vec![],
+        unknown: vec![],
+        replayed: false,
+    };
     let mut levels = batch.levels.clone();
     levels.sort_by(|a, b| a.0.cmp(&b.0));
     for (sku, on_hand) in &levels {

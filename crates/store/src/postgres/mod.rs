@@ -29,12 +29,18 @@ pub(crate) struct PgStore {
 impl PgStore {
     pub(crate) async fn connect(options: &ConnectOptions) -> Result<Self> {
         let target = describe_target(&options.url);
-        let connect_error = |source| StoreError::Connect { target: target.clone(), source };
+        let connect_error = |source| StoreError::Connect {
+            target: target.clone(),
+            source,
+        };
         let connect_options = PgConnectOptions::from_str(&options.url)
             .map_err(connect_error)?
             .application_name("holdfast")
             .options([
-                ("statement_timeout", format!("{}ms", options.statement_timeout.as_millis())),
+                (
+                    "statement_timeout",
+                    format!("{}ms", options.statement_timeout.as_millis()),
+                ),
                 ("lock_timeout", format!("{}ms", options.lock_timeout.as_millis())),
             ]);
         let probe = tokio::time::timeout(options.connect_timeout, PgConnection::connect_with(&connect_options))
@@ -65,7 +71,11 @@ impl PgStore {
 
 fn usage(name: &'static str, pool: &PgPool, max: u32) -> PoolUsage {
     let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
-    PoolUsage { pool: name, in_use: pool.size().saturating_sub(idle), max }
+    PoolUsage {
+        pool: name,
+        in_use: pool.size().saturating_sub(idle),
+        max,
+    }
 }
 
 #[async_trait]
@@ -93,7 +103,10 @@ impl Store for PgStore {
             }
             None => Vec::new(),
         };
-        Ok(MigrationStatus { expected: MIGRATOR.iter().map(|m| m.version).collect(), applied })
+        Ok(MigrationStatus {
+            expected: MIGRATOR.iter().map(|m| m.version).collect(),
+            applied,
+        })
     }
 
     async fn ping(&self) -> Result<()> {
@@ -110,9 +123,11 @@ impl Store for PgStore {
     }
 
     async fn count_api_keys(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL")
-            .fetch_one(&self.read)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL")
+                .fetch_one(&self.read)
+                .await?,
+        )
     }
 
     async fn insert_api_key(&self, key: &NewApiKey) -> Result<()> {
@@ -198,10 +213,13 @@ impl Store for PgStore {
     }
 
     async fn order_counts(&self) -> Result<Vec<(holdfast_domain::OrderStatus, i64)>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status, count(*) FROM orders GROUP BY status ORDER BY status")
-            .fetch_all(&self.read)
-            .await?;
-        rows.into_iter().map(|(status, n)| Ok((crate::error::parse_status(&status)?, n))).collect()
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, count(*) FROM orders GROUP BY status ORDER BY status")
+                .fetch_all(&self.read)
+                .await?;
+        rows.into_iter()
+            .map(|(status, n)| Ok((crate::error::parse_status(&status)?, n)))
+            .collect()
     }
 
     async fn begin_idempotent(&self, request: &IdempotentRequest) -> Result<IdempotencyBegin> {
@@ -248,7 +266,11 @@ impl Store for PgStore {
         .bind(row.locked_until)
         .execute(&self.write)
         .await?;
-        Ok(if taken.rows_affected() == 1 { decision } else { IdempotencyBegin::InProgress })
+        Ok(if taken.rows_affected() == 1 {
+            decision
+        } else {
+            IdempotencyBegin::InProgress
+        })
     }
 
     async fn complete_idempotent(&self, scope: &str, key: &str, response: &StoredResponse) -> Result<()> {
@@ -308,4 +330,3 @@ impl Store for PgStore {
         Ok(())
     }
 }
-

@@ -99,7 +99,11 @@ async fn reserve_line(
     .fetch_optional(&mut **tx)
     .await?;
     if let Some(bucket) = fast {
-        return Ok(vec![Taken { sku: sku.clone(), bucket, qty: wanted }]);
+        return Ok(vec![Taken {
+            sku: sku.clone(),
+            bucket,
+            qty: wanted,
+        }]);
     }
     let buckets: Vec<(i16, i32)> =
         sqlx::query_as("SELECT bucket, available FROM stock_buckets WHERE sku = $1 ORDER BY bucket FOR UPDATE")
@@ -111,7 +115,11 @@ async fn reserve_line(
     }
     let total: i64 = buckets.iter().map(|(_, available)| i64::from(*available)).sum();
     if total < i64::from(wanted) {
-        return Err(PlaceOrderError::OutOfStock { sku: sku.clone(), requested: qty.get(), available: total });
+        return Err(PlaceOrderError::OutOfStock {
+            sku: sku.clone(),
+            requested: qty.get(),
+            available: total,
+        });
     }
     let plan = take_from(&buckets, wanted);
     sqlx::query(
@@ -123,7 +131,14 @@ async fn reserve_line(
     .bind(plan.iter().map(|(_, q)| *q).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
-    Ok(plan.into_iter().map(|(bucket, qty)| Taken { sku: sku.clone(), bucket, qty }).collect())
+    Ok(plan
+        .into_iter()
+        .map(|(bucket, qty)| Taken {
+            sku: sku.clone(),
+            bucket,
+            qty,
+        })
+        .collect())
 }
 
 /// Greedy split of `wanted` units over buckets that together hold enough.
@@ -145,10 +160,14 @@ pub(crate) fn take_from(buckets: &[(i16, i32)], wanted: i32) -> Vec<(i16, i32)> 
 
 pub(super) async fn transition_order(pool: &PgPool, change: &StatusChange) -> Result<TransitionOutcome> {
     let mut tx = pool.begin().await?;
-    let row: Option<OrderRow> = sqlx::query_as(concat!("SELECT ", order_columns!(), " FROM orders WHERE id = $1 FOR UPDATE"))
-        .bind(change.order_id.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
+    let row: Option<OrderRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        order_columns!(),
+        " FROM orders WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(change.order_id.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
     let mut order = Order::try_from(row.ok_or_else(|| StoreError::NotFound(change.order_id.to_string()))?)?;
     if order.status == change.to {
         return Ok(TransitionOutcome::Unchanged);
@@ -177,7 +196,11 @@ pub(super) async fn transition_order(pool: &PgPool, change: &StatusChange) -> Re
 }
 
 /// What entering `to` does to the order's reserved stock.
-async fn apply_stock_effect(tx: &mut Transaction<'static, Postgres>, order_id: &OrderId, to: OrderStatus) -> Result<()> {
+async fn apply_stock_effect(
+    tx: &mut Transaction<'static, Postgres>,
+    order_id: &OrderId,
+    to: OrderStatus,
+) -> Result<()> {
     match to {
         OrderStatus::Paid => {
             sqlx::query("UPDATE stock_reservations SET status = 'committed' WHERE order_id = $1 AND status = 'held'")
@@ -186,10 +209,12 @@ async fn apply_stock_effect(tx: &mut Transaction<'static, Postgres>, order_id: &
                 .await?;
         }
         OrderStatus::Shipped => {
-            sqlx::query("UPDATE stock_reservations SET status = 'consumed' WHERE order_id = $1 AND status = 'committed'")
-                .bind(order_id.as_str())
-                .execute(&mut **tx)
-                .await?;
+            sqlx::query(
+                "UPDATE stock_reservations SET status = 'consumed' WHERE order_id = $1 AND status = 'committed'",
+            )
+            .bind(order_id.as_str())
+            .execute(&mut **tx)
+            .await?;
         }
         OrderStatus::PaymentFailed | OrderStatus::Cancelled | OrderStatus::Rejected => {
             // Lock the buckets in (sku, bucket) order first, the order

@@ -55,7 +55,11 @@ pub(super) async fn get_inventory(pool: &SqlitePool, sku: &Sku) -> Result<Option
     .bind(sku.as_str())
     .fetch_one(pool)
     .await?;
-    Ok(row.0.map(|available| InventoryLevel { on_hand: available + row.1, reserved: row.1, available }))
+    Ok(row.0.map(|available| InventoryLevel {
+        on_hand: available + row.1,
+        reserved: row.1,
+        available,
+    }))
 }
 
 pub(super) async fn sync_inventory(pool: &SqlitePool, batch: &InventoryBatch) -> Result<SyncOutcome> {
@@ -67,7 +71,12 @@ pub(super) async fn sync_inventory(pool: &SqlitePool, batch: &InventoryBatch) ->
     if let Some(stored) = stored {
         return replayed(&stored);
     }
-    let mut outcome = SyncOutcome { batch_id: batch.batch_id.clone(), updated: vec![], unknown: vec![], replayed: false };
+    let mut outcome = SyncOutcome {
+        batch_id: batch.batch_id.clone(),
+        updated: vec![],
+        unknown: vec![],
+        replayed: false,
+    };
     for (sku, on_hand) in &batch.levels {
         let updated = sqlx::query(
             "UPDATE stock_buckets SET available = max(0, ?2 - (SELECT coalesce(sum(qty), 0) FROM stock_reservations \

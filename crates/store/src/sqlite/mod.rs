@@ -36,7 +36,10 @@ pub(crate) struct SqliteStore {
 impl SqliteStore {
     pub(crate) async fn connect(options: &ConnectOptions) -> Result<Self> {
         let target = describe_target(&options.url);
-        let connect_error = |source| StoreError::Connect { target: target.clone(), source };
+        let connect_error = |source| StoreError::Connect {
+            target: target.clone(),
+            source,
+        };
         let base = SqliteConnectOptions::from_str(&options.url)
             .map_err(connect_error)?
             .create_if_missing(true)
@@ -62,7 +65,10 @@ impl SqliteStore {
             .map_err(connect_error)?;
         let _ = probe.close().await;
         let pool = |max: u32, acquire: std::time::Duration, opts: SqliteConnectOptions| {
-            SqlitePoolOptions::new().max_connections(max).acquire_timeout(acquire).connect_lazy_with(opts)
+            SqlitePoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(acquire)
+                .connect_lazy_with(opts)
         };
         Ok(Self {
             read: pool(
@@ -78,7 +84,11 @@ impl SqliteStore {
 
 fn usage(name: &'static str, pool: &SqlitePool) -> PoolUsage {
     let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
-    PoolUsage { pool: name, in_use: pool.size().saturating_sub(idle), max: pool.options().get_max_connections() }
+    PoolUsage {
+        pool: name,
+        in_use: pool.size().saturating_sub(idle),
+        max: pool.options().get_max_connections(),
+    }
 }
 
 /// A write transaction that holds SQLite's write lock from its first statement.
@@ -112,7 +122,10 @@ impl Store for SqliteStore {
             }
             None => Vec::new(),
         };
-        Ok(MigrationStatus { expected: MIGRATOR.iter().map(|m| m.version).collect(), applied })
+        Ok(MigrationStatus {
+            expected: MIGRATOR.iter().map(|m| m.version).collect(),
+            applied,
+        })
     }
 
     async fn ping(&self) -> Result<()> {
@@ -121,13 +134,19 @@ impl Store for SqliteStore {
     }
 
     fn pool_usage(&self) -> Vec<PoolUsage> {
-        vec![usage("read", &self.read), usage("write", &self.write), usage("worker", &self.worker)]
+        vec![
+            usage("read", &self.read),
+            usage("write", &self.write),
+            usage("worker", &self.worker),
+        ]
     }
 
     async fn count_api_keys(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL")
-            .fetch_one(&self.read)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL")
+                .fetch_one(&self.read)
+                .await?,
+        )
     }
 
     async fn insert_api_key(&self, key: &NewApiKey) -> Result<()> {
@@ -213,10 +232,13 @@ impl Store for SqliteStore {
     }
 
     async fn order_counts(&self) -> Result<Vec<(holdfast_domain::OrderStatus, i64)>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status, count(*) FROM orders GROUP BY status ORDER BY status")
-            .fetch_all(&self.read)
-            .await?;
-        rows.into_iter().map(|(status, n)| Ok((crate::error::parse_status(&status)?, n))).collect()
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, count(*) FROM orders GROUP BY status ORDER BY status")
+                .fetch_all(&self.read)
+                .await?;
+        rows.into_iter()
+            .map(|(status, n)| Ok((crate::error::parse_status(&status)?, n)))
+            .collect()
     }
 
     async fn begin_idempotent(&self, request: &IdempotentRequest) -> Result<IdempotencyBegin> {
@@ -231,9 +253,10 @@ impl Store for SqliteStore {
         .await?;
         // The write lock is held, so read-decide-write cannot interleave with
         // another request for the same key.
-        let decision = row
-            .as_ref()
-            .map_or_else(|| IdempotencyBegin::New(request.resource_id.clone()), |row| row.decide(request));
+        let decision = row.as_ref().map_or_else(
+            || IdempotencyBegin::New(request.resource_id.clone()),
+            |row| row.decide(request),
+        );
         if let IdempotencyBegin::New(resource_id) = &decision {
             sqlx::query(
                 "INSERT INTO idempotency_keys (scope, key, request_hash, resource_id, state, created_at, locked_until) \

@@ -48,8 +48,16 @@ pub(super) async fn place_order(pool: &SqlitePool, order: &NewOrder) -> Result<O
     for (sku, qty, _) in &order.lines {
         reserve_line(&mut tx, &order.id, sku, i64::from(qty.get())).await?;
     }
-    record_change(&mut tx, &order.id, None, order.status, &order.cause, order.now, new_order_payload(order, &lines))
-        .await?;
+    record_change(
+        &mut tx,
+        &order.id,
+        None,
+        order.status,
+        &order.cause,
+        order.now,
+        new_order_payload(order, &lines),
+    )
+    .await?;
     tx.commit().await?;
     Ok(Order::try_from(row)?)
 }
@@ -62,11 +70,13 @@ async fn reserve_line(
     sku: &Sku,
     qty: i64,
 ) -> Result<(), PlaceOrderError> {
-    let taken = sqlx::query("UPDATE stock_buckets SET available = available - ?2 WHERE sku = ?1 AND bucket = 0 AND available >= ?2")
-        .bind(sku.as_str())
-        .bind(qty)
-        .execute(&mut **tx)
-        .await?;
+    let taken = sqlx::query(
+        "UPDATE stock_buckets SET available = available - ?2 WHERE sku = ?1 AND bucket = 0 AND available >= ?2",
+    )
+    .bind(sku.as_str())
+    .bind(qty)
+    .execute(&mut **tx)
+    .await?;
     if taken.rows_affected() == 0 {
         let available: Option<i64> = sqlx::query_scalar("SELECT sum(available) FROM stock_buckets WHERE sku = ?1")
             .bind(sku.as_str())
@@ -111,14 +121,16 @@ async fn record_change(
     .bind(at)
     .execute(&mut **tx)
     .await?;
-    sqlx::query("INSERT INTO outbox_events (id, aggregate_id, event_type, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")
-        .bind(EventId::generate().as_str())
-        .bind(order_id.as_str())
-        .bind(to.event_type())
-        .bind(payload)
-        .bind(at)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO outbox_events (id, aggregate_id, event_type, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .bind(EventId::generate().as_str())
+    .bind(order_id.as_str())
+    .bind(to.event_type())
+    .bind(payload)
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -141,15 +153,25 @@ pub(super) async fn transition_order(pool: &SqlitePool, change: &StatusChange) -
         .bind(change.at)
         .execute(&mut *tx)
         .await?;
-    record_change(&mut tx, &change.order_id, Some(from), change.to, &change.cause, change.at, order_event_payload(&order))
-        .await?;
+    record_change(
+        &mut tx,
+        &change.order_id,
+        Some(from),
+        change.to,
+        &change.cause,
+        change.at,
+        order_event_payload(&order),
+    )
+    .await?;
     tx.commit().await?;
     Ok(TransitionOutcome::Changed { from, to: change.to })
 }
 
 async fn apply_stock_effect(tx: &mut Transaction<'static, Sqlite>, order_id: &OrderId, to: OrderStatus) -> Result<()> {
     let statements: &[&'static str] = match to {
-        OrderStatus::Paid => &["UPDATE stock_reservations SET status = 'committed' WHERE order_id = ?1 AND status = 'held'"],
+        OrderStatus::Paid => {
+            &["UPDATE stock_reservations SET status = 'committed' WHERE order_id = ?1 AND status = 'held'"]
+        }
         OrderStatus::Shipped => {
             &["UPDATE stock_reservations SET status = 'consumed' WHERE order_id = ?1 AND status = 'committed'"]
         }
@@ -164,7 +186,10 @@ async fn apply_stock_effect(tx: &mut Transaction<'static, Sqlite>, order_id: &Or
         OrderStatus::Accepted | OrderStatus::PendingPayment | OrderStatus::Fulfilling => &[],
     };
     for statement in statements {
-        sqlx::query(*statement).bind(order_id.as_str()).execute(&mut **tx).await?;
+        sqlx::query(*statement)
+            .bind(order_id.as_str())
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
 }
