@@ -71,8 +71,7 @@ pub struct Check {
 
 /// Parses Prometheus text exposition format into the figures the gate uses.
 pub fn snapshot(text: &str) -> Result<Snapshot> {
-    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
-        .context("parsing Prometheus text format")?;
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).context("parsing Prometheus text format")?;
     let mut s = Snapshot::default();
     for sample in scrape.samples {
         let number = match &sample.value {
@@ -266,10 +265,7 @@ pub async fn scrape(client: &reqwest::Client, url: &str) -> Result<Snapshot> {
     if !response.status().is_success() {
         bail!("scraping {parsed}: HTTP {}", response.status());
     }
-    let text = response
-        .text()
-        .await
-        .with_context(|| format!("reading {parsed}"))?;
+    let text = response.text().await.with_context(|| format!("reading {parsed}"))?;
     snapshot(&text).with_context(|| format!("reading metrics from {parsed}"))
 }
 

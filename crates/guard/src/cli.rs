@@ -43,10 +43,7 @@ impl LintMigrationsArgs {
             trace: self.trace,
         };
         let findings = lint::lint(&options).await?;
-        print!(
-            "{}",
-            output::render(self.format, "holdfast lint-migrations", &findings)
-        );
+        print!("{}", output::render(self.format, "holdfast lint-migrations", &findings));
         Ok(output::exit_code(&findings))
     }
 }
@@ -86,10 +83,7 @@ impl PolicyCheckArgs {
         let findings = tokio::task::spawn_blocking(move || policy::check(&options))
             .await
             .context("policy evaluation panicked")??;
-        print!(
-            "{}",
-            output::render(self.format, "holdfast policy check", &findings)
-        );
+        print!("{}", output::render(self.format, "holdfast policy check", &findings));
         Ok(output::exit_code(&findings))
     }
 }

@@ -177,9 +177,7 @@ fn render_json(findings: &[Finding]) -> String {
 /// newlines and the characters the runner treats specially are escaped.
 fn render_github(findings: &[Finding]) -> String {
     fn escape_data(s: &str) -> String {
-        s.replace('%', "%25")
-            .replace('\r', "%0D")
-            .replace('\n', "%0A")
+        s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
     }
     fn escape_property(s: &str) -> String {
         escape_data(s).replace(':', "%3A").replace(',', "%2C")
@@ -240,7 +238,11 @@ fn render_sarif(tool: &str, findings: &[Finding]) -> String {
                 "locations": [ { "physicalLocation": physical } ],
             });
             let mut props = serde_json::Map::new();
-            for (k, v) in [("path", f.path.clone().map(Value::String)), ("baseline", f.baseline.clone()), ("value", f.value.clone())] {
+            for (k, v) in [
+                ("path", f.path.clone().map(Value::String)),
+                ("baseline", f.baseline.clone()),
+                ("value", f.value.clone()),
+            ] {
                 if let Some(v) = v {
                     props.insert(k.into(), v);
                 }
@@ -289,7 +291,7 @@ mod tests {
     fn parse_errors_win_over_errors() {
         let e = Finding::new(Severity::Error, "x", "m");
         let p = Finding::new(Severity::Error, PARSE_ERROR_RULE, "m");
-        assert_eq!(exit_code(&[e.clone()]), 1);
+        assert_eq!(exit_code(std::slice::from_ref(&e)), 1);
         assert_eq!(exit_code(&[e, p]), 2);
         assert_eq!(exit_code(&[Finding::new(Severity::Warning, "x", "m")]), 0);
     }

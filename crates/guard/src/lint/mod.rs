@@ -122,8 +122,11 @@ fn collect_files(paths: &[PathBuf], findings: &mut Vec<Finding>) -> Vec<PathBuf>
             out.push(path.clone());
         } else {
             findings.push(
-                Finding::new(Severity::Error, PARSE_ERROR_RULE, "no such file or directory")
-                    .at(path.display().to_string(), None, None),
+                Finding::new(Severity::Error, PARSE_ERROR_RULE, "no such file or directory").at(
+                    path.display().to_string(),
+                    None,
+                    None,
+                ),
             );
         }
     }
@@ -135,8 +138,11 @@ fn walk_sql(dir: &Path, found: &mut Vec<PathBuf>, findings: &mut Vec<Finding>) {
         Ok(e) => e,
         Err(e) => {
             findings.push(
-                Finding::new(Severity::Error, PARSE_ERROR_RULE, format!("cannot list: {e}"))
-                    .at(dir.display().to_string(), None, None),
+                Finding::new(Severity::Error, PARSE_ERROR_RULE, format!("cannot list: {e}")).at(
+                    dir.display().to_string(),
+                    None,
+                    None,
+                ),
             );
             return;
         }
@@ -307,10 +313,7 @@ async fn weigh(
             format!("The size of {table} is unknown without --database-url, so it counts as large."),
         ),
     };
-    Ok(Verdict {
-        severity,
-        explanation,
-    })
+    Ok(Verdict { severity, explanation })
 }
 
 /// An unqualified name matches a qualified one: the migration created it in

@@ -48,11 +48,7 @@ impl TableName {
 }
 
 fn fold(part: &str, quoted: bool) -> String {
-    if quoted {
-        part.to_string()
-    } else {
-        part.to_lowercase()
-    }
+    if quoted { part.to_string() } else { part.to_lowercase() }
 }
 
 impl std::fmt::Display for TableName {
@@ -127,8 +123,7 @@ pub fn index(parse: &Parse<SourceFile>) -> Vec<Statement> {
                 kind: kind_of(&stmt),
                 table: target_table(&stmt),
                 blocking: blocking_lock(&stmt),
-                needs_no_transaction: matches!(stmt, ast::Stmt::Vacuum(_))
-                    || mentions(node, "concurrently"),
+                needs_no_transaction: matches!(stmt, ast::Stmt::Vacuum(_)) || mentions(node, "concurrently"),
                 ignored: Vec::new(),
             }
         })
@@ -217,10 +212,7 @@ fn target_table(stmt: &ast::Stmt) -> Option<TableName> {
             .and_then(|t| t.path_ref())
             .and_then(|p| text_of(&p)),
         ast::Stmt::CreateTable(s) => s.table_name().and_then(|t| t.path()).and_then(|p| text_of(&p)),
-        ast::Stmt::Cluster(s) => s
-            .table_name_ref()
-            .and_then(|t| t.path_ref())
-            .and_then(|p| text_of(&p)),
+        ast::Stmt::Cluster(s) => s.table_name_ref().and_then(|t| t.path_ref()).and_then(|p| text_of(&p)),
         ast::Stmt::Vacuum(s) => s.table_and_columns_list().and_then(|l| first_path(l.syntax())),
         ast::Stmt::Refresh(s) => s.view_ref().and_then(|v| first_path(v.syntax())),
         ast::Stmt::Reindex(s) => s.reindex_target().and_then(|t| first_path(t.syntax())),
@@ -254,14 +246,10 @@ fn blocking_lock(stmt: &ast::Stmt) -> Option<BlockingLock> {
         {
             lock("ACCESS EXCLUSIVE", "rewrites the table", "VACUUM FULL")
         }
-        ast::Stmt::Refresh(s) if s.concurrently_token().is_none() => lock(
-            "ACCESS EXCLUSIVE",
-            "recomputes the view",
-            "REFRESH MATERIALIZED VIEW",
-        ),
-        ast::Stmt::Reindex(s) if !mentions(s.syntax(), "concurrently") => {
-            lock("SHARE", "rebuilds indexes", "REINDEX")
+        ast::Stmt::Refresh(s) if s.concurrently_token().is_none() => {
+            lock("ACCESS EXCLUSIVE", "recomputes the view", "REFRESH MATERIALIZED VIEW")
         }
+        ast::Stmt::Reindex(s) if !mentions(s.syntax(), "concurrently") => lock("SHARE", "rebuilds indexes", "REINDEX"),
         _ => None,
     }
 }
@@ -275,53 +263,41 @@ fn alter_action_lock(action: &ast::AlterTableAction) -> Option<BlockingLock> {
                 "rewrites the table",
                 "ALTER TABLE … ALTER COLUMN … TYPE",
             ),
-            ast::AlterColumnOption::SetNotNull(_) => lock(
-                "ACCESS EXCLUSIVE",
-                "scans the table",
-                "ALTER TABLE … SET NOT NULL",
-            ),
+            ast::AlterColumnOption::SetNotNull(_) => {
+                lock("ACCESS EXCLUSIVE", "scans the table", "ALTER TABLE … SET NOT NULL")
+            }
             _ => None,
         },
         ast::AlterTableAction::AddConstraint(c) => {
             let not_valid = has_child(c.syntax(), SyntaxKind::NOT_VALID);
             let using_index = has_child(c.syntax(), SyntaxKind::USING_INDEX);
             match c.constraint()? {
-                ast::Constraint::ForeignKeyConstraint(_) | ast::Constraint::ReferencesConstraint(_)
-                    if !not_valid =>
-                {
+                ast::Constraint::ForeignKeyConstraint(_) | ast::Constraint::ReferencesConstraint(_) if !not_valid => {
                     lock(
                         "SHARE ROW EXCLUSIVE",
                         "scans the table",
                         "ALTER TABLE … ADD FOREIGN KEY",
                     )
                 }
-                ast::Constraint::CheckConstraint(_) if !not_valid => lock(
-                    "ACCESS EXCLUSIVE",
-                    "scans the table",
-                    "ALTER TABLE … ADD CHECK",
-                ),
-                ast::Constraint::PrimaryKeyConstraint(_) | ast::Constraint::UniqueConstraint(_)
-                    if !using_index =>
-                {
+                ast::Constraint::CheckConstraint(_) if !not_valid => {
+                    lock("ACCESS EXCLUSIVE", "scans the table", "ALTER TABLE … ADD CHECK")
+                }
+                ast::Constraint::PrimaryKeyConstraint(_) | ast::Constraint::UniqueConstraint(_) if !using_index => {
                     lock(
                         "ACCESS EXCLUSIVE",
                         "builds an index",
                         "ALTER TABLE … ADD PRIMARY KEY/UNIQUE",
                     )
                 }
-                ast::Constraint::ExcludeConstraint(_) => lock(
-                    "ACCESS EXCLUSIVE",
-                    "builds an index",
-                    "ALTER TABLE … ADD EXCLUDE",
-                ),
+                ast::Constraint::ExcludeConstraint(_) => {
+                    lock("ACCESS EXCLUSIVE", "builds an index", "ALTER TABLE … ADD EXCLUDE")
+                }
                 _ => None,
             }
         }
-        ast::AlterTableAction::SetTablespace(_) => lock(
-            "ACCESS EXCLUSIVE",
-            "rewrites the table",
-            "ALTER TABLE … SET TABLESPACE",
-        ),
+        ast::AlterTableAction::SetTablespace(_) => {
+            lock("ACCESS EXCLUSIVE", "rewrites the table", "ALTER TABLE … SET TABLESPACE")
+        }
         ast::AlterTableAction::SetLogged(_) | ast::AlterTableAction::SetUnlogged(_) => lock(
             "ACCESS EXCLUSIVE",
             "rewrites the table",

@@ -73,8 +73,7 @@ pub struct Document {
 }
 
 pub fn load(path: &Path) -> Result<Document, ParseError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ParseError::new(path, None, format!("cannot read: {e}")))?;
+    let text = std::fs::read_to_string(path).map_err(|e| ParseError::new(path, None, format!("cannot read: {e}")))?;
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -179,11 +178,7 @@ pub fn parse_url_connection(key: &str, raw: &str) -> Connection {
 
 fn load_terraform(path: &Path, text: &str, d: &mut Document) -> Result<(), ParseError> {
     let value: Value = hcl::from_str(text).map_err(|e| match &e {
-        hcl::Error::Parse(p) => ParseError::new(
-            path,
-            Some(p.location().line() as u32),
-            p.message().to_string(),
-        ),
+        hcl::Error::Parse(p) => ParseError::new(path, Some(p.location().line() as u32), p.message().to_string()),
         other => ParseError::new(path, None, other.to_string()),
     })?;
     d.kind = FileKind::Terraform;
@@ -219,8 +214,8 @@ fn hcl_resources(doc: &Value) -> Vec<Value> {
 }
 
 fn load_json(path: &Path, text: &str, d: &mut Document) -> Result<(), ParseError> {
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| ParseError::new(path, Some(e.line() as u32), e.to_string()))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| ParseError::new(path, Some(e.line() as u32), e.to_string()))?;
     if value.get("resource_changes").is_some() || value.get("planned_values").is_some() {
         d.kind = FileKind::TerraformPlan;
         d.resources = plan_resources(&value);
@@ -276,19 +271,35 @@ fn load_yaml(path: &Path, text: &str, d: &mut Document) -> Result<(), ParseError
 }
 
 /// Best-effort line of a key path in a file's text: the exact line when the
-/// parser recorded it, else the first line that assigns the path's last
-/// segment (`name = …` or `name: …`).
+/// parser recorded it; else the first line that assigns the path's last
+/// segment (`name = …`, `name: …`, `"name": …`); else, for paths like
+/// `alert.Name`, the line that reads `alert: Name`.
 pub fn line_of(doc: &Document, path: &str) -> Option<u32> {
     if let Some((_, line)) = doc.lines.iter().find(|(k, _)| k == path) {
         return Some(*line);
     }
-    let last = path.rsplit('.').next()?;
-    if last.is_empty() {
-        return None;
-    }
-    doc.text.lines().enumerate().find_map(|(i, l)| {
-        let rest = l.trim_start().strip_prefix(last)?;
+    let mut segments = path.rsplit('.');
+    let last = segments.next().filter(|s| !s.is_empty())?;
+    let parent = segments.next();
+    let find = |pred: &dyn Fn(&str) -> bool| {
+        doc.text
+            .lines()
+            .position(|l| pred(l.trim_start().trim_start_matches("- ")))
+            .map(|i| (i + 1) as u32)
+    };
+    find(&|l: &str| {
+        let Some(rest) = l.trim_start_matches(['"', '\'']).strip_prefix(last) else {
+            return false;
+        };
         let rest = rest.trim_start_matches(['"', '\'']).trim_start();
-        (rest.starts_with('=') || rest.starts_with(':')).then_some((i + 1) as u32)
+        rest.starts_with('=') || rest.starts_with(':')
+    })
+    .or_else(|| {
+        let parent = parent?;
+        find(&|l: &str| {
+            l.strip_prefix(parent)
+                .and_then(|r| r.trim_start().strip_prefix([':', '=']))
+                .is_some_and(|r| r.trim().trim_matches(['"', '\'']) == last)
+        })
     })
 }

@@ -14,14 +14,8 @@ pub const BUILTIN_POLICIES: &[(&str, &str)] = &[
         "pgbouncer_pool.rego",
         include_str!("../../policies/pgbouncer_pool.rego"),
     ),
-    (
-        "terraform_db.rego",
-        include_str!("../../policies/terraform_db.rego"),
-    ),
-    (
-        "alert_routing.rego",
-        include_str!("../../policies/alert_routing.rego"),
-    ),
+    ("terraform_db.rego", include_str!("../../policies/terraform_db.rego")),
+    ("alert_routing.rego", include_str!("../../policies/alert_routing.rego")),
     (
         "connection_hosts.rego",
         include_str!("../../policies/connection_hosts.rego"),
@@ -71,8 +65,8 @@ impl Policies {
                 .collect();
             files.sort();
             for file in files {
-                let text = std::fs::read_to_string(&file)
-                    .with_context(|| format!("reading policy {}", file.display()))?;
+                let text =
+                    std::fs::read_to_string(&file).with_context(|| format!("reading policy {}", file.display()))?;
                 engine
                     .add_policy(file.display().to_string(), text)
                     .with_context(|| format!("compiling policy {}", file.display()))?;

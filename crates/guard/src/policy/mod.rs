@@ -85,9 +85,7 @@ pub fn check(options: &PolicyOptions) -> Result<Vec<Finding>> {
         };
         findings.push(raw.into_finding(file, line));
     }
-    findings.sort_by(|a, b| {
-        (&a.file, a.line, &a.rule, &a.message).cmp(&(&b.file, b.line, &b.rule, &b.message))
-    });
+    findings.sort_by(|a, b| (&a.file, a.line, &a.rule, &a.message).cmp(&(&b.file, b.line, &b.rule, &b.message)));
     Ok(findings)
 }
 
@@ -107,17 +105,11 @@ fn parse_error_finding(e: ParseError) -> Finding {
         Some(l) => format!("cannot parse (line {l}): {}", e.message),
         None => format!("cannot parse: {}", e.message),
     };
-    Finding::new(Severity::Error, PARSE_ERROR_RULE, message).at(
-        e.file.display().to_string(),
-        e.line,
-        None,
-    )
+    Finding::new(Severity::Error, PARSE_ERROR_RULE, message).at(e.file.display().to_string(), e.line, None)
 }
 
 fn file_name(d: &Document) -> Option<&str> {
-    std::path::Path::new(&d.path)
-        .file_name()
-        .and_then(|n| n.to_str())
+    std::path::Path::new(&d.path).file_name().and_then(|n| n.to_str())
 }
 
 fn baseline_for<'a>(doc: &Document, baselines: &'a [Document]) -> Option<&'a Document> {
@@ -129,12 +121,7 @@ fn baseline_for<'a>(doc: &Document, baselines: &'a [Document]) -> Option<&'a Doc
         .copied()
 }
 
-fn build_input(
-    files: &[Document],
-    baselines: &[Document],
-    fleet_nodes: u32,
-    findings: &mut Vec<Finding>,
-) -> Value {
+fn build_input(files: &[Document], baselines: &[Document], fleet_nodes: u32, findings: &mut Vec<Finding>) -> Value {
     let to_json = |d: &Document| serde_json::to_value(d).unwrap_or(Value::Null);
     let file_values: Vec<Value> = files
         .iter()
@@ -155,10 +142,7 @@ fn build_input(
 /// For every alert rule × Alertmanager config, the receivers reached.
 fn alert_routing(files: &[Document], findings: &mut Vec<Finding>) -> Vec<Value> {
     let mut out = Vec::new();
-    let managers: Vec<&Document> = files
-        .iter()
-        .filter(|d| d.kind == FileKind::Alertmanager)
-        .collect();
+    let managers: Vec<&Document> = files.iter().filter(|d| d.kind == FileKind::Alertmanager).collect();
     for rules in files.iter().filter(|d| d.kind == FileKind::PrometheusRules) {
         for rule in rules.doc["groups"]
             .as_array()
@@ -183,8 +167,11 @@ fn alert_routing(files: &[Document], findings: &mut Vec<Finding>) -> Vec<Value> 
                         "alertmanager": am.path, "receivers": receivers,
                     })),
                     Err(e) => findings.push(
-                        Finding::new(Severity::Error, PARSE_ERROR_RULE, format!("cannot parse route: {e}"))
-                            .at(am.path.clone(), documents::line_of(am, "matchers"), None),
+                        Finding::new(Severity::Error, PARSE_ERROR_RULE, format!("cannot parse route: {e}")).at(
+                            am.path.clone(),
+                            documents::line_of(am, "matchers"),
+                            None,
+                        ),
                     ),
                 }
             }

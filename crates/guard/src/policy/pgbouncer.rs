@@ -30,13 +30,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Parsed, ParseError> {
     Ok(parsed)
 }
 
-fn parse_into(
-    path: &Path,
-    text: &str,
-    section: &mut String,
-    out: &mut Parsed,
-    depth: usize,
-) -> Result<(), ParseError> {
+fn parse_into(path: &Path, text: &str, section: &mut String, out: &mut Parsed, depth: usize) -> Result<(), ParseError> {
     for (i, raw) in text.lines().enumerate() {
         let line_no = (i + 1) as u32;
         let err = |msg: String| ParseError::new(path, Some(line_no), msg);
@@ -78,9 +72,7 @@ fn parse_into(
             scalar(value)
         };
         if let Some(obj) = out.doc.as_object_mut() {
-            let sect = obj
-                .entry(section.clone())
-                .or_insert_with(|| Value::Object(Map::new()));
+            let sect = obj.entry(section.clone()).or_insert_with(|| Value::Object(Map::new()));
             if let Some(sect) = sect.as_object_mut() {
                 sect.insert(key, entry);
             }
@@ -108,13 +100,8 @@ fn include_file(
     // PgBouncer resolves relative includes against its working directory; a
     // config checked into a repository only makes sense relative to itself.
     let resolved = path.parent().unwrap_or(Path::new(".")).join(target);
-    let text = std::fs::read_to_string(&resolved).map_err(|e| {
-        ParseError::new(
-            path,
-            None,
-            format!("cannot read %include {}: {e}", resolved.display()),
-        )
-    })?;
+    let text = std::fs::read_to_string(&resolved)
+        .map_err(|e| ParseError::new(path, None, format!("cannot read %include {}: {e}", resolved.display())))?;
     parse_into(&resolved, &text, section, out, depth + 1)
 }
 
@@ -187,7 +174,8 @@ pub fn parse_connstr(key: &str, raw: &str) -> Connection {
         && let Some(port) = fields.get("port")
         && !port.is_u64()
     {
-        error = Some(format!("port `{port}` is not a number"));
+        let shown = port.as_str().map_or_else(|| port.to_string(), str::to_string);
+        error = Some(format!("port `{shown}` is not a number"));
     }
     if let Some(pw) = fields.get_mut("password") {
         *pw = Value::String("***".into());
@@ -206,10 +194,7 @@ mod tests {
 
     #[test]
     fn parses_quoted_connstr_and_hides_password() {
-        let c = parse_connstr(
-            "databases.app",
-            "host=db.internal port=6432 dbname=app password='s e'",
-        );
+        let c = parse_connstr("databases.app", "host=db.internal port=6432 dbname=app password='s e'");
         assert_eq!(c.host.as_deref(), Some("db.internal"));
         assert_eq!(c.fields["port"], json!(6432));
         assert_eq!(c.fields["password"], json!("***"));

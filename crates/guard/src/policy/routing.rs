@@ -33,8 +33,7 @@ impl Matcher {
         let regex = match op {
             Op::Re | Op::NotRe => Some(
                 // Alertmanager anchors matcher regexes at both ends.
-                Regex::new(&format!("^(?:{value})$"))
-                    .map_err(|e| format!("bad regex in matcher {name}: {e}"))?,
+                Regex::new(&format!("^(?:{value})$")).map_err(|e| format!("bad regex in matcher {name}: {e}"))?,
             ),
             _ => None,
         };
@@ -114,12 +113,7 @@ pub fn receivers_for(root: &Value, labels: &Labels) -> Result<Vec<String>, Strin
 
 /// Tries the children in order; a matching child without `continue: true`
 /// stops the search. With no matching child, the node itself receives.
-fn walk_children(
-    node: &Value,
-    receiver: &str,
-    labels: &Labels,
-    out: &mut Vec<String>,
-) -> Result<(), String> {
+fn walk_children(node: &Value, receiver: &str, labels: &Labels, out: &mut Vec<String>) -> Result<(), String> {
     let before = out.len();
     for child in node["routes"].as_array().into_iter().flatten() {
         if !route_matchers(child)?.iter().all(|m| m.matches(labels)) {
@@ -143,10 +137,7 @@ mod tests {
     use serde_json::json;
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]

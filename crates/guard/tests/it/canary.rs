@@ -23,7 +23,11 @@ async fn serve_metrics(body: String) -> String {
                     }
                 }
                 let ok = request.starts_with(b"GET /metrics ");
-                let (status, body) = if ok { ("200 OK", body) } else { ("404 Not Found", String::new()) };
+                let (status, body) = if ok {
+                    ("200 OK", body)
+                } else {
+                    ("404 Not Found", String::new())
+                };
                 let response = format!(
                     "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
@@ -121,7 +125,15 @@ async fn error_rate_and_latency_regressions_block() {
 async fn unreachable_canary_cannot_be_promoted() {
     let baseline = serve_metrics(metrics(40, 200, 20000, 20, "0.1")).await;
     // Bind and drop a listener to get a port nobody listens on.
-    let port = TcpListener::bind("127.0.0.1:0").await.expect("bind").local_addr().expect("addr").port();
-    let code = args(format!("http://127.0.0.1:{port}"), baseline).run().await.expect("runs");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let code = args(format!("http://127.0.0.1:{port}"), baseline)
+        .run()
+        .await
+        .expect("runs");
     assert_eq!(code, 2);
 }

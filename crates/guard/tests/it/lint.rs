@@ -53,7 +53,9 @@ async fn seed_000_without_a_database_counts_as_large() {
 
 #[tokio::test]
 async fn seed_000_on_a_large_table_is_an_error() {
-    let Some(db) = reservations(150_000).await else { return };
+    let Some(db) = reservations(150_000).await else {
+        return;
+    };
     let (out, code) = check_with(SEED_000, Some(&db), false, Format::Human).await;
     assert_eq!(code, 1);
     assert!(out.contains("~150,000 rows"), "{out}");
@@ -62,7 +64,9 @@ async fn seed_000_on_a_large_table_is_an_error() {
 
 #[tokio::test]
 async fn seed_000_on_a_small_table_is_a_warning() {
-    let Some(db) = reservations(200).await else { return };
+    let Some(db) = reservations(200).await else {
+        return;
+    };
     let (out, code) = check_with(SEED_000, Some(&db), false, Format::Human).await;
     assert_eq!(code, 0);
     assert!(out.contains("warning [require-concurrent-index-creation]"), "{out}");
@@ -71,7 +75,9 @@ async fn seed_000_on_a_small_table_is_a_warning() {
 
 #[tokio::test]
 async fn unknown_table_counts_as_large() {
-    let Some(db) = ScratchDb::create().await else { return };
+    let Some(db) = ScratchDb::create().await else {
+        return;
+    };
     let (out, code) = check_with(SEED_000, Some(&db), false, Format::Human).await;
     assert_eq!(code, 1);
     assert!(out.contains("was not found in the database"), "{out}");
@@ -165,7 +171,9 @@ async fn output_formats() {
 
 #[tokio::test]
 async fn trace_reports_the_share_lock_of_a_plain_index_build() {
-    let Some(db) = reservations(1_000).await else { return };
+    let Some(db) = reservations(1_000).await else {
+        return;
+    };
     let (out, _) = check_with(SEED_000, Some(&db), true, Format::Human).await;
     assert!(
         out.contains("trace-locks]: took") && out.contains("ShareLock on table public.stock_reservations"),
@@ -179,11 +187,16 @@ async fn trace_reports_the_share_lock_of_a_plain_index_build() {
 
 #[tokio::test]
 async fn trace_reports_a_table_rewrite() {
-    let Some(db) = reservations(1_000).await else { return };
+    let Some(db) = reservations(1_000).await else {
+        return;
+    };
     let sql = "ALTER TABLE stock_reservations ALTER COLUMN qty TYPE bigint;\n";
     let (out, code) = check_with(sql, Some(&db), true, Format::Human).await;
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("AccessExclusiveLock on table public.stock_reservations"), "{out}");
+    assert!(
+        out.contains("AccessExclusiveLock on table public.stock_reservations"),
+        "{out}"
+    );
     assert!(out.contains("rewrote table public.stock_reservations"), "{out}");
     insta::assert_snapshot!(out);
 }

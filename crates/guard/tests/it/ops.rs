@@ -61,7 +61,9 @@ fn amtool_routes_agree_with_the_policy_walker() {
         .flatten()
         .flat_map(|g| g["rules"].as_array().into_iter().flatten())
     {
-        let Some(alert) = rule["alert"].as_str() else { continue };
+        let Some(alert) = rule["alert"].as_str() else {
+            continue;
+        };
         alerts += 1;
         let mut labels: Labels = rule["labels"]
             .as_object()
@@ -78,7 +80,9 @@ fn amtool_routes_agree_with_the_policy_walker() {
         ];
         args.extend(labels.iter().map(|(k, v)| format!("{k}={v}")));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let Some((ok, out)) = run("amtool", &args) else { return };
+        let Some((ok, out)) = run("amtool", &args) else {
+            return;
+        };
         assert!(ok, "{out}");
         let amtool_receivers: Vec<String> = out
             .lines()

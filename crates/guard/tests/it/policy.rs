@@ -38,13 +38,7 @@ fn check(case: Case<'_>) -> (String, i32) {
     let all: Vec<(&str, &str)> = case.files.iter().chain(case.support).copied().collect();
     let (dir, mut files) = write_files(&all);
     files.truncate(case.files.len());
-    let (base_dir, baselines) = write_files(
-        &case
-            .baselines
-            .iter()
-            .map(|(n, t)| (*n, *t))
-            .collect::<Vec<_>>(),
-    );
+    let (base_dir, baselines) = write_files(&case.baselines.iter().map(|(n, t)| (*n, *t)).collect::<Vec<_>>());
     let policy_dir = case.policy_dir.map(write_files);
     let options = PolicyOptions {
         files,
@@ -158,18 +152,23 @@ fn fixtures() {
         ),
         (
             "private_encrypted_db",
-            Case::new(&[("rds.tf", "resource \"aws_db_instance\" \"orders\" {\n  publicly_accessible = false\n  storage_encrypted = true\n}\n")]),
+            Case::new(&[(
+                "rds.tf",
+                "resource \"aws_db_instance\" \"orders\" {\n  publicly_accessible = false\n  storage_encrypted = true\n}\n",
+            )]),
             0,
         ),
         (
             "db_host_changed",
-            Case::new(&typo_files)
-                .baseline(&[("holdfast.toml", HOLDFAST_TOML)]),
+            Case::new(&typo_files).baseline(&[("holdfast.toml", HOLDFAST_TOML)]),
             1,
         ),
         (
             "connection_string_does_not_parse",
-            Case::new(&[("pgbouncer.ini", "[databases]\nholdfast = host=db port=five\n[pgbouncer]\nmax_client_conn = 200\n")]),
+            Case::new(&[(
+                "pgbouncer.ini",
+                "[databases]\nholdfast = host=db port=five\n[pgbouncer]\nmax_client_conn = 200\n",
+            )]),
             1,
         ),
         (
@@ -182,20 +181,32 @@ fn fixtures() {
         ),
         (
             "payment_queue_ttl_in_holdfast_toml",
-            Case::new(&[("holdfast.toml", "[queues.payment_retries]\nvisibility_timeout_s = 300\nttl_s = 3600\n")]),
+            Case::new(&[(
+                "holdfast.toml",
+                "[queues.payment_retries]\nvisibility_timeout_s = 300\nttl_s = 3600\n",
+            )]),
             1,
         ),
         (
             "db_alert_to_slack_only",
             Case::new(&[
-                ("alerts.yml", "groups:\n  - name: db\n    rules:\n      - alert: PgBouncerSaturated\n        expr: up == 0\n        labels:\n          severity: warning\n"),
-                ("alertmanager.yml", "route:\n  receiver: slack-low\n  routes:\n    - receiver: pagerduty\n      matchers: ['severity=\"critical\"']\nreceivers:\n  - name: slack-low\n    slack_configs: [{channel: '#alerts-low', api_url: 'http://127.0.0.1/x'}]\n  - name: pagerduty\n    pagerduty_configs: [{routing_key: x}]\n"),
+                (
+                    "alerts.yml",
+                    "groups:\n  - name: db\n    rules:\n      - alert: PgBouncerSaturated\n        expr: up == 0\n        labels:\n          severity: warning\n",
+                ),
+                (
+                    "alertmanager.yml",
+                    "route:\n  receiver: slack-low\n  routes:\n    - receiver: pagerduty\n      matchers: ['severity=\"critical\"']\nreceivers:\n  - name: slack-low\n    slack_configs: [{channel: '#alerts-low', api_url: 'http://127.0.0.1/x'}]\n  - name: pagerduty\n    pagerduty_configs: [{routing_key: x}]\n",
+                ),
             ]),
             1,
         ),
         (
             "db_alert_without_alertmanager_warns",
-            Case::new(&[("alerts.yml", "groups:\n  - name: db\n    rules:\n      - alert: PgBouncerSaturated\n        expr: up == 0\n")]),
+            Case::new(&[(
+                "alerts.yml",
+                "groups:\n  - name: db\n    rules:\n      - alert: PgBouncerSaturated\n        expr: up == 0\n",
+            )]),
             0,
         ),
         (
@@ -205,16 +216,49 @@ fn fixtures() {
                     "pool_mode.rego",
                     "package holdfast.policy.pool_mode\n\ndeny contains d if {\n\tsome f in input.files\n\tf.kind == \"pgbouncer\"\n\tf.doc.pgbouncer.pool_mode != \"transaction\"\n\td := {\"msg\": \"pool_mode must be transaction\", \"file\": f.path, \"path\": \"pgbouncer.pool_mode\", \"value\": f.doc.pgbouncer.pool_mode}\n}\n",
                 )]),
-                ..Case::new(&[("pgbouncer.ini", "[pgbouncer]\npool_mode = session\nmax_client_conn = 200\n")])
+                ..Case::new(&[(
+                    "pgbouncer.ini",
+                    "[pgbouncer]\npool_mode = session\nmax_client_conn = 200\n",
+                )])
             },
             1,
         ),
-        ("malformed_ini", Case::new(&[("pgbouncer.ini", "[pgbouncer]\nmax_client_conn = 200\nthis line has no equals sign\n")]), 2),
-        ("malformed_hcl", Case::new(&[("rds.tf", "resource \"aws_db_instance\" \"x\" {\n  a = 1\n  b = = 2\n}\n")]), 2),
-        ("malformed_yaml", Case::new(&[("alerts.yml", "groups:\n  - name: x\n    rules: [\n  bad: : yaml\n")]), 2),
-        ("malformed_toml", Case::new(&[("holdfast.toml", "[database]\nurl = \"postgres://x\"\npools = {\n")]), 2),
-        ("malformed_json", Case::new(&[("plan.json", "{\n  \"resource_changes\": [\n}\n")]), 2),
-        ("missing_include", Case::new(&[("pgbouncer.ini", "[pgbouncer]\n%include nowhere.ini\n")]), 2),
+        (
+            "malformed_ini",
+            Case::new(&[(
+                "pgbouncer.ini",
+                "[pgbouncer]\nmax_client_conn = 200\nthis line has no equals sign\n",
+            )]),
+            2,
+        ),
+        (
+            "malformed_hcl",
+            Case::new(&[(
+                "rds.tf",
+                "resource \"aws_db_instance\" \"x\" {\n  a = 1\n  b = = 2\n}\n",
+            )]),
+            2,
+        ),
+        (
+            "malformed_yaml",
+            Case::new(&[("alerts.yml", "groups:\n  - name: x\n    rules: [\n  bad: : yaml\n")]),
+            2,
+        ),
+        (
+            "malformed_toml",
+            Case::new(&[("holdfast.toml", "[database]\nurl = \"postgres://x\"\npools = {\n")]),
+            2,
+        ),
+        (
+            "malformed_json",
+            Case::new(&[("plan.json", "{\n  \"resource_changes\": [\n}\n")]),
+            2,
+        ),
+        (
+            "missing_include",
+            Case::new(&[("pgbouncer.ini", "[pgbouncer]\n%include nowhere.ini\n")]),
+            2,
+        ),
     ];
     for (name, case, expected) in cases {
         let (out, code) = check(case);
@@ -225,9 +269,15 @@ fn fixtures() {
 
 #[test]
 fn malformed_files_name_file_and_line() {
-    let (out, _) = check(Case::new(&[("pgbouncer.ini", "[pgbouncer]\nmax_client_conn = 200\nno equals here\n")]));
+    let (out, _) = check(Case::new(&[(
+        "pgbouncer.ini",
+        "[pgbouncer]\nmax_client_conn = 200\nno equals here\n",
+    )]));
     assert!(out.contains("pgbouncer.ini:3: error [parse-error]"), "{out}");
-    let (out, _) = check(Case::new(&[("rds.tf", "resource \"a\" \"b\" {\n  x = 1\n  y = = 2\n}\n")]));
+    let (out, _) = check(Case::new(&[(
+        "rds.tf",
+        "resource \"a\" \"b\" {\n  x = 1\n  y = = 2\n}\n",
+    )]));
     assert!(out.contains("rds.tf:3: error [parse-error]"), "{out}");
     let (out, _) = check(Case::new(&[("alerts.yml", "groups:\n  - name: x\n  bad: [\n")]));
     assert!(out.contains("alerts.yml:") && out.contains("[parse-error]"), "{out}");

@@ -52,7 +52,9 @@ impl ScratchDb {
     }
 
     pub async fn execute(&self, sql: &str) {
-        let mut conn = PgConnection::connect(&self.url).await.expect("connecting to scratch db");
+        let mut conn = PgConnection::connect(&self.url)
+            .await
+            .expect("connecting to scratch db");
         sqlx::raw_sql(AssertSqlSafe(sql.to_string()))
             .execute(&mut conn)
             .await
@@ -74,7 +76,7 @@ impl Drop for ScratchDb {
                 )))
                 .execute(&mut admin)
                 .await
-                    .map_err(std::io::Error::other)?;
+                .map_err(std::io::Error::other)?;
                 Ok::<_, std::io::Error>(())
             })
         })
