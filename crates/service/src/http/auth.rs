@@ -70,12 +70,11 @@ impl KeyCache {
 
     async fn lookup(&self, store: &SharedStore, secret: &str) -> Result<Option<ApiKeyRecord>, ApiError> {
         let hash = hash_key(secret);
-        if let Ok(entries) = self.entries.lock() {
-            if let Some((record, at)) = entries.get(&hash) {
-                if at.elapsed() < Self::TTL {
-                    return Ok(Some(record.clone()));
-                }
-            }
+        if let Ok(entries) = self.entries.lock()
+            && let Some((record, at)) = entries.get(&hash)
+            && at.elapsed() < Self::TTL
+        {
+            return Ok(Some(record.clone()));
         }
         let record = store.find_api_key(&hash).await?;
         if let (Some(record), Ok(mut entries)) = (&record, self.entries.lock()) {

@@ -49,10 +49,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(options.lock_timeout)
             .foreign_keys(true);
-        if let Some(parent) = Path::new(base.get_filename()).parent() {
-            if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent).map_err(|e| connect_error(sqlx::Error::Io(e)))?;
-            }
+        if let Some(parent) = Path::new(base.get_filename()).parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| connect_error(sqlx::Error::Io(e)))?;
         }
         let probe = tokio::time::timeout(options.connect_timeout, SqliteConnection::connect_with(&base))
             .await

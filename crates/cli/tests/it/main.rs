@@ -1,0 +1,59 @@
+//! Tests of the `holdfast` binary itself: start-up refuses bad
+//! configuration loudly (seed 001), and the demo runs end to end.
+
+mod demo;
+mod startup;
+
+use std::process::Output;
+use std::time::Duration;
+
+/// Runs `holdfast ARGS` with `env` and a time limit.
+pub fn holdfast(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"));
+    command.args(args).env_remove("HOLDFAST_DATABASE__URL").env("HOLDFAST_LOG__LEVEL", "warn");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("holdfast starts");
+    let started = std::time::Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("output");
+            panic!(
+                "holdfast {args:?} did not exit within {limit:?}\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// `HOLDFAST_TEST_PG_URL` or the local default, if it answers. Under
+/// `CI=true` an unreachable server fails the test instead of skipping it.
+pub fn postgres_url() -> Option<String> {
+    let url = std::env::var("HOLDFAST_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let reachable = std::net::TcpStream::connect_timeout(&"127.0.0.1:5432".parse().expect("addr"), Duration::from_secs(2));
+    let host_port_ok = url.contains("127.0.0.1:5432") || url.contains("localhost:5432");
+    if reachable.is_ok() || !host_port_ok {
+        return Some(url);
+    }
+    let why = format!("PostgreSQL at {url} is unreachable");
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{why} (CI=true: a test that cannot reach its service fails)");
+    }
+    eprintln!("skipping: {why}");
+    None
+}
