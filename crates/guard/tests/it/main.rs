@@ -3,6 +3,7 @@
 //! the real promtool/amtool.
 
 mod canary;
+mod cli;
 mod lint;
 mod ops;
 mod policy;
