@@ -11,6 +11,7 @@ mod connect;
 mod error;
 pub mod model;
 mod postgres;
+mod queue;
 pub mod scratch;
 mod sqlite;
 
@@ -23,6 +24,7 @@ use holdfast_domain::{OrderId, Sku};
 pub use connect::{Backend, ConnectOptions, PoolOptions, Pools, connect, describe_target};
 pub use error::{PlaceOrderError, StoreError};
 pub use model::*;
+pub use queue::*;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -40,6 +42,8 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
     /// In use and maximum connections of each pool, for metrics and shedding.
     fn pool_usage(&self) -> Vec<PoolUsage>;
+    /// The durable job queue, in the same database (see `JobQueue`).
+    fn queue(&self) -> &dyn JobQueue;
 
     async fn count_api_keys(&self) -> Result<i64>;
     async fn insert_api_key(&self, key: &NewApiKey) -> Result<()>;

@@ -2,6 +2,7 @@
 
 mod catalogue;
 mod orders;
+mod queue;
 
 use std::str::FromStr;
 
@@ -112,6 +113,10 @@ impl Store for PgStore {
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.read).await?;
         Ok(())
+    }
+
+    fn queue(&self) -> &dyn crate::JobQueue {
+        self
     }
 
     fn pool_usage(&self) -> Vec<PoolUsage> {

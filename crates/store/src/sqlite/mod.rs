@@ -8,6 +8,7 @@
 
 mod catalogue;
 mod orders;
+mod queue;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -131,6 +132,10 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.read).await?;
         Ok(())
+    }
+
+    fn queue(&self) -> &dyn crate::JobQueue {
+        self
     }
 
     fn pool_usage(&self) -> Vec<PoolUsage> {

@@ -1,0 +1,353 @@
+//! The durable job queue: SQS-FIFO semantics kept in the database itself, so a
+//! job is enqueued in the same transaction as the business write that needs it.
+//!
+//! Every job belongs to a `queue` and a `group_key`. Within a group jobs run one
+//! at a time, in enqueue order; different groups run in parallel. A claimed job
+//! is leased for its visibility timeout; a worker that dies simply lets the lease
+//! run out and the job becomes visible again. Each claim counts as a receive;
+//! a job claimed after `max_receives` receives goes to the dead-letter state
+//! instead, so one poison job cannot hold its group forever. Nothing expires:
+//! a job leaves the table only when a worker completes it (seed 002: payment
+//! retries must never evaporate during an outage).
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::Result;
+use crate::error::corrupt;
+
+/// How many times a job may be received before it is dead-lettered (SQS's
+/// `maxReceiveCount` in seed 002).
+pub const DEFAULT_MAX_RECEIVES: u32 = 3;
+/// How long a claim hides a job from other workers (seed 002: 300 s).
+pub const DEFAULT_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A job's id, `job_` and a UUIDv7 in hex, so ids sort by creation time like
+/// the domain's other ids.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct JobId(String);
+
+impl JobId {
+    pub const PREFIX: &'static str = "job";
+
+    pub fn generate() -> Self {
+        Self(format!("{}_{}", Self::PREFIX, uuid::Uuid::now_v7().simple()))
+    }
+
+    /// Accepts `job_` followed by 32 lowercase hex digits (admin input).
+    pub fn parse(raw: &str) -> Option<Self> {
+        let valid = raw.strip_prefix("job_").is_some_and(|rest| {
+            rest.len() == 32 && rest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        });
+        valid.then(|| Self(raw.to_owned()))
+    }
+
+    /// Wraps an id read back from storage.
+    pub fn from_trusted(raw: String) -> Self {
+        Self(raw)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Proof of one particular claim. A worker whose lease ran out and whose job
+/// was claimed again holds a stale token, so its late `complete` or `fail`
+/// changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LeaseToken(String);
+
+impl LeaseToken {
+    pub(crate) fn generate() -> Self {
+        Self(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    pub fn from_trusted(raw: String) -> Self {
+        Self(raw)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting for a worker; visible from `visible_at` on.
+    Ready,
+    /// Leased to a worker until `visible_at`; visible again after that.
+    InFlight,
+    /// Received `max_receives` times without completing; kept until redriven.
+    Dead,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::InFlight => "in_flight",
+            Self::Dead => "dead",
+        }
+    }
+
+    pub(crate) fn parse(raw: &str) -> Result<Self> {
+        match raw {
+            "ready" => Ok(Self::Ready),
+            "in_flight" => Ok(Self::InFlight),
+            "dead" => Ok(Self::Dead),
+            _ => Err(corrupt("job state", raw)),
+        }
+    }
+}
+
+/// A job to enqueue. `NewJob::new` fills in the seed-002 defaults; the
+/// builder methods change them.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: JobId,
+    pub queue: String,
+    pub group_key: String,
+    pub payload: serde_json::Value,
+    /// While a job with this key exists in the queue, enqueuing another with
+    /// the same key returns the existing job's id instead.
+    pub dedup_key: Option<String>,
+    /// `None`: visible at once.
+    pub visible_at: Option<DateTime<Utc>>,
+    pub max_receives: u32,
+    pub visibility_timeout: Duration,
+    pub now: DateTime<Utc>,
+}
+
+impl NewJob {
+    pub fn new(
+        queue: impl Into<String>,
+        group_key: impl Into<String>,
+        payload: serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id: JobId::generate(),
+            queue: queue.into(),
+            group_key: group_key.into(),
+            payload,
+            dedup_key: None,
+            visible_at: None,
+            max_receives: DEFAULT_MAX_RECEIVES,
+            visibility_timeout: DEFAULT_VISIBILITY_TIMEOUT,
+            now,
+        }
+    }
+
+    pub fn dedup_key(mut self, key: impl Into<String>) -> Self {
+        self.dedup_key = Some(key.into());
+        self
+    }
+
+    pub fn visible_at(mut self, at: DateTime<Utc>) -> Self {
+        self.visible_at = Some(at);
+        self
+    }
+
+    pub fn max_receives(mut self, max: u32) -> Self {
+        self.max_receives = max;
+        self
+    }
+
+    pub fn visibility_timeout(mut self, timeout: Duration) -> Self {
+        self.visibility_timeout = timeout;
+        self
+    }
+
+    pub(crate) fn payload_text(&self) -> String {
+        self.payload.to_string()
+    }
+
+    pub(crate) fn first_visible_at(&self) -> DateTime<Utc> {
+        self.visible_at.unwrap_or(self.now)
+    }
+
+    /// At least one receive, or the job would be dead on arrival.
+    pub(crate) fn max_receives_column(&self) -> i32 {
+        i32::try_from(self.max_receives.max(1)).unwrap_or(i32::MAX)
+    }
+
+    pub(crate) fn visibility_timeout_ms(&self) -> i64 {
+        duration_ms(self.visibility_timeout)
+    }
+}
+
+/// A stored job, as the dead-letter listing and claims return it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: JobId,
+    /// The enqueue sequence that orders a group's jobs.
+    pub seq: i64,
+    pub queue: String,
+    pub group_key: String,
+    pub payload: serde_json::Value,
+    pub dedup_key: Option<String>,
+    pub state: JobState,
+    /// For a ready job, when it becomes claimable; for one in flight, when its
+    /// lease ends; for a dead one, about when it was dead-lettered.
+    pub visible_at: DateTime<Utc>,
+    pub receive_count: u32,
+    pub max_receives: u32,
+    pub visibility_timeout: Duration,
+    pub leased_by: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A job leased to one worker until `job.visible_at`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedJob {
+    pub job: Job,
+    pub lease_token: LeaseToken,
+}
+
+/// What `fail` did with the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailOutcome {
+    /// Ready again at this time.
+    Retrying { visible_at: DateTime<Utc> },
+    /// Its receives are used up; it waits in the dead-letter state.
+    DeadLettered,
+    /// The lease was no longer ours (it expired and the job was claimed again,
+    /// or it was completed): nothing changed.
+    LeaseLost,
+}
+
+/// Which dead letters `redrive` returns to their queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redrive {
+    All,
+    Jobs(Vec<JobId>),
+}
+
+/// One queue's depth, for `holdfast queue stats` and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct QueueStats {
+    pub queue: String,
+    /// Claimable now (including jobs whose lease ran out).
+    pub ready: i64,
+    /// Leased and not yet expired.
+    pub in_flight: i64,
+    /// Ready but not visible before a later time (delayed or backing off).
+    pub delayed: i64,
+    pub dead: i64,
+    /// Age of the oldest claimable job, from its enqueue time.
+    pub oldest_ready_age_s: Option<i64>,
+}
+
+/// The queue operations. Both stores implement it; `Store::queue` hands it out.
+///
+/// Time is always passed in (`now`), never read from the clock inside, so
+/// tests drive visibility timeouts and delays without sleeping.
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    /// Enqueues a job in a transaction of its own and returns its id, or the
+    /// id of the existing job with the same dedup key.
+    async fn enqueue(&self, job: &NewJob) -> Result<JobId>;
+
+    /// Leases up to `limit` visible jobs of `queue` to `worker_id`: at most one
+    /// per group, each the oldest live job of its group, and none from a group
+    /// that already has a job in flight. Jobs that already used up their
+    /// receives are dead-lettered instead of returned. FIFO by enqueue order.
+    async fn claim_batch(
+        &self,
+        queue: &str,
+        worker_id: &str,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedJob>>;
+
+    /// Extends a lease to `now + extend_by` if `lease` still owns the job.
+    async fn heartbeat(&self, job: &JobId, lease: &LeaseToken, extend_by: Duration, now: DateTime<Utc>)
+    -> Result<bool>;
+
+    /// Removes the job if `lease` still owns it; `false` if it does not.
+    async fn complete(&self, job: &JobId, lease: &LeaseToken) -> Result<bool>;
+
+    /// Records `error`; the job is retried at `retry_at`, or dead-lettered if
+    /// its receives are used up.
+    async fn fail(&self, job: &JobId, lease: &LeaseToken, error: &str, retry_at: DateTime<Utc>) -> Result<FailOutcome>;
+
+    /// Dead letters of `queue`, oldest first.
+    async fn dead_letters(&self, queue: &str, limit: i64) -> Result<Vec<Job>>;
+
+    /// Makes dead letters ready again with their receive count reset; returns
+    /// how many moved. A redriven job keeps its place in its group's order.
+    async fn redrive(&self, queue: &str, which: &Redrive, now: DateTime<Utc>) -> Result<u64>;
+
+    /// Depth of every queue that holds at least one job, by queue name.
+    async fn stats(&self, now: DateTime<Utc>) -> Result<Vec<QueueStats>>;
+}
+
+/// The last error a job dead-lettered by lease expiry carries, when no worker
+/// ever reported one.
+pub(crate) const EXPIRED_WITHOUT_ERROR: &str = "receive limit reached: every lease expired without completion";
+
+/// `now + extend_by`, saturating: an absurd extension is the caller's bug,
+/// not a reason to fail the heartbeat.
+pub(crate) fn lease_end(now: DateTime<Utc>, extend_by: Duration) -> DateTime<Utc> {
+    chrono::TimeDelta::from_std(extend_by)
+        .ok()
+        .and_then(|delta| now.checked_add_signed(delta))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+pub(crate) fn duration_ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn parse_payload(raw: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(raw).map_err(|_| corrupt("job payload", raw))
+}
+
+pub(crate) fn count_column(what: &str, value: i64) -> Result<u32> {
+    u32::try_from(value).map_err(|_| corrupt(what, &value.to_string()))
+}
+
+pub(crate) fn timeout_column(value: i64) -> Result<Duration> {
+    u64::try_from(value)
+        .map(Duration::from_millis)
+        .map_err(|_| corrupt("visibility timeout", &value.to_string()))
+}
+
+/// Ids as plain strings, for binding as an array.
+pub(crate) fn id_strings(ids: &[JobId]) -> Vec<String> {
+    ids.iter().map(|id| id.as_str().to_owned()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_round_trip_and_reject_junk() {
+        let id = JobId::generate();
+        assert_eq!(JobId::parse(id.as_str()), Some(id));
+        assert_eq!(JobId::parse("job_"), None);
+        assert_eq!(JobId::parse("ord_0000000000000000000000000000000a"), None);
+    }
+
+    #[test]
+    fn states_round_trip() {
+        for state in [JobState::Ready, JobState::InFlight, JobState::Dead] {
+            assert_eq!(JobState::parse(state.as_str()).ok(), Some(state));
+        }
+        assert!(JobState::parse("done").is_err());
+    }
+}

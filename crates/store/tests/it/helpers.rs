@@ -1,0 +1,166 @@
+//! A fresh store per test on either backend, and small queue helpers.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use holdfast_store::{ClaimedJob, ConnectOptions, JobQueue, NewJob, PoolOptions, Pools, SharedStore};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs a test body once per backend: `both_backends!(name, |backend| async move { … })`.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                let test = $body;
+                test($crate::helpers::Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                if $crate::helpers::postgres_admin_url().await.is_none() {
+                    return;
+                }
+                let test = $body;
+                test($crate::helpers::Backend::Postgres).await;
+            }
+        }
+    };
+}
+
+/// The PostgreSQL server tests use: `HOLDFAST_TEST_PG_URL`, else the local
+/// default. When it cannot be reached the test is skipped with a message,
+/// except under `CI=true`, where that is a failure.
+pub async fn postgres_admin_url() -> Option<String> {
+    let url =
+        std::env::var("HOLDFAST_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let reachable = tokio::time::timeout(Duration::from_secs(5), async {
+        use sqlx::Connection;
+        sqlx::PgConnection::connect(&url).await
+    })
+    .await;
+    match reachable {
+        Ok(Ok(connection)) => {
+            let _ = sqlx::Connection::close(connection).await;
+            Some(url)
+        }
+        Ok(Err(error)) => skip_or_fail(&format!("PostgreSQL at {url} is unreachable: {error}")),
+        Err(_) => skip_or_fail(&format!("PostgreSQL at {url} did not answer within 5 s")),
+    }
+}
+
+fn skip_or_fail(why: &str) -> Option<String> {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{why} (CI=true: a test that cannot reach its service fails)");
+    }
+    eprintln!("skipping: {why} (set HOLDFAST_TEST_PG_URL)");
+    None
+}
+
+/// A migrated store on a database of its own: a temporary SQLite file, or a
+/// scratch PostgreSQL database dropped by [`TestStore::drop_database`].
+pub struct TestStore {
+    pub store: SharedStore,
+    database_url: String,
+    admin_url: Option<String>,
+    dir: Option<PathBuf>,
+}
+
+pub async fn open(backend: Backend) -> TestStore {
+    let (database_url, admin_url, dir) = match backend {
+        Backend::Sqlite => {
+            let dir = std::env::temp_dir().join(format!("holdfast-store-it-{}", uuid::Uuid::now_v7().simple()));
+            (format!("sqlite://{}/holdfast.db", dir.display()), None, Some(dir))
+        }
+        Backend::Postgres => {
+            let admin = postgres_admin_url().await.expect("postgres reachable");
+            let url = holdfast_store::scratch::create_database(&admin, "queue")
+                .await
+                .expect("scratch database");
+            (url, Some(admin), None)
+        }
+    };
+    let pool = |max_connections| PoolOptions {
+        max_connections,
+        acquire_timeout: Duration::from_secs(30),
+    };
+    let options = ConnectOptions {
+        url: database_url.clone(),
+        connect_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(30),
+        lock_timeout: Duration::from_secs(10),
+        pools: Pools {
+            read: pool(4),
+            write: pool(4),
+            worker: pool(10),
+        },
+    };
+    let store = holdfast_store::connect(&options).await.expect("store connects");
+    store.migrate().await.expect("migrations apply");
+    TestStore {
+        store,
+        database_url,
+        admin_url,
+        dir,
+    }
+}
+
+impl TestStore {
+    pub fn queue(&self) -> &dyn JobQueue {
+        self.store.queue()
+    }
+
+    pub async fn drop_database(self) {
+        let TestStore {
+            store,
+            database_url,
+            admin_url,
+            dir,
+        } = self;
+        drop(store);
+        if let Some(admin) = admin_url {
+            holdfast_store::scratch::drop_database(&admin, &database_url)
+                .await
+                .expect("drop scratch database");
+        }
+        if let Some(dir) = dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Now, to the millisecond (SQLite keeps milliseconds), so times read back
+/// compare equal to the ones computed here.
+pub fn t0() -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).expect("representable time")
+}
+
+pub fn secs(n: i64) -> chrono::TimeDelta {
+    chrono::TimeDelta::seconds(n)
+}
+
+pub fn job(queue: &str, group: &str, n: u32, now: DateTime<Utc>) -> NewJob {
+    NewJob::new(queue, group, serde_json::json!({ "group": group, "n": n }), now)
+}
+
+/// The `n` a job built by [`job`] carries.
+pub fn n_of(claimed: &ClaimedJob) -> u64 {
+    claimed.job.payload["n"].as_u64().expect("payload n")
+}
+
+/// Claims with a limit of one and expects at most one job.
+pub async fn claim_one(queue: &dyn JobQueue, name: &str, worker: &str, now: DateTime<Utc>) -> Option<ClaimedJob> {
+    let mut claimed = queue.claim_batch(name, worker, 1, now).await.expect("claim");
+    assert!(claimed.len() <= 1, "asked for one job, got {}", claimed.len());
+    claimed.pop()
+}

@@ -1,0 +1,5 @@
+//! The store's integration suite: the job queue on SQLite and PostgreSQL.
+
+mod helpers;
+mod lifecycle;
+mod workers;
