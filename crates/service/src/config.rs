@@ -32,6 +32,8 @@ pub struct ServerConfig {
     pub request_deadline_ms: u64,
     pub max_body_bytes: usize,
     pub shutdown_grace_s: u64,
+    pub rate_limit_per_key_per_s: u32,
+    pub rate_limit_burst: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

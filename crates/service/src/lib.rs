@@ -7,6 +7,7 @@ pub mod http;
 pub mod pipeline;
 pub mod providers;
 pub mod startup;
+pub mod telemetry;
 pub mod workers;
 
 pub use config::{Config, ConfigError, Sources};

@@ -119,6 +119,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let local = listener.local_addr()?;
+        crate::telemetry::prometheus();
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut background = Vec::new();
         let inbox_ready = Arc::new(Notify::new());

@@ -33,11 +33,31 @@ pub enum Command {
         #[command(subcommand)]
         bench: holdfast_drills::bench::BenchCommand,
     },
+    /// Lint PostgreSQL migrations for locks that would stall a live table (seed 000).
+    LintMigrations(holdfast_guard::cli::LintMigrationsArgs),
+    /// Check deploy configs against policies and a known-good baseline (seed 003).
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Compare a canary's /metrics with the baseline's, projecting pool use to full traffic.
+    CanaryGate(holdfast_guard::cli::CanaryGateArgs),
     /// Sandbox stand-ins for outside services.
     Sandbox {
         #[command(subcommand)]
         service: serve::SandboxCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Evaluate the policies over FILE… (pgbouncer.ini, holdfast.toml, Terraform, Prometheus, Alertmanager).
+    Check(holdfast_guard::cli::PolicyCheckArgs),
+}
+
+/// Guard tools return their own exit codes (0 pass, 1 deny, 2 unreadable input).
+fn exit_code(code: i32) -> u8 {
+    u8::try_from(code).unwrap_or(1)
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
@@ -53,5 +73,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             holdfast_drills::bench::run(bench).await
         }
         Command::Sandbox { service } => serve::sandbox(service).await,
+        Command::LintMigrations(args) => Ok(exit_code(args.run().await?)),
+        Command::Policy {
+            command: PolicyCommand::Check(args),
+        } => Ok(exit_code(args.run().await?)),
+        Command::CanaryGate(args) => Ok(exit_code(args.run().await?)),
     }
 }

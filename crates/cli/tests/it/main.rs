@@ -10,7 +10,10 @@ use std::time::Duration;
 /// Runs `holdfast ARGS` with `env` and a time limit.
 pub fn holdfast(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Output {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"));
-    command.args(args).env_remove("HOLDFAST_DATABASE__URL").env("HOLDFAST_LOG__LEVEL", "warn");
+    command
+        .args(args)
+        .env_remove("HOLDFAST_DATABASE__URL")
+        .env("HOLDFAST_LOG__LEVEL", "warn");
     for (key, value) in env {
         command.env(key, value);
     }
@@ -38,14 +41,20 @@ pub fn holdfast(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Output 
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// `HOLDFAST_TEST_PG_URL` or the local default, if it answers. Under
 /// `CI=true` an unreachable server fails the test instead of skipping it.
 pub fn postgres_url() -> Option<String> {
-    let url = std::env::var("HOLDFAST_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let reachable = std::net::TcpStream::connect_timeout(&"127.0.0.1:5432".parse().expect("addr"), Duration::from_secs(2));
+    let url =
+        std::env::var("HOLDFAST_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let reachable =
+        std::net::TcpStream::connect_timeout(&"127.0.0.1:5432".parse().expect("addr"), Duration::from_secs(2));
     let host_port_ok = url.contains("127.0.0.1:5432") || url.contains("localhost:5432");
     if reachable.is_ok() || !host_port_ok {
         return Some(url);

@@ -112,6 +112,19 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiE
         .lookup(&state.store, secret)
         .await?
         .ok_or_else(|| unauthorized("unknown or revoked API key"))?;
+    if let Some(limiter) = &state.limiter
+        && let Err(not_until) = limiter.check_key(&record.id.to_string())
+    {
+        use governor::clock::Clock;
+        let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "this API key is over its request rate",
+        );
+        error.retry_after_s = Some(wait.as_secs().max(1));
+        return Err(error);
+    }
     Ok(Principal {
         key_id: record.id,
         scope: record.scope,

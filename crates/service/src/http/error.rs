@@ -147,6 +147,12 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(detail) => Self::conflict("conflict", detail),
             StoreError::InvalidTransition(e) => Self::conflict("invalid_transition", e.to_string()),
             StoreError::Timeout(_) | StoreError::Unavailable(_) => {
+                let kind = if matches!(error, StoreError::Timeout(_)) {
+                    "timeout"
+                } else {
+                    "unavailable"
+                };
+                crate::telemetry::dependency_error("database", kind);
                 let mut shed = Self::unavailable("dependency_unavailable", "the database is not answering in time", 1);
                 shed.cause = Some(error.into());
                 shed

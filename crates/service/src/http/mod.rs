@@ -68,6 +68,15 @@ pub fn router(state: AppState) -> Router {
         "/api/v1/openapi.json",
         get(move || async move { ([(header::CONTENT_TYPE, "application/json")], spec) }),
     )
+    .route(
+        "/metrics",
+        get(|State(state): State<AppState>| async move {
+            (
+                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                crate::telemetry::render(&state.store),
+            )
+        }),
+    )
     .fallback(|| async { ApiError::not_found("route") })
     .method_not_allowed_fallback(|| async {
         ApiError::new(
@@ -76,6 +85,7 @@ pub fn router(state: AppState) -> Router {
             "this route does not accept that method",
         )
     })
+    .layer(middleware::from_fn(crate::telemetry::track))
     .layer(DefaultBodyLimit::max(max_body))
     .layer(middleware::from_fn_with_state(state.clone(), deadline))
     .layer(CatchPanicLayer::custom(|_| {

@@ -21,6 +21,8 @@ pub struct Inner {
     /// Wakes the inbox worker when a provider event arrives, so payment
     /// confirmation does not wait for the next poll.
     pub inbox_ready: Arc<Notify>,
+    /// Per-API-key request rate; `None` when `server.rate_limit_per_key_per_s` is 0.
+    pub limiter: Option<governor::DefaultKeyedRateLimiter<String>>,
 }
 
 impl AppState {
@@ -30,12 +32,17 @@ impl AppState {
         payments: Arc<dyn PaymentProvider>,
         inbox_ready: Arc<Notify>,
     ) -> Self {
+        let limiter = std::num::NonZeroU32::new(config.server.rate_limit_per_key_per_s).map(|rate| {
+            let burst = std::num::NonZeroU32::new(config.server.rate_limit_burst).unwrap_or(rate);
+            governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
+        });
         Self(Arc::new(Inner {
             config,
             store,
             payments,
             keys: KeyCache::default(),
             inbox_ready,
+            limiter,
         }))
     }
 }

@@ -177,6 +177,7 @@ pub async fn create_payment_intent(state: &AppState, order: &Order) -> Result<Pa
             client_secret: intent.client_secret,
         }),
         Err(ProviderError::Unavailable(reason)) => {
+            crate::telemetry::dependency_error("payments", "unavailable");
             let mut error = ApiError::unavailable(
                 "dependency_unavailable",
                 "the payment provider is not answering; retry later",

@@ -9,4 +9,5 @@ mod checkout;
 mod concurrency;
 mod expiry;
 mod idempotency;
+mod ops;
 mod webhooks;
