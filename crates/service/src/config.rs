@@ -44,6 +44,7 @@ pub struct DatabaseConfig {
     pub statement_timeout_ms: u64,
     pub lock_timeout_ms: u64,
     pub migrate_on_start: bool,
+    pub pgbouncer_admin_url: Secret,
     pub pools: PoolsConfig,
 }
 
@@ -301,6 +302,7 @@ impl Config {
             connect_timeout: Duration::from_millis(self.database.connect_timeout_ms),
             statement_timeout: Duration::from_millis(self.database.statement_timeout_ms),
             lock_timeout: Duration::from_millis(self.database.lock_timeout_ms),
+            via_pgbouncer: !self.database.pgbouncer_admin_url.expose().is_empty(),
             pools: holdfast_store::Pools {
                 read: pool(self.database.pools.read),
                 write: pool(self.database.pools.write),

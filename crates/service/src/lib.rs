@@ -5,6 +5,7 @@
 pub mod config;
 pub mod http;
 pub mod pipeline;
+pub mod preflight;
 pub mod providers;
 pub mod startup;
 pub mod telemetry;

@@ -59,6 +59,11 @@ pub struct ConnectOptions {
     /// Upper bound for waiting on a row or table lock (`lock_timeout`; on
     /// SQLite, `busy_timeout`).
     pub lock_timeout: Duration,
+    /// The database is reached through PgBouncer, which refuses session-level
+    /// startup options: the timeouts then come from the database role's
+    /// settings. (sqlx names its prepared statements, so PgBouncer must run in
+    /// session mode, or in transaction mode with `max_prepared_statements`.)
+    pub via_pgbouncer: bool,
     pub pools: Pools,
 }
 

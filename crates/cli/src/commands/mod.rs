@@ -26,6 +26,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Apply database migrations for the configured backend.
     Migrate,
+    /// Post-deploy check: config, database, migrations, PgBouncer limits, dependencies, a synthetic checkout.
+    Preflight,
     /// Run the service on a fresh embedded database and drive checkouts through it.
     Demo(holdfast_drills::demo::DemoArgs),
     /// Benchmarks that print their figure and its ratio to a ceiling measured in the same run.
@@ -64,6 +66,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Serve(args) => serve::serve(cli.config, args).await,
         Command::Migrate => serve::migrate(cli.config).await,
+        Command::Preflight => serve::preflight(cli.config).await,
         Command::Demo(args) => {
             serve::init_logs_quiet();
             holdfast_drills::demo::run(args).await

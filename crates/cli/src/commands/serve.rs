@@ -120,6 +120,28 @@ pub async fn migrate(config: Option<PathBuf>) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// One line per check; exit 1 if any failed.
+pub async fn preflight(config: Option<PathBuf>) -> anyhow::Result<u8> {
+    init_logs_quiet();
+    let config = match load(config, Vec::new()) {
+        Ok(config) => config,
+        Err(error) => {
+            println!("FAIL config      {error:#}");
+            return Ok(1);
+        }
+    };
+    let checks = holdfast_service::preflight::run(&config).await;
+    for check in &checks {
+        println!(
+            "{} {:<10} {}",
+            if check.ok { "ok  " } else { "FAIL" },
+            check.name,
+            check.detail
+        );
+    }
+    Ok(if checks.iter().all(|c| c.ok) { 0 } else { 1 })
+}
+
 #[derive(Debug, Subcommand)]
 pub enum SandboxCommand {
     /// A Stripe-like payment provider that signs its webhooks.

@@ -2,6 +2,7 @@
 //! configuration loudly (seed 001), and the demo runs end to end.
 
 mod demo;
+mod preflight;
 mod startup;
 
 use std::process::Output;

@@ -34,16 +34,18 @@ impl PgStore {
             target: target.clone(),
             source,
         };
-        let connect_options = PgConnectOptions::from_str(&options.url)
-            .map_err(connect_error)?
-            .application_name("holdfast")
-            .options([
+        let mut connect_options = PgConnectOptions::from_str(&options.url).map_err(connect_error)?;
+        connect_options = if options.via_pgbouncer {
+            connect_options
+        } else {
+            connect_options.application_name("holdfast").options([
                 (
                     "statement_timeout",
                     format!("{}ms", options.statement_timeout.as_millis()),
                 ),
                 ("lock_timeout", format!("{}ms", options.lock_timeout.as_millis())),
-            ]);
+            ])
+        };
         let probe = tokio::time::timeout(options.connect_timeout, PgConnection::connect_with(&connect_options))
             .await
             .map_err(|_| {

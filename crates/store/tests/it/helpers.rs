@@ -99,6 +99,7 @@ pub async fn open(backend: Backend) -> TestStore {
         connect_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(30),
         lock_timeout: Duration::from_secs(10),
+        via_pgbouncer: false,
         pools: Pools {
             read: pool(4),
             write: pool(4),

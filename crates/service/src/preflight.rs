@@ -1,0 +1,299 @@
+//! `holdfast preflight`: the post-deploy check a pipeline runs (seed 001).
+//! One line per check, each naming what it tried; any failure fails the run.
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use holdfast_domain::{Address, Currency, Email, Money, OrderId, OrderStatus, Quantity, Sku};
+use holdfast_store::{NewOrder, NewProduct, SharedStore, StatusChange, describe_target};
+use sqlx::{Connection, Row};
+
+use crate::config::{Config, PaymentsProvider};
+
+/// The SKU the synthetic checkout buys; it holds one unit that is reserved
+/// and released again.
+pub const CANARY_SKU: &str = "HOLDFAST-PREFLIGHT-CANARY";
+
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+impl Check {
+    fn pass(name: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            name,
+            ok: true,
+            detail: detail.into(),
+        }
+    }
+
+    fn fail(name: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            name,
+            ok: false,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Runs every check that can run: later checks that need the database are
+/// skipped (and reported) when it is unreachable.
+pub async fn run(config: &Config) -> Vec<Check> {
+    let mut checks = vec![Check::pass("config", "parsed and validated")];
+    let started = Instant::now();
+    let store = match holdfast_store::connect(&config.connect_options()).await {
+        Ok(store) => {
+            checks.push(Check::pass(
+                "database",
+                format!(
+                    "{} reachable in {} ms",
+                    describe_target(config.database.url.expose()),
+                    started.elapsed().as_millis()
+                ),
+            ));
+            store
+        }
+        Err(error) => {
+            checks.push(Check::fail("database", format!("config key `database.url`: {error}")));
+            return checks;
+        }
+    };
+    checks.push(migrations(&store).await);
+    if !config.database.pgbouncer_admin_url.expose().is_empty() {
+        checks.push(pgbouncer(config).await);
+    }
+    checks.push(payments(config).await);
+    if checks.iter().all(|c| c.ok) {
+        checks.push(synthetic_checkout(&store).await);
+    }
+    checks
+}
+
+async fn migrations(store: &SharedStore) -> Check {
+    match store.migration_status().await {
+        Ok(status) if status.is_current() => Check::pass("migrations", format!("current ({:?})", status.applied)),
+        Ok(status) => Check::fail(
+            "migrations",
+            format!(
+                "pending {:?}, unknown to this binary {:?}: run `holdfast migrate`",
+                status.pending(),
+                status.unknown()
+            ),
+        ),
+        Err(error) => Check::fail("migrations", error.to_string()),
+    }
+}
+
+/// This node's pools are client connections to PgBouncer: together they must
+/// fit `max_client_conn` and the database's `max_connections` (seed 003).
+async fn pgbouncer(config: &Config) -> Check {
+    let url = config.database.pgbouncer_admin_url.expose();
+    let target = describe_target(url);
+    let limits = match pgbouncer_limits(url, config).await {
+        Ok(limits) => limits,
+        Err(error) => {
+            return Check::fail(
+                "pgbouncer",
+                format!("config key `database.pgbouncer_admin_url` ({target}): {error}"),
+            );
+        }
+    };
+    let pools = &config.database.pools;
+    let ours = pools.read.max_connections + pools.write.max_connections + pools.worker.max_connections;
+    let mut problems = Vec::new();
+    if i64::from(ours) > limits.max_client_conn {
+        problems.push(format!(
+            "database.pools.* add up to {ours} connections but PgBouncer max_client_conn is {}",
+            limits.max_client_conn
+        ));
+    }
+    if let Some(max) = limits.database_max_connections.filter(|max| *max > 0)
+        && i64::from(ours) > max
+    {
+        problems.push(format!(
+            "database.pools.* add up to {ours} connections but PgBouncer allows {max} for this database"
+        ));
+    }
+    if problems.is_empty() {
+        Check::pass(
+            "pgbouncer",
+            format!(
+                "{ours} pooled connections fit max_client_conn {}",
+                limits.max_client_conn
+            ),
+        )
+    } else {
+        Check::fail("pgbouncer", problems.join("; "))
+    }
+}
+
+struct PgBouncerLimits {
+    max_client_conn: i64,
+    database_max_connections: Option<i64>,
+}
+
+async fn pgbouncer_limits(url: &str, config: &Config) -> anyhow::Result<PgBouncerLimits> {
+    let options = sqlx::postgres::PgConnectOptions::from_str(url)?;
+    let connect = sqlx::PgConnection::connect_with(&options);
+    let mut conn = tokio::time::timeout(Duration::from_millis(config.database.connect_timeout_ms), connect)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {} ms", config.database.connect_timeout_ms))??;
+    // The admin console speaks only the simple query protocol: raw_sql.
+    let settings = sqlx::raw_sql("SHOW CONFIG").fetch_all(&mut conn).await?;
+    let max_client_conn = settings
+        .iter()
+        .find(|row| cell(row, "key").as_deref() == Some("max_client_conn"))
+        .and_then(|row| cell(row, "value"))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("SHOW CONFIG has no max_client_conn"))?;
+    let database = url::Url::parse(config.database.url.expose())
+        .map(|u| u.path().trim_start_matches('/').to_owned())
+        .unwrap_or_default();
+    let databases = sqlx::raw_sql("SHOW DATABASES").fetch_all(&mut conn).await?;
+    let database_max_connections = databases
+        .iter()
+        .find(|row| cell(row, "name").as_deref() == Some(database.as_str()))
+        .and_then(|row| cell(row, "max_connections"))
+        .and_then(|v| v.parse().ok());
+    let _ = conn.close().await;
+    Ok(PgBouncerLimits {
+        max_client_conn,
+        database_max_connections,
+    })
+}
+
+/// A cell of an admin-console row as text, whatever its wire type.
+fn cell(row: &sqlx::postgres::PgRow, name: &str) -> Option<String> {
+    row.try_get::<Option<String>, _>(name)
+        .ok()
+        .flatten()
+        .or_else(|| {
+            row.try_get::<Option<i32>, _>(name)
+                .ok()
+                .flatten()
+                .map(|v| v.to_string())
+        })
+        .or_else(|| {
+            row.try_get::<Option<i64>, _>(name)
+                .ok()
+                .flatten()
+                .map(|v| v.to_string())
+        })
+}
+
+async fn payments(config: &Config) -> Check {
+    let payments = &config.payments;
+    if payments.provider == PaymentsProvider::Sandbox && payments.url.is_empty() {
+        return Check::pass("payments", "in-process sandbox provider");
+    }
+    let deadline = Duration::from_millis(config.dependencies.payments.deadline_ms);
+    let client = match reqwest::Client::builder().timeout(deadline).build() {
+        Ok(client) => client,
+        Err(error) => return Check::fail("payments", error.to_string()),
+    };
+    let started = Instant::now();
+    // Any HTTP answer proves the provider is reachable; auth is not checked
+    // here because a GET without a key answers 401 by design.
+    match client.get(&payments.url).send().await {
+        Ok(response) => Check::pass(
+            "payments",
+            format!(
+                "{} answered HTTP {} in {} ms",
+                payments.url,
+                response.status().as_u16(),
+                started.elapsed().as_millis()
+            ),
+        ),
+        Err(error) => Check::fail(
+            "payments",
+            format!(
+                "config key `payments.url`: {} unreachable within {} ms: {error}",
+                payments.url,
+                deadline.as_millis()
+            ),
+        ),
+    }
+}
+
+/// Reserves the canary SKU through the real checkout transaction, then
+/// cancels the order, which releases the unit: the path a customer takes, with
+/// nothing left held.
+async fn synthetic_checkout(store: &SharedStore) -> Check {
+    match try_synthetic_checkout(store).await {
+        Ok(detail) => Check::pass("checkout", detail),
+        Err(error) => Check::fail("checkout", format!("{error:#}")),
+    }
+}
+
+async fn try_synthetic_checkout(store: &SharedStore) -> anyhow::Result<String> {
+    let started = Instant::now();
+    let sku = Sku::parse(CANARY_SKU).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let price = Money::new(0, Currency::USD).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if store.get_products(std::slice::from_ref(&sku)).await?.is_empty() {
+        let product = NewProduct {
+            sku: sku.clone(),
+            name: "Preflight canary".into(),
+            price,
+            on_hand: 1,
+            created_at: Utc::now(),
+        };
+        if let Err(error) = store.create_product(&product).await
+            && !matches!(error, holdfast_store::StoreError::Conflict(_))
+        {
+            return Err(error.into());
+        }
+    }
+    let now = Utc::now();
+    let order = NewOrder {
+        id: OrderId::generate(),
+        email: Email::parse("preflight@holdfast.invalid").map_err(|e| anyhow::anyhow!("{e}"))?,
+        name: None,
+        address: Address::parse(holdfast_domain::address::AddressFields {
+            line1: "Preflight",
+            city: "Preflight",
+            postal_code: "00000",
+            country: "US",
+            ..Default::default()
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?,
+        lines: vec![(
+            sku.clone(),
+            Quantity::parse(1).map_err(|e| anyhow::anyhow!("{e}"))?,
+            price,
+        )],
+        total: price,
+        payment_method: "pm_card_visa".into(),
+        status: OrderStatus::PendingPayment,
+        expires_at: now + chrono::Duration::minutes(1),
+        now,
+        cause: "preflight synthetic checkout".into(),
+    };
+    let placed = store
+        .place_order(&order)
+        .await
+        .map_err(|e| anyhow::anyhow!("reserving the canary SKU: {e}"))?;
+    let change = StatusChange {
+        order_id: placed.id.clone(),
+        to: OrderStatus::Cancelled,
+        cause: "preflight cleanup".into(),
+        at: Utc::now(),
+    };
+    store
+        .transition_order(&change)
+        .await
+        .map_err(|e| anyhow::anyhow!("releasing the canary reservation: {e}"))?;
+    let level = store
+        .get_inventory(&sku)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the canary SKU vanished"))?;
+    anyhow::ensure!(level.reserved == 0, "the canary unit is still reserved: {level:?}");
+    Ok(format!(
+        "reserved and released {CANARY_SKU} (order {}) in {} ms",
+        placed.id,
+        started.elapsed().as_millis()
+    ))
+}
