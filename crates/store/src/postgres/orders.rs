@@ -105,6 +105,24 @@ async fn reserve_line(
             qty: wanted,
         }]);
     }
+    // Committed stock is an upper bound on what this checkout could ever get
+    // (in-flight checkouts only lower it), so a snapshot read that finds too
+    // little answers "out of stock" without queueing behind any lock.
+    let (rows, committed): (i64, i64) =
+        sqlx::query_as("SELECT count(*), coalesce(sum(available), 0)::bigint FROM stock_buckets WHERE sku = $1")
+            .bind(sku.as_str())
+            .fetch_one(&mut **tx)
+            .await?;
+    if rows == 0 {
+        return Err(PlaceOrderError::UnknownSku(sku.clone()));
+    }
+    if committed < i64::from(wanted) {
+        return Err(PlaceOrderError::OutOfStock {
+            sku: sku.clone(),
+            requested: qty.get(),
+            available: committed,
+        });
+    }
     let buckets: Vec<(i16, i32)> =
         sqlx::query_as("SELECT bucket, available FROM stock_buckets WHERE sku = $1 ORDER BY bucket FOR UPDATE")
             .bind(sku.as_str())
