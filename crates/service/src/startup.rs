@@ -137,9 +137,8 @@ impl Application {
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = drained_tx.send(());
         });
-        let serving = tokio::spawn(async move { server.await });
+        let mut serving = tokio::spawn(async move { server.await });
         // The grace period starts when shutdown is asked for.
-        let mut serving = serving;
         tokio::select! {
             result = &mut serving => result??,
             _ = async { let _ = drained_rx.await; tokio::time::sleep(grace).await } => {

@@ -29,7 +29,7 @@ pub async fn run_loop<F, Fut>(
             Ok(done) => {
                 tracing::debug!(worker = name, done, "tick");
                 // There may be more: go again at once.
-                if done > 0 && !*shutdown.borrow() {
+                if !*shutdown.borrow() {
                     continue;
                 }
             }
