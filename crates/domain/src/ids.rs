@@ -75,6 +75,16 @@ prefixed_id!(
     ApiKeyId,
     "key"
 );
+prefixed_id!(
+    /// A partner's webhook endpoint (Stripe's prefix).
+    WebhookEndpointId,
+    "we"
+);
+prefixed_id!(
+    /// One event's delivery to one endpoint, with all its attempts.
+    DeliveryId,
+    "dlv"
+);
 
 #[cfg(test)]
 mod tests {

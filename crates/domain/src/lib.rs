@@ -15,7 +15,7 @@ pub mod sku;
 pub use address::{Address, Country};
 pub use customer::{CustomerName, Email};
 pub use error::{FieldError, ValidationErrors};
-pub use ids::{ApiKeyId, CustomerId, EventId, OrderId};
+pub use ids::{ApiKeyId, CustomerId, DeliveryId, EventId, OrderId, WebhookEndpointId};
 pub use money::{Currency, Money, MoneyError};
 pub use order::{Cart, CartLine, OrderStatus, TransitionError};
 pub use sku::{Quantity, Sku};

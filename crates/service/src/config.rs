@@ -21,6 +21,11 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub checkout: CheckoutConfig,
     pub payments: PaymentsConfig,
+    pub warehouse: WarehouseConfig,
+    pub events: EventsConfig,
+    pub webhooks: WebhooksConfig,
+    pub workers: WorkersConfig,
+    pub queues: QueuesConfig,
     pub dependencies: DependenciesConfig,
     pub log: LogConfig,
 }
@@ -90,8 +95,70 @@ pub struct PaymentsConfig {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+pub struct WarehouseConfig {
+    pub url: String,
+    pub api_key: Secret,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    pub nats_url: String,
+    pub stream: String,
+    pub subject_prefix: String,
+    pub duplicate_window_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    pub retry_schedule_ms: Vec<u64>,
+    pub disable_after_s: u64,
+    pub max_retry_after_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkersConfig {
+    pub poll_interval_ms: u64,
+    pub relay_batch: u32,
+    pub metrics_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueuesConfig {
+    pub fulfillment: QueueConfig,
+    pub webhooks: QueueConfig,
+    pub events: QueueConfig,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    pub visibility_timeout_s: u64,
+    pub max_receives: u32,
+    pub concurrency: u32,
+}
+
+impl QueueConfig {
+    /// The template every job of queue `name` is enqueued with.
+    pub fn template(&self, name: &str) -> holdfast_store::JobTemplate {
+        holdfast_store::JobTemplate {
+            queue: name.to_owned(),
+            max_receives: self.max_receives,
+            visibility_timeout: Duration::from_secs(self.visibility_timeout_s),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct DependenciesConfig {
     pub payments: DependencyConfig,
+    pub warehouse: DependencyConfig,
+    pub webhooks: DependencyConfig,
+    pub events: DependencyConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -252,6 +319,20 @@ impl Config {
                 "dependencies.payments.deadline_ms",
                 self.dependencies.payments.deadline_ms,
             ),
+            (
+                "dependencies.warehouse.deadline_ms",
+                self.dependencies.warehouse.deadline_ms,
+            ),
+            (
+                "dependencies.webhooks.deadline_ms",
+                self.dependencies.webhooks.deadline_ms,
+            ),
+            ("dependencies.events.deadline_ms", self.dependencies.events.deadline_ms),
+            ("workers.poll_interval_ms", self.workers.poll_interval_ms),
+            ("workers.relay_batch", u64::from(self.workers.relay_batch)),
+            ("workers.metrics_interval_ms", self.workers.metrics_interval_ms),
+            ("webhooks.disable_after_s", self.webhooks.disable_after_s),
+            ("events.duplicate_window_s", self.events.duplicate_window_s),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::new(key, "must be greater than 0"));
@@ -275,7 +356,58 @@ impl Config {
             url::Url::parse(&self.payments.url)
                 .map_err(|e| ConfigError::new("payments.url", format!("{:?} is not a URL: {e}", self.payments.url)))?;
         }
+        self.validate_cold_path()?;
         tracing_subscriber_filter_check(&self.log.level)?;
+        Ok(())
+    }
+
+    fn validate_cold_path(&self) -> Result<(), ConfigError> {
+        let queues = [
+            ("queues.fulfillment", self.queues.fulfillment),
+            ("queues.webhooks", self.queues.webhooks),
+            ("queues.events", self.queues.events),
+        ];
+        for (name, queue) in queues {
+            if queue.visibility_timeout_s == 0 {
+                return Err(ConfigError::new(
+                    &format!("{name}.visibility_timeout_s"),
+                    "must be greater than 0",
+                ));
+            }
+            if queue.max_receives == 0 {
+                return Err(ConfigError::new(
+                    &format!("{name}.max_receives"),
+                    "must be greater than 0",
+                ));
+            }
+            if queue.concurrency == 0 {
+                return Err(ConfigError::new(
+                    &format!("{name}.concurrency"),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        if self.webhooks.retry_schedule_ms.is_empty() {
+            return Err(ConfigError::new(
+                "webhooks.retry_schedule_ms",
+                "needs at least one delay (the first attempt's, usually 0)",
+            ));
+        }
+        let urls = [
+            ("warehouse.url", &self.warehouse.url),
+            ("events.nats_url", &self.events.nats_url),
+        ];
+        for (key, value) in urls {
+            if !value.is_empty() {
+                url::Url::parse(value).map_err(|e| ConfigError::new(key, format!("{value:?} is not a URL: {e}")))?;
+            }
+        }
+        if self.events.subject_prefix.is_empty() || self.events.subject_prefix.contains([' ', '*', '>']) {
+            return Err(ConfigError::new(
+                "events.subject_prefix",
+                format!("{:?} is not a NATS subject prefix", self.events.subject_prefix),
+            ));
+        }
         Ok(())
     }
 

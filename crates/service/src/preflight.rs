@@ -276,12 +276,12 @@ async fn try_synthetic_checkout(store: &SharedStore) -> anyhow::Result<String> {
         .place_order(&order)
         .await
         .map_err(|e| anyhow::anyhow!("reserving the canary SKU: {e}"))?;
-    let change = StatusChange {
-        order_id: placed.id.clone(),
-        to: OrderStatus::Cancelled,
-        cause: "preflight cleanup".into(),
-        at: Utc::now(),
-    };
+    let change = StatusChange::new(
+        placed.id.clone(),
+        OrderStatus::Cancelled,
+        "preflight cleanup",
+        Utc::now(),
+    );
     store
         .transition_order(&change)
         .await

@@ -7,16 +7,22 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use holdfast_sandbox::{PaymentsConfig as SandboxConfig, SandboxPayments};
+use holdfast_sandbox::{
+    PaymentsConfig as SandboxConfig, SandboxPayments, SandboxWarehouse, WarehouseConfig as WarehouseSandboxConfig,
+};
 use holdfast_store::{Scope, SharedStore, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
 
 use crate::config::{Config, ConfigError, PaymentsProvider};
 use crate::http::auth::{generate_key, hash_key, register_key, validate_key};
 use crate::http::state::AppState;
+use crate::providers::events::EventPublisher;
 use crate::providers::payments::{PaymentProvider, StripeClient};
-use crate::workers;
+use crate::providers::warehouse::HttpWarehouse;
+use crate::providers::webhooks::WebhookSender;
+use crate::workers::{self, Wakers, WorkerContext};
 
 /// Which parts of the service a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -123,10 +129,11 @@ impl Application {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut background = Vec::new();
         let inbox_ready = Arc::new(Notify::new());
-        let payments = self.payment_provider(local, stop_rx.clone(), &mut background).await?;
+        let payments = self.payment_provider(local, &stop_rx, &mut background).await?;
         let state = AppState::new(self.config.clone(), self.store.clone(), payments, inbox_ready.clone());
         if self.role != Role::Api {
-            background.extend(self.spawn_workers(&inbox_ready, &stop_rx));
+            let context = Arc::new(self.worker_context(&stop_rx, &mut background).await?);
+            background.extend(self.spawn_workers(&context, &inbox_ready, &stop_rx));
         }
         tracing::info!(address = %local, backend = self.store.backend().as_str(), role = ?self.role, "serving");
         let app = crate::http::router(state);
@@ -157,8 +164,8 @@ impl Application {
     async fn payment_provider(
         &self,
         local: std::net::SocketAddr,
-        stop: watch::Receiver<bool>,
-        background: &mut Vec<tokio::task::JoinHandle<()>>,
+        stop: &watch::Receiver<bool>,
+        background: &mut Vec<JoinHandle<()>>,
     ) -> anyhow::Result<Arc<dyn PaymentProvider>> {
         let payments = &self.config.payments;
         let deadline = Duration::from_millis(self.config.dependencies.payments.deadline_ms);
@@ -170,43 +177,70 @@ impl Application {
                 webhook_secret: payments.webhook_secret.expose().to_owned(),
                 ..SandboxConfig::default()
             });
-            let listener = TcpListener::bind("127.0.0.1:0").await?;
-            let url = format!("http://{}", listener.local_addr()?);
-            let mut stop = stop;
-            background.push(tokio::spawn(async move {
-                let until_stopped = async move {
-                    let _ = stop.wait_for(|stopped| *stopped).await;
-                };
-                if let Err(error) = sandbox.serve(listener, until_stopped).await {
-                    tracing::error!(error = format!("{error:#}"), "in-process sandbox payments stopped");
-                }
-            }));
-            tracing::info!(%url, "in-process sandbox payment provider");
-            url
+            serve_in_process("payments", sandbox.router(), stop, background).await?
         } else {
             payments.url.clone()
         };
         Ok(Arc::new(StripeClient::new(&url, payments.api_key.clone(), deadline)?))
     }
 
+    async fn worker_context(
+        &self,
+        stop: &watch::Receiver<bool>,
+        background: &mut Vec<JoinHandle<()>>,
+    ) -> anyhow::Result<WorkerContext> {
+        let config = &self.config;
+        let url = if config.warehouse.url.is_empty() {
+            let sandbox = SandboxWarehouse::new(WarehouseSandboxConfig::default());
+            serve_in_process("warehouse", sandbox.router(), stop, background).await?
+        } else {
+            config.warehouse.url.clone()
+        };
+        let deadline = |ms: u64| Duration::from_millis(ms);
+        let warehouse = HttpWarehouse::new(
+            &url,
+            config.warehouse.api_key.clone(),
+            deadline(config.dependencies.warehouse.deadline_ms),
+        )?;
+        let events = if config.events.nats_url.is_empty() {
+            None
+        } else {
+            let publisher =
+                EventPublisher::connect(&config.events, deadline(config.dependencies.events.deadline_ms)).await?;
+            Some(Arc::new(publisher))
+        };
+        Ok(WorkerContext {
+            store: self.store.clone(),
+            config: Arc::new(config.clone()),
+            warehouse: Arc::new(warehouse),
+            events,
+            webhook_sender: WebhookSender::new(deadline(config.dependencies.webhooks.deadline_ms))?,
+            worker_id: WorkerContext::new_worker_id(),
+            wake: Wakers::default(),
+        })
+    }
+
     fn spawn_workers(
         &self,
+        context: &Arc<WorkerContext>,
         inbox_ready: &Arc<Notify>,
         stop: &watch::Receiver<bool>,
-    ) -> Vec<tokio::task::JoinHandle<()>> {
-        let store = self.store.clone();
-        let inbox = tokio::spawn(workers::run_loop(
+    ) -> Vec<JoinHandle<()>> {
+        let poll = Duration::from_millis(self.config.workers.poll_interval_ms);
+        let mut tasks = Vec::new();
+        let ctx = context.clone();
+        tasks.push(tokio::spawn(workers::run_loop(
             "payment-inbox",
             Duration::from_secs(1),
             Some(inbox_ready.clone()),
             stop.clone(),
             move || {
-                let store = store.clone();
-                async move { workers::inbox::tick(&store).await }
+                let ctx = ctx.clone();
+                async move { workers::inbox::tick(&ctx).await }
             },
-        ));
+        )));
         let store = self.store.clone();
-        let expiry = tokio::spawn(workers::run_loop(
+        tasks.push(tokio::spawn(workers::run_loop(
             "reservation-expiry",
             Duration::from_millis(self.config.checkout.expiry_sweep_interval_ms),
             None,
@@ -215,7 +249,74 @@ impl Application {
                 let store = store.clone();
                 async move { Ok(workers::expiry::sweep_once(&store, chrono::Utc::now()).await?) }
             },
-        ));
-        vec![inbox, expiry]
+        )));
+        let ctx = context.clone();
+        tasks.push(tokio::spawn(workers::run_loop(
+            "outbox-relay",
+            poll,
+            Some(context.wake.relay.clone()),
+            stop.clone(),
+            move || {
+                let ctx = ctx.clone();
+                async move { workers::relay::relay_once(&ctx, chrono::Utc::now()).await }
+            },
+        )));
+        let ctx = context.clone();
+        tasks.push(tokio::spawn(workers::run_loop(
+            "queue-metrics",
+            Duration::from_millis(self.config.workers.metrics_interval_ms),
+            None,
+            stop.clone(),
+            move || {
+                let ctx = ctx.clone();
+                async move { workers::relay::measure_once(&ctx, chrono::Utc::now()).await }
+            },
+        )));
+        let mut queues = vec![
+            (workers::fulfillment::QUEUE, context.wake.fulfillment.clone()),
+            (workers::webhooks::QUEUE, context.wake.webhooks.clone()),
+        ];
+        if context.events.is_some() {
+            queues.push((workers::events::QUEUE, context.wake.events.clone()));
+        }
+        for (queue, notify) in queues {
+            let ctx = context.clone();
+            tasks.push(tokio::spawn(workers::run_loop(
+                queue,
+                poll,
+                Some(notify),
+                stop.clone(),
+                move || {
+                    let ctx = ctx.clone();
+                    async move { ctx.run_queue_once(queue, chrono::Utc::now()).await }
+                },
+            )));
+        }
+        tasks
     }
+}
+
+/// Serves a sandbox's router on a loopback port until `stop`; returns its URL.
+async fn serve_in_process(
+    name: &'static str,
+    router: axum::Router,
+    stop: &watch::Receiver<bool>,
+    background: &mut Vec<JoinHandle<()>>,
+) -> anyhow::Result<String> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let mut stop = stop.clone();
+    background.push(tokio::spawn(async move {
+        let until_stopped = async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        };
+        if let Err(error) = axum::serve(listener, router)
+            .with_graceful_shutdown(until_stopped)
+            .await
+        {
+            tracing::error!(sandbox = name, error = %error, "in-process sandbox stopped");
+        }
+    }));
+    tracing::info!(sandbox = name, %url, "in-process sandbox");
+    Ok(url)
 }

@@ -7,6 +7,10 @@
 
 #[macro_use]
 mod rows;
+#[macro_use]
+mod outbox;
+#[macro_use]
+mod webhooks;
 mod connect;
 mod error;
 pub mod model;
@@ -24,7 +28,12 @@ use holdfast_domain::{OrderId, Sku};
 pub use connect::{Backend, ConnectOptions, PoolOptions, Pools, connect, describe_target};
 pub use error::{PlaceOrderError, StoreError};
 pub use model::*;
+pub use outbox::{Outbox, OutboxEvent, OutboxLag, RelayOptions, RelayOutcome};
 pub use queue::*;
+pub use webhooks::{
+    AttemptOutcome, DeliveryStatus, DeliveryWork, NewWebhookEndpoint, Replay, WebhookAttempt, WebhookDelivery,
+    WebhookEndpoint, WebhookStore,
+};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -44,6 +53,10 @@ pub trait Store: Send + Sync + 'static {
     fn pool_usage(&self) -> Vec<PoolUsage>;
     /// The durable job queue, in the same database (see `JobQueue`).
     fn queue(&self) -> &dyn JobQueue;
+    /// The transactional outbox's relay side (see `Outbox`).
+    fn outbox(&self) -> &dyn Outbox;
+    /// Partner webhook endpoints and their delivery log.
+    fn webhooks(&self) -> &dyn WebhookStore;
 
     async fn count_api_keys(&self) -> Result<i64>;
     async fn insert_api_key(&self, key: &NewApiKey) -> Result<()>;

@@ -186,6 +186,34 @@ pub struct StatusChange {
     /// Why, in words for the timeline: "payment_intent.succeeded evt_…".
     pub cause: String,
     pub at: DateTime<Utc>,
+    /// Recorded with the change (entering `shipped`).
+    pub tracking_number: Option<String>,
+    /// Jobs enqueued in the transaction that makes the change, and only if it
+    /// is made: the follow-up work exists exactly when the new state does.
+    pub enqueue: Vec<crate::NewJob>,
+}
+
+impl StatusChange {
+    pub fn new(order_id: OrderId, to: OrderStatus, cause: impl Into<String>, at: DateTime<Utc>) -> Self {
+        Self {
+            order_id,
+            to,
+            cause: cause.into(),
+            at,
+            tracking_number: None,
+            enqueue: Vec::new(),
+        }
+    }
+
+    pub fn tracking_number(mut self, tracking_number: impl Into<String>) -> Self {
+        self.tracking_number = Some(tracking_number.into());
+        self
+    }
+
+    pub fn enqueue(mut self, job: crate::NewJob) -> Self {
+        self.enqueue.push(job);
+        self
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

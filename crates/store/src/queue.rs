@@ -188,6 +188,32 @@ impl NewJob {
     }
 }
 
+/// How the jobs of one queue are made: the queue's name and the settings
+/// every job of it carries (they are stored per job, so a change of config
+/// applies to jobs enqueued after it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobTemplate {
+    pub queue: String,
+    pub max_receives: u32,
+    pub visibility_timeout: Duration,
+}
+
+impl JobTemplate {
+    pub fn new(queue: impl Into<String>) -> Self {
+        Self {
+            queue: queue.into(),
+            max_receives: DEFAULT_MAX_RECEIVES,
+            visibility_timeout: DEFAULT_VISIBILITY_TIMEOUT,
+        }
+    }
+
+    pub fn job(&self, group_key: impl Into<String>, payload: serde_json::Value, now: DateTime<Utc>) -> NewJob {
+        NewJob::new(self.queue.clone(), group_key, payload, now)
+            .max_receives(self.max_receives)
+            .visibility_timeout(self.visibility_timeout)
+    }
+}
+
 /// A stored job, as the dead-letter listing and claims return it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {

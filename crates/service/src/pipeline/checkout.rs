@@ -197,12 +197,12 @@ pub async fn create_payment_intent(state: &AppState, order: &Order) -> Result<Pa
 /// A checkout that cannot get its intent gives its stock back at once
 /// instead of holding it until the reservation expires.
 async fn release_after_failure(state: &AppState, order: &Order, error: &ApiError) {
-    let change = StatusChange {
-        order_id: order.id.clone(),
-        to: OrderStatus::Cancelled,
-        cause: format!("checkout failed: {}", error.code),
-        at: Utc::now(),
-    };
+    let change = StatusChange::new(
+        order.id.clone(),
+        OrderStatus::Cancelled,
+        format!("checkout failed: {}", error.code),
+        Utc::now(),
+    );
     if let Err(release_error) = state.store.transition_order(&change).await {
         // The expiry sweeper releases it later; nothing is lost.
         tracing::warn!(order_id = %order.id, error = %release_error, "could not release a failed checkout now");

@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 use holdfast_domain::{OrderId, OrderStatus};
-use holdfast_store::{InboxEvent, SharedStore, StatusChange, StoreError, TransitionOutcome};
+use holdfast_store::{InboxEvent, JobTemplate, SharedStore, StatusChange, StoreError, TransitionOutcome};
 use serde::Deserialize;
 
 /// The part of a Stripe event the inbox reads.
@@ -50,9 +50,15 @@ impl Outcome {
 }
 
 /// Applies one provider event. A retryable store error is returned so the
-/// event stays pending; everything else ends with an outcome.
+/// event stays pending; everything else ends with an outcome. Payment
+/// success enqueues the order's fulfillment job (`fulfillment`) in the
+/// transaction that marks it paid.
 #[tracing::instrument(skip_all, fields(event_id = %event.id, event_type = %event.event_type))]
-pub async fn apply_event(store: &SharedStore, event: &InboxEvent) -> Result<Outcome, StoreError> {
+pub async fn apply_event(
+    store: &SharedStore,
+    event: &InboxEvent,
+    fulfillment: &JobTemplate,
+) -> Result<Outcome, StoreError> {
     let target = match event.event_type.as_str() {
         "payment_intent.succeeded" => OrderStatus::Paid,
         "payment_intent.payment_failed" => OrderStatus::PaymentFailed,
@@ -73,12 +79,13 @@ pub async fn apply_event(store: &SharedStore, event: &InboxEvent) -> Result<Outc
     else {
         return Ok(Outcome::Ignored("no order_id in the intent's metadata".into()));
     };
-    let change = StatusChange {
-        order_id,
-        to: target,
-        cause: format!("{} {} ({})", event.event_type, parsed.id, parsed.data.object.id),
-        at: Utc::now(),
-    };
+    let now = Utc::now();
+    let cause = format!("{} {} ({})", event.event_type, parsed.id, parsed.data.object.id);
+    let mut change = StatusChange::new(order_id, target, cause, now);
+    if target == OrderStatus::Paid {
+        let job = crate::workers::fulfillment::job(fulfillment, &change.order_id, now);
+        change = change.enqueue(job);
+    }
     match store.transition_order(&change).await {
         Ok(TransitionOutcome::Changed { to, .. }) => Ok(Outcome::Applied(to)),
         Ok(TransitionOutcome::Unchanged) => Ok(Outcome::Duplicate),
@@ -89,11 +96,15 @@ pub async fn apply_event(store: &SharedStore, event: &InboxEvent) -> Result<Outc
 }
 
 /// Drains the inbox once: what a worker tick and the tests call.
-pub async fn process_inbox_once(store: &SharedStore, limit: i64) -> Result<usize, StoreError> {
+pub async fn process_inbox_once(
+    store: &SharedStore,
+    limit: i64,
+    fulfillment: &JobTemplate,
+) -> Result<usize, StoreError> {
     let events = store.pending_inbox_events(limit).await?;
     let mut processed = 0;
     for event in &events {
-        match apply_event(store, event).await {
+        match apply_event(store, event, fulfillment).await {
             Ok(outcome) => {
                 if let Outcome::Flagged(why) = &outcome {
                     tracing::warn!(event_id = %event.id, %why, "payment event needs attention");

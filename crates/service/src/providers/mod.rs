@@ -1,3 +1,6 @@
 //! Adapters to the outside services Holdfast calls.
 
+pub mod events;
 pub mod payments;
+pub mod warehouse;
+pub mod webhooks;

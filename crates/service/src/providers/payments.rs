@@ -139,7 +139,7 @@ impl PaymentProvider for StripeClient {
 
 /// reqwest's error with its source chain, which names the real cause
 /// (connection refused, timed out).
-fn describe(error: &reqwest::Error) -> String {
+pub(crate) fn describe(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {

@@ -14,12 +14,12 @@ pub async fn sweep_once(store: &SharedStore, now: DateTime<Utc>) -> Result<usize
     let expired = store.expired_orders(now, BATCH).await?;
     let mut cancelled = 0;
     for order_id in expired {
-        let change = StatusChange {
+        let change = StatusChange::new(
             order_id,
-            to: OrderStatus::Cancelled,
-            cause: "reservation expired before payment".into(),
-            at: now,
-        };
+            OrderStatus::Cancelled,
+            "reservation expired before payment",
+            now,
+        );
         match store.transition_order(&change).await {
             Ok(TransitionOutcome::Changed { .. }) => cancelled += 1,
             Ok(TransitionOutcome::Unchanged) => {}

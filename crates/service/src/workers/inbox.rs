@@ -1,9 +1,15 @@
 //! Applies payment provider events recorded by the webhook endpoint.
 
-use holdfast_store::SharedStore;
+use super::WorkerContext;
 
 pub const BATCH: i64 = 100;
 
-pub async fn tick(store: &SharedStore) -> anyhow::Result<usize> {
-    Ok(crate::pipeline::payments::process_inbox_once(store, BATCH).await?)
+pub async fn tick(ctx: &WorkerContext) -> anyhow::Result<usize> {
+    let fulfillment = ctx.config.queues.fulfillment.template(super::fulfillment::QUEUE);
+    let done = crate::pipeline::payments::process_inbox_once(&ctx.store, BATCH, &fulfillment).await?;
+    if done > 0 {
+        ctx.wake.fulfillment.notify_one();
+        ctx.wake.relay.notify_one();
+    }
+    Ok(done)
 }

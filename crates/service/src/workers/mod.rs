@@ -2,13 +2,86 @@
 //! `workers`). Each worker is a loop around a "run once" function that the
 //! tests call directly to drive it deterministically.
 
+pub mod events;
 pub mod expiry;
+pub mod fulfillment;
 pub mod inbox;
+pub mod jobs;
+pub mod relay;
+pub mod webhooks;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use chrono::{DateTime, Utc};
+use holdfast_store::SharedStore;
+use tokio::sync::{Notify, watch};
+
+use crate::config::Config;
+use crate::providers::events::EventPublisher;
+use crate::providers::warehouse::Warehouse;
+use crate::providers::webhooks::WebhookSender;
+use jobs::QueueRun;
+
+/// Everything the background workers share.
+pub struct WorkerContext {
+    pub store: SharedStore,
+    pub config: Arc<Config>,
+    pub warehouse: Arc<dyn Warehouse>,
+    /// `None` when `events.nats_url` is empty.
+    pub events: Option<Arc<EventPublisher>>,
+    pub webhook_sender: WebhookSender,
+    /// Names this process in job leases (`leased_by`).
+    pub worker_id: String,
+    pub wake: Wakers,
+}
+
+/// In-process nudges between workers, so work made here is picked up at
+/// once; work made on other nodes is found by polling.
+#[derive(Default)]
+pub struct Wakers {
+    pub relay: Arc<Notify>,
+    pub fulfillment: Arc<Notify>,
+    pub webhooks: Arc<Notify>,
+    pub events: Arc<Notify>,
+}
+
+impl WorkerContext {
+    /// A worker id unique to this process: host, pid and a random suffix.
+    pub fn new_worker_id() -> String {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "holdfast".to_owned());
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        format!("{host}-{}-{}", std::process::id(), &suffix[..8])
+    }
+
+    /// One round of `queue`'s worker: claim a batch and handle it.
+    pub async fn run_queue_once(&self, queue: &str, now: DateTime<Utc>) -> anyhow::Result<usize> {
+        let settings = match queue {
+            fulfillment::QUEUE => self.config.queues.fulfillment,
+            webhooks::QUEUE => self.config.queues.webhooks,
+            events::QUEUE => self.config.queues.events,
+            other => anyhow::bail!("no worker handles queue {other:?}"),
+        };
+        let run = QueueRun {
+            queue: queue.to_owned(),
+            worker_id: self.worker_id.clone(),
+            batch: settings.concurrency,
+        };
+        let done = jobs::run_once(&self.store, &run, now, |job| async move {
+            match job.job.queue.as_str() {
+                fulfillment::QUEUE => fulfillment::handle(self, job).await,
+                webhooks::QUEUE => webhooks::handle(self, job).await,
+                _ => events::handle(self, job).await,
+            }
+        })
+        .await?;
+        if done > 0 && queue == fulfillment::QUEUE {
+            self.wake.relay.notify_one();
+        }
+        Ok(done)
+    }
+}
 
 /// Runs `tick` until shutdown, waiting `interval` (or a wake-up) between
 /// ticks. A failing tick is logged and retried on the next one.

@@ -2,7 +2,9 @@
 
 mod catalogue;
 mod orders;
+mod outbox;
 mod queue;
+mod webhooks;
 
 use std::str::FromStr;
 
@@ -118,6 +120,14 @@ impl Store for PgStore {
     }
 
     fn queue(&self) -> &dyn crate::JobQueue {
+        self
+    }
+
+    fn outbox(&self) -> &dyn crate::Outbox {
+        self
+    }
+
+    fn webhooks(&self) -> &dyn crate::WebhookStore {
         self
     }
 

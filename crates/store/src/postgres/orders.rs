@@ -5,6 +5,7 @@ use rand::Rng;
 use sqlx::{PgPool, Postgres, Transaction};
 
 use super::catalogue::BUCKETS;
+use super::queue::enqueue_in_tx;
 use crate::Result;
 use crate::error::{PlaceOrderError, StoreError};
 use crate::model::*;
@@ -192,9 +193,13 @@ pub(super) async fn transition_order(pool: &PgPool, change: &StatusChange) -> Re
     }
     let from = order.status;
     order.status = from.transition(change.to)?;
+    if change.tracking_number.is_some() {
+        order.tracking_number.clone_from(&change.tracking_number);
+    }
     apply_stock_effect(&mut tx, &change.order_id, change.to).await?;
     sqlx::query(concat!(
-        "WITH updated AS (UPDATE orders SET status = $2, updated_at = $4 WHERE id = $1), ",
+        "WITH updated AS (UPDATE orders SET status = $2, updated_at = $4, ",
+        "  tracking_number = coalesce($9, tracking_number) WHERE id = $1), ",
         "timeline AS (INSERT INTO order_events (order_id, seq, from_status, to_status, cause, at) ",
         "  SELECT $1, coalesce(max(seq), 0) + 1, $3, $2, $5, $4 FROM order_events WHERE order_id = $1) ",
         "INSERT INTO outbox_events (id, aggregate_id, event_type, payload, created_at) VALUES ($6, $1, $7, $8, $4)"
@@ -207,8 +212,12 @@ pub(super) async fn transition_order(pool: &PgPool, change: &StatusChange) -> Re
     .bind(EventId::generate().as_str())
     .bind(change.to.event_type())
     .bind(order_event_payload(&order))
+    .bind(change.tracking_number.as_deref())
     .execute(&mut *tx)
     .await?;
+    for job in &change.enqueue {
+        enqueue_in_tx(&mut tx, job).await?;
+    }
     tx.commit().await?;
     Ok(TransitionOutcome::Changed { from, to: change.to })
 }

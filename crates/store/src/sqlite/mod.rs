@@ -8,7 +8,9 @@
 
 mod catalogue;
 mod orders;
+mod outbox;
 mod queue;
+mod webhooks;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -135,6 +137,14 @@ impl Store for SqliteStore {
     }
 
     fn queue(&self) -> &dyn crate::JobQueue {
+        self
+    }
+
+    fn outbox(&self) -> &dyn crate::Outbox {
+        self
+    }
+
+    fn webhooks(&self) -> &dyn crate::WebhookStore {
         self
     }
 

@@ -4,6 +4,7 @@ use holdfast_domain::{CustomerId, EventId, OrderId, OrderStatus, Sku};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use super::begin_write;
+use super::queue::enqueue_in_tx;
 use crate::Result;
 use crate::error::{PlaceOrderError, StoreError};
 use crate::model::*;
@@ -146,13 +147,22 @@ pub(super) async fn transition_order(pool: &SqlitePool, change: &StatusChange) -
     }
     let from = order.status;
     order.status = from.transition(change.to)?;
+    if change.tracking_number.is_some() {
+        order.tracking_number.clone_from(&change.tracking_number);
+    }
     apply_stock_effect(&mut tx, &change.order_id, change.to).await?;
-    sqlx::query("UPDATE orders SET status = ?2, updated_at = ?3 WHERE id = ?1")
-        .bind(change.order_id.as_str())
-        .bind(change.to.as_str())
-        .bind(change.at)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "UPDATE orders SET status = ?2, updated_at = ?3, tracking_number = coalesce(?4, tracking_number) WHERE id = ?1",
+    )
+    .bind(change.order_id.as_str())
+    .bind(change.to.as_str())
+    .bind(change.at)
+    .bind(change.tracking_number.as_deref())
+    .execute(&mut *tx)
+    .await?;
+    for job in &change.enqueue {
+        enqueue_in_tx(&mut tx, job).await?;
+    }
     record_change(
         &mut tx,
         &change.order_id,

@@ -1,0 +1,123 @@
+//! Fulfillment: a paid order gets a warehouse shipment and becomes
+//! `shipped` with its tracking number.
+//!
+//! The job is enqueued by the transition to `paid`, in the same transaction,
+//! so a paid order always has one. Every step is idempotent: the order moves
+//! to `fulfilling` once, the warehouse call carries the order id as its
+//! idempotency key (a job repeated after a crash gets the same shipment
+//! back), and `shipped` is recorded once.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use holdfast_domain::{OrderId, OrderStatus};
+use holdfast_store::{ClaimedJob, JobTemplate, NewJob, Order, StatusChange, StoreError};
+
+use super::WorkerContext;
+use super::jobs::{JobOutcome, backoff, payload_str};
+use crate::providers::warehouse::{ShipmentItem, ShipmentRequest, WarehouseError};
+
+pub const QUEUE: &str = "fulfillment";
+
+/// Longest wait between two tries of one fulfillment.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// The fulfillment job of `order_id`: one per order (dedup key), in a group
+/// of its own.
+pub fn job(template: &JobTemplate, order_id: &OrderId, now: DateTime<Utc>) -> NewJob {
+    template
+        .job(order_id.as_str(), serde_json::json!({ "order_id": order_id }), now)
+        .dedup_key(order_id.as_str())
+}
+
+pub async fn handle(ctx: &WorkerContext, job: ClaimedJob) -> JobOutcome {
+    let Some(order_id) = payload_str(&job, "order_id").and_then(|raw| OrderId::parse(raw).ok()) else {
+        tracing::error!(job = %job.job.id, "fulfillment job without a valid order_id; dropped");
+        return JobOutcome::Done;
+    };
+    match fulfill(ctx, &order_id).await {
+        Ok(()) => JobOutcome::Done,
+        Err(error) => {
+            tracing::warn!(order_id = %order_id, error = format!("{error:#}"), "fulfillment failed");
+            JobOutcome::retry(backoff(job.job.receive_count, MAX_BACKOFF), format!("{error:#}"))
+        }
+    }
+}
+
+/// Takes `order_id` from `paid` to `shipped`, resuming wherever a previous
+/// attempt stopped.
+#[tracing::instrument(skip(ctx))]
+pub async fn fulfill(ctx: &WorkerContext, order_id: &OrderId) -> anyhow::Result<()> {
+    let Some(order) = ctx.store.get_order(order_id).await? else {
+        tracing::warn!("order not found; nothing to fulfil");
+        return Ok(());
+    };
+    match order.status {
+        OrderStatus::Paid => {
+            transition(
+                ctx,
+                StatusChange::new(
+                    order_id.clone(),
+                    OrderStatus::Fulfilling,
+                    "fulfillment started",
+                    Utc::now(),
+                ),
+            )
+            .await?;
+        }
+        OrderStatus::Fulfilling => {}
+        // Shipped already (a repeated job), or no longer shippable.
+        _ => return Ok(()),
+    }
+    let shipment = ctx
+        .warehouse
+        .create_shipment(&shipment_request(&order))
+        .await
+        .inspect_err(|error| {
+            let kind = match error {
+                WarehouseError::Unavailable(_) => "unavailable",
+                WarehouseError::Rejected { .. } => "rejected",
+            };
+            crate::telemetry::dependency_error("warehouse", kind);
+        })?;
+    let shipped = StatusChange::new(
+        order_id.clone(),
+        OrderStatus::Shipped,
+        format!("shipped: {} tracking {}", shipment.id, shipment.tracking_id),
+        Utc::now(),
+    )
+    .tracking_number(shipment.tracking_id);
+    transition(ctx, shipped).await
+}
+
+async fn transition(ctx: &WorkerContext, change: StatusChange) -> anyhow::Result<()> {
+    match ctx.store.transition_order(&change).await {
+        Ok(_) => Ok(()),
+        // Cancelled meanwhile: nothing to ship.
+        Err(StoreError::InvalidTransition(e)) => {
+            tracing::warn!(error = %e, "order left the fulfillment path");
+            Ok(())
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn shipment_request(order: &Order) -> ShipmentRequest {
+    let address = match serde_json::to_value(&order.address) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    ShipmentRequest {
+        order_id: order.id.to_string(),
+        items: order
+            .lines
+            .iter()
+            .map(|line| ShipmentItem {
+                sku: line.sku.clone(),
+                qty: line.qty,
+            })
+            .collect(),
+        address,
+        idempotency_key: format!("ship_{}", order.id),
+    }
+}

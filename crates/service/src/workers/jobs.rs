@@ -1,0 +1,160 @@
+//! Running the jobs of one queue: claim a batch, work on each job
+//! concurrently while its lease is kept alive, then complete it or schedule
+//! its retry. A worker that dies mid-job simply stops heartbeating; the job
+//! becomes visible again after its visibility timeout and another worker
+//! takes it, so handlers must be idempotent (they carry idempotency keys to
+//! every outside call).
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::future::join_all;
+use holdfast_store::{ClaimedJob, FailOutcome, SharedStore};
+use rand::Rng;
+
+/// What a handler decided about its job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// Finished (or nothing left to do): remove the job.
+    Done,
+    /// Try again after `after`; the job is dead-lettered once its receives
+    /// are used up.
+    Retry { after: Duration, error: String },
+}
+
+impl JobOutcome {
+    pub fn retry(after: Duration, error: impl std::fmt::Display) -> Self {
+        Self::Retry {
+            after,
+            error: error.to_string(),
+        }
+    }
+}
+
+/// Which queue a worker drains and how.
+#[derive(Debug, Clone)]
+pub struct QueueRun {
+    pub queue: String,
+    pub worker_id: String,
+    /// Jobs claimed (and worked on concurrently) per round.
+    pub batch: u32,
+}
+
+/// Claims up to `run.batch` visible jobs and handles them concurrently;
+/// returns how many it claimed. `now` is the claim time, passed in so tests
+/// can move past visibility timeouts without sleeping.
+pub async fn run_once<F, Fut>(
+    store: &SharedStore,
+    run: &QueueRun,
+    now: DateTime<Utc>,
+    handle: F,
+) -> anyhow::Result<usize>
+where
+    F: Fn(ClaimedJob) -> Fut,
+    Fut: Future<Output = JobOutcome>,
+{
+    let claimed = store
+        .queue()
+        .claim_batch(&run.queue, &run.worker_id, run.batch, now)
+        .await?;
+    let count = claimed.len();
+    let finished = join_all(claimed.into_iter().map(|job| {
+        let work = handle(job.clone());
+        async move {
+            let outcome = with_heartbeat(store, &job, work).await;
+            settle(store, &job, outcome, now).await
+        }
+    }))
+    .await;
+    for result in finished {
+        result?;
+    }
+    Ok(count)
+}
+
+/// Runs `work` while extending the job's lease every third of its
+/// visibility timeout, so a slow but live handler keeps its job.
+async fn with_heartbeat<Fut>(store: &SharedStore, job: &ClaimedJob, work: Fut) -> JobOutcome
+where
+    Fut: Future<Output = JobOutcome>,
+{
+    let timeout = job.job.visibility_timeout;
+    let every = (timeout / 3).max(Duration::from_millis(100));
+    tokio::pin!(work);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            outcome = &mut work => return outcome,
+            _ = ticker.tick() => {
+                match store.queue().heartbeat(&job.job.id, &job.lease_token, timeout, Utc::now()).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(job = %job.job.id, "lease lost while working; another worker may repeat this job"),
+                    Err(error) => tracing::warn!(job = %job.job.id, %error, "heartbeat failed"),
+                }
+            }
+        }
+    }
+}
+
+async fn settle(store: &SharedStore, job: &ClaimedJob, outcome: JobOutcome, now: DateTime<Utc>) -> anyhow::Result<()> {
+    let queue = job.job.queue.clone();
+    match outcome {
+        JobOutcome::Done => {
+            if !store.queue().complete(&job.job.id, &job.lease_token).await? {
+                tracing::warn!(job = %job.job.id, "completed after its lease was lost");
+            }
+            metrics::counter!("holdfast_jobs_total", "queue" => queue, "outcome" => "done").increment(1);
+        }
+        JobOutcome::Retry { after, error } => {
+            let retry_at = now + chrono::TimeDelta::from_std(after).unwrap_or(chrono::TimeDelta::MAX);
+            let failed = store
+                .queue()
+                .fail(&job.job.id, &job.lease_token, &error, retry_at)
+                .await?;
+            let outcome = match failed {
+                FailOutcome::Retrying { .. } => "retry",
+                FailOutcome::DeadLettered => {
+                    tracing::error!(job = %job.job.id, queue = %queue, %error, "job dead-lettered");
+                    "dead_lettered"
+                }
+                FailOutcome::LeaseLost => "lease_lost",
+            };
+            tracing::debug!(job = %job.job.id, %error, ?after, "job will be retried");
+            metrics::counter!("holdfast_jobs_total", "queue" => queue, "outcome" => outcome).increment(1);
+        }
+    }
+    Ok(())
+}
+
+/// Exponential backoff for the `receive`-th receive (1, 2, 4 … seconds,
+/// capped), with ±20% jitter so jobs that failed together spread out.
+pub fn backoff(receive: u32, cap: Duration) -> Duration {
+    let exponent = receive.saturating_sub(1).min(20);
+    let base = Duration::from_secs(1u64 << exponent).min(cap);
+    jitter(base, 0.2)
+}
+
+/// `base` moved by up to `fraction` of itself either way.
+pub fn jitter(base: Duration, fraction: f64) -> Duration {
+    let factor = 1.0 + rand::thread_rng().gen_range(-fraction..=fraction);
+    base.mul_f64(factor.max(0.0))
+}
+
+/// The payload field `key` of a job as a string.
+pub fn payload_str<'a>(job: &'a ClaimedJob, key: &str) -> Option<&'a str> {
+    job.job.payload.get(key).and_then(|v| v.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_stays_under_its_cap() {
+        let cap = Duration::from_secs(300);
+        assert!(backoff(1, cap) <= Duration::from_millis(1200));
+        assert!(backoff(4, cap) >= Duration::from_millis(6400));
+        assert!(backoff(40, cap) <= Duration::from_secs(360));
+    }
+}

@@ -1,0 +1,217 @@
+//! Delivers partner webhooks: one job per delivery, grouped by endpoint, so
+//! an endpoint receives its events one at a time and in order, and a failing
+//! endpoint holds back only its own deliveries.
+//!
+//! Retries follow `webhooks.retry_schedule_ms` (jittered), or the endpoint's
+//! `Retry-After` when it sends one; a `410 Gone` disables the endpoint, and
+//! so does failing without one success for `webhooks.disable_after_s`.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use holdfast_domain::DeliveryId;
+use holdfast_store::{AttemptOutcome, ClaimedJob, DeliveryStatus, DeliveryWork, WebhookAttempt};
+
+use super::WorkerContext;
+use super::jobs::{JobOutcome, backoff, jitter, payload_str};
+use crate::config::WebhooksConfig;
+use crate::providers::webhooks::{Answer, Outgoing, secret_key};
+
+pub const QUEUE: &str = "webhooks";
+
+pub async fn handle(ctx: &WorkerContext, job: ClaimedJob) -> JobOutcome {
+    let Some(delivery_id) = payload_str(&job, "delivery_id").and_then(|raw| DeliveryId::parse(raw).ok()) else {
+        tracing::error!(job = %job.job.id, "webhook job without a valid delivery_id; dropped");
+        return JobOutcome::Done;
+    };
+    match deliver(ctx, &delivery_id, Utc::now()).await {
+        Ok(outcome) => outcome,
+        // Our own database failed, not the endpoint: try again soon.
+        Err(error) => JobOutcome::retry(
+            backoff(job.job.receive_count, Duration::from_secs(60)),
+            format!("{error:#}"),
+        ),
+    }
+}
+
+/// Makes one attempt of `delivery_id` and records it.
+#[tracing::instrument(skip(ctx, now))]
+pub async fn deliver(ctx: &WorkerContext, delivery_id: &DeliveryId, now: DateTime<Utc>) -> anyhow::Result<JobOutcome> {
+    let webhooks = ctx.store.webhooks();
+    let Some(work) = webhooks.delivery_work(delivery_id).await? else {
+        tracing::warn!("unknown delivery; dropped");
+        return Ok(JobOutcome::Done);
+    };
+    if work.delivery.status != DeliveryStatus::Pending {
+        // Settled by an earlier attempt whose job outlived its lease.
+        return Ok(JobOutcome::Done);
+    }
+    if let Some(reason) = not_deliverable(&work) {
+        let attempt = WebhookAttempt {
+            delivery_id: delivery_id.clone(),
+            at: now,
+            status_code: None,
+            latency_ms: 0,
+            error: Some(reason),
+        };
+        webhooks.record_attempt(&attempt, &AttemptOutcome::Skipped).await?;
+        return Ok(JobOutcome::Done);
+    }
+    let Some(key) = secret_key(&work.endpoint.secret) else {
+        let reason = "the endpoint's secret is not a whsec_ secret".to_owned();
+        let attempt = failed_attempt(delivery_id, now, &reason);
+        webhooks
+            .record_attempt(&attempt, &AttemptOutcome::DisableEndpoint { reason })
+            .await?;
+        return Ok(JobOutcome::Done);
+    };
+    let body = body(&work);
+    let answer = ctx
+        .webhook_sender
+        .send(&Outgoing {
+            url: &work.endpoint.url,
+            key: &key,
+            msg_id: &work.event.id,
+            body: &body,
+            now,
+        })
+        .await;
+    let (outcome, next) = judge(&ctx.config.webhooks, &work, &answer, now);
+    let attempt = WebhookAttempt {
+        delivery_id: delivery_id.clone(),
+        at: now,
+        status_code: answer.status,
+        latency_ms: i64::try_from(answer.latency.as_millis()).unwrap_or(i64::MAX),
+        error: answer.error.clone(),
+    };
+    webhooks.record_attempt(&attempt, &outcome).await?;
+    let label = match &outcome {
+        AttemptOutcome::Delivered => "delivered",
+        AttemptOutcome::Retrying => "retrying",
+        AttemptOutcome::DisableEndpoint { .. } => "endpoint_disabled",
+        AttemptOutcome::Skipped => "skipped",
+    };
+    metrics::counter!("holdfast_webhook_deliveries_total", "outcome" => label).increment(1);
+    metrics::histogram!("holdfast_webhook_delivery_duration_seconds").record(answer.latency.as_secs_f64());
+    if let AttemptOutcome::DisableEndpoint { reason } = &outcome {
+        tracing::warn!(endpoint = %work.endpoint.id, %reason, "webhook endpoint disabled");
+    }
+    Ok(match next {
+        Some(after) => JobOutcome::retry(after, answer.error.unwrap_or_default()),
+        None => JobOutcome::Done,
+    })
+}
+
+fn not_deliverable(work: &DeliveryWork) -> Option<String> {
+    if work.endpoint_deleted {
+        return Some("endpoint deleted".into());
+    }
+    work.endpoint.disabled_at.map(|_| {
+        format!(
+            "endpoint disabled: {}",
+            work.endpoint.disabled_reason.as_deref().unwrap_or("no reason given")
+        )
+    })
+}
+
+fn failed_attempt(delivery_id: &DeliveryId, now: DateTime<Utc>, error: &str) -> WebhookAttempt {
+    WebhookAttempt {
+        delivery_id: delivery_id.clone(),
+        at: now,
+        status_code: None,
+        latency_ms: 0,
+        error: Some(error.to_owned()),
+    }
+}
+
+/// The body the Standard Webhooks spec recommends.
+fn body(work: &DeliveryWork) -> String {
+    serde_json::json!({
+        "type": work.event.event_type,
+        "timestamp": work.event.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "data": work.event.payload,
+    })
+    .to_string()
+}
+
+/// What an answer means, and when to try again (`None`: do not).
+fn judge(
+    config: &WebhooksConfig,
+    work: &DeliveryWork,
+    answer: &Answer,
+    now: DateTime<Utc>,
+) -> (AttemptOutcome, Option<Duration>) {
+    match answer.status {
+        Some(status) if (200..300).contains(&status) => return (AttemptOutcome::Delivered, None),
+        Some(410) => {
+            let reason = "the endpoint answered 410 Gone".to_owned();
+            return (AttemptOutcome::DisableEndpoint { reason }, None);
+        }
+        _ => {}
+    }
+    let failing_for = work
+        .endpoint
+        .failing_since
+        .map_or(chrono::TimeDelta::zero(), |since| now - since);
+    let limit = chrono::TimeDelta::seconds(i64::try_from(config.disable_after_s).unwrap_or(i64::MAX));
+    if failing_for >= limit {
+        let reason = format!("failing without a success for {} s", failing_for.num_seconds());
+        return (AttemptOutcome::DisableEndpoint { reason }, None);
+    }
+    (
+        AttemptOutcome::Retrying,
+        Some(next_delay(config, work.delivery.attempts + 1, answer)),
+    )
+}
+
+/// The wait after the `attempt`-th attempt failed: the schedule's next entry
+/// (its last entry repeats), or the endpoint's `Retry-After` when it asks for
+/// longer, up to `max_retry_after_s`.
+fn next_delay(config: &WebhooksConfig, attempt: u32, answer: &Answer) -> Duration {
+    let schedule = &config.retry_schedule_ms;
+    let index = usize::try_from(attempt).unwrap_or(usize::MAX).min(schedule.len() - 1);
+    let scheduled = jitter(Duration::from_millis(schedule[index]), 0.1);
+    let asked = answer
+        .retry_after
+        .map(|after| after.min(Duration::from_secs(config.max_retry_after_s)));
+    asked.map_or(scheduled, |asked| asked.max(scheduled))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> WebhooksConfig {
+        WebhooksConfig {
+            retry_schedule_ms: vec![0, 5_000, 300_000],
+            disable_after_s: 432_000,
+            max_retry_after_s: 3600,
+        }
+    }
+
+    fn answer(retry_after: Option<u64>) -> Answer {
+        Answer {
+            status: Some(503),
+            latency: Duration::ZERO,
+            error: None,
+            retry_after: retry_after.map(Duration::from_secs),
+        }
+    }
+
+    #[test]
+    fn delays_follow_the_schedule_and_repeat_its_last_entry() {
+        let first = next_delay(&config(), 1, &answer(None));
+        assert!((4_500..=5_500).contains(&first.as_millis()), "{first:?}");
+        let late = next_delay(&config(), 9, &answer(None));
+        assert!((270_000..=330_000).contains(&late.as_millis()), "{late:?}");
+    }
+
+    #[test]
+    fn retry_after_is_honoured_up_to_its_cap() {
+        assert_eq!(next_delay(&config(), 1, &answer(Some(60))), Duration::from_secs(60));
+        assert_eq!(
+            next_delay(&config(), 1, &answer(Some(86_400))),
+            Duration::from_secs(3600)
+        );
+    }
+}

@@ -1,0 +1,42 @@
+-- Partner webhooks: endpoints, one delivery per (event, endpoint) and every
+-- attempt of it. The outbox relay creates deliveries with their jobs.
+
+CREATE TABLE webhook_endpoints (
+    id              TEXT PRIMARY KEY,
+    url             TEXT NOT NULL,
+    -- JSON array of event types; ["*"] for all.
+    event_types     TEXT NOT NULL,
+    secret          TEXT NOT NULL,
+    created_at      TIMESTAMPTZ NOT NULL,
+    disabled_at     TIMESTAMPTZ,
+    disabled_reason TEXT,
+    -- Start of the current unbroken run of failed attempts.
+    failing_since   TIMESTAMPTZ,
+    -- Deleted endpoints stay so their delivery log keeps its meaning.
+    deleted_at      TIMESTAMPTZ
+);
+
+CREATE TABLE webhook_deliveries (
+    id               TEXT PRIMARY KEY,
+    endpoint_id      TEXT NOT NULL REFERENCES webhook_endpoints (id),
+    event_id         TEXT NOT NULL REFERENCES outbox_events (id),
+    event_type       TEXT NOT NULL,
+    status           TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    last_status_code INTEGER,
+    last_latency_ms  BIGINT,
+    last_error       TEXT,
+    created_at       TIMESTAMPTZ NOT NULL,
+    completed_at     TIMESTAMPTZ
+);
+CREATE INDEX webhook_deliveries_endpoint_idx ON webhook_deliveries (endpoint_id, id);
+
+CREATE TABLE webhook_attempts (
+    delivery_id TEXT NOT NULL REFERENCES webhook_deliveries (id),
+    attempt     INTEGER NOT NULL,
+    at          TIMESTAMPTZ NOT NULL,
+    status_code INTEGER,
+    latency_ms  BIGINT NOT NULL,
+    error       TEXT,
+    PRIMARY KEY (delivery_id, attempt)
+);

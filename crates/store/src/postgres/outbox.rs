@@ -1,0 +1,134 @@
+//! The outbox relay on PostgreSQL.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use holdfast_domain::DeliveryId;
+use sqlx::{Postgres, Transaction};
+
+use super::PgStore;
+use super::queue::enqueue_in_tx;
+use crate::outbox::{OutboxRow, delivery_job_payload, event_job_payload};
+use crate::webhooks::EndpointRow;
+use crate::{JobTemplate, Outbox, OutboxEvent, OutboxLag, RelayOptions, RelayOutcome, Result, WebhookEndpoint};
+
+/// The advisory lock that makes one relay run at a time across all nodes
+/// ("OUTBOX" folded into an i64), so events are fanned out in sequence order.
+const RELAY_LOCK: i64 = 0x4F55_5442_4F58;
+
+#[async_trait]
+impl Outbox for PgStore {
+    async fn relay_batch(&self, options: &RelayOptions) -> Result<RelayOutcome> {
+        let mut tx = self.worker.begin().await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(RELAY_LOCK)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !locked {
+            return Ok(RelayOutcome {
+                busy: true,
+                ..RelayOutcome::default()
+            });
+        }
+        let rows: Vec<OutboxRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            outbox_columns!(),
+            " FROM outbox_events WHERE published_at IS NULL ORDER BY seq LIMIT $1"
+        ))
+        .bind(options.limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(RelayOutcome::default());
+        }
+        let events = rows
+            .into_iter()
+            .map(OutboxEvent::try_from)
+            .collect::<Result<Vec<_>>>()?;
+        let endpoints = enabled_endpoints(&mut tx).await?;
+        let mut deliveries = 0;
+        for event in &events {
+            for endpoint in endpoints.iter().filter(|e| e.wants(&event.event_type)) {
+                create_delivery(&mut tx, endpoint, event, &options.webhooks, options.now).await?;
+                deliveries += 1;
+            }
+            if let Some(template) = &options.events {
+                let job = template
+                    .job(&event.aggregate_id, event_job_payload(&event.id), options.now)
+                    .dedup_key(&event.id);
+                enqueue_in_tx(&mut tx, &job).await?;
+            }
+        }
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        sqlx::query("UPDATE outbox_events SET published_at = $2 WHERE seq = ANY($1)")
+            .bind(&seqs)
+            .bind(options.now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(RelayOutcome {
+            events: seqs.len() as u64,
+            deliveries,
+            busy: false,
+        })
+    }
+
+    async fn event(&self, id: &str) -> Result<Option<OutboxEvent>> {
+        let row: Option<OutboxRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            outbox_columns!(),
+            " FROM outbox_events WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.worker)
+        .await?;
+        row.map(OutboxEvent::try_from).transpose()
+    }
+
+    async fn lag(&self, now: DateTime<Utc>) -> Result<OutboxLag> {
+        let (unpublished, oldest): (i64, Option<DateTime<Utc>>) =
+            sqlx::query_as("SELECT count(*), min(created_at) FROM outbox_events WHERE published_at IS NULL")
+                .fetch_one(&self.read)
+                .await?;
+        Ok(OutboxLag {
+            unpublished,
+            oldest_age_s: oldest.map(|at| (now - at).num_seconds().max(0)),
+        })
+    }
+}
+
+async fn enabled_endpoints(tx: &mut Transaction<'static, Postgres>) -> Result<Vec<WebhookEndpoint>> {
+    let rows: Vec<EndpointRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        endpoint_columns!(),
+        " FROM webhook_endpoints WHERE disabled_at IS NULL AND deleted_at IS NULL ORDER BY id"
+    ))
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.into_iter().map(WebhookEndpoint::try_from).collect()
+}
+
+/// Creates a delivery of `event` to `endpoint` and its job, grouped by
+/// endpoint so the endpoint's deliveries go out one at a time, in order.
+pub(super) async fn create_delivery(
+    tx: &mut Transaction<'static, Postgres>,
+    endpoint: &WebhookEndpoint,
+    event: &OutboxEvent,
+    jobs: &JobTemplate,
+    now: DateTime<Utc>,
+) -> Result<DeliveryId> {
+    let id = DeliveryId::generate();
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, event_type, status, created_at) \
+         VALUES ($1, $2, $3, $4, 'pending', $5)",
+    )
+    .bind(id.as_str())
+    .bind(endpoint.id.as_str())
+    .bind(&event.id)
+    .bind(&event.event_type)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    let job = jobs.job(endpoint.id.as_str(), delivery_job_payload(id.as_str()), now);
+    enqueue_in_tx(tx, &job).await?;
+    Ok(id)
+}
