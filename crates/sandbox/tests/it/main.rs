@@ -1,7 +1,9 @@
 //! Integration tests: the real sandboxes on 127.0.0.1:0, driven over HTTP, with a
-//! recording webhook receiver standing in for Holdfast.
+//! recording webhook receiver standing in for Holdfast; `receiver` tests the partner
+//! stand-in, `WebhookReceiver`, with a real client posting signed deliveries.
 
 mod payments;
+mod receiver;
 mod support;
 mod warehouse;
 mod webhooks;

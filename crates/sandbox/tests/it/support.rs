@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use holdfast_sandbox::{PaymentsConfig, SandboxPayments, SandboxWarehouse, WarehouseConfig};
+use holdfast_sandbox::{PaymentsConfig, SandboxPayments, SandboxWarehouse, WarehouseConfig, WebhookReceiver};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -69,6 +69,27 @@ pub async fn spawn_warehouse(config: WarehouseConfig) -> Result<(SandboxWarehous
     });
     Ok((
         warehouse,
+        Running {
+            base_url,
+            _shutdown: tx,
+        },
+    ))
+}
+
+pub async fn spawn_receiver() -> Result<(WebhookReceiver, Running), std::io::Error> {
+    let receiver = WebhookReceiver::new();
+    let (listener, base_url) = bind().await?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = receiver.clone();
+    tokio::spawn(async move {
+        let _ = server
+            .serve(listener, async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    Ok((
+        receiver,
         Running {
             base_url,
             _shutdown: tx,
