@@ -1,5 +1,6 @@
 //! Subcommands of `holdfast`.
 
+mod queue;
 mod serve;
 
 use std::path::PathBuf;
@@ -44,6 +45,11 @@ pub enum Command {
     },
     /// Compare a canary's /metrics with the baseline's, projecting pool use to full traffic.
     CanaryGate(holdfast_guard::cli::CanaryGateArgs),
+    /// The durable queues: depth, dead letters, redrive.
+    Queue {
+        #[command(subcommand)]
+        command: queue::QueueCommand,
+    },
     /// Sandbox stand-ins for outside services.
     Sandbox {
         #[command(subcommand)]
@@ -76,6 +82,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             holdfast_drills::bench::run(bench).await
         }
         Command::Sandbox { service } => serve::sandbox(service).await,
+        Command::Queue { command } => queue::run(cli.config, command).await,
         Command::LintMigrations(args) => Ok(exit_code(args.run().await?)),
         Command::Policy {
             command: PolicyCommand::Check(args),

@@ -25,7 +25,7 @@ pub struct ServeArgs {
     role: RoleArg,
 }
 
-fn load(config: Option<PathBuf>, overrides: Vec<(String, String)>) -> anyhow::Result<Config> {
+pub(crate) fn load(config: Option<PathBuf>, overrides: Vec<(String, String)>) -> anyhow::Result<Config> {
     Ok(Config::load(&Sources {
         file: config,
         env: true,

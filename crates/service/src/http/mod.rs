@@ -10,8 +10,10 @@ pub mod extract;
 pub mod ops;
 pub mod orders;
 pub mod payments;
+pub mod queues;
 pub mod state;
 pub mod types;
+pub mod webhooks;
 
 use std::time::Duration;
 
@@ -56,6 +58,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(customers::router())
         .merge(payments::router())
         .merge(ops::router())
+        .merge(queues::router())
+        .merge(webhooks::router())
         .split_for_parts()
 }
 
