@@ -85,6 +85,32 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 }
 
 pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_as(backend, Role::All, tweak).await
+}
+
+/// The NATS server tests publish to: `HOLDFAST_TEST_NATS_URL`, else the local
+/// default; skipped when unreachable, except under `CI=true`.
+pub async fn nats_url() -> Option<String> {
+    let url = std::env::var("HOLDFAST_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let options = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5));
+    match options.connect(url.as_str()).await {
+        Ok(_) => Some(url),
+        Err(error) => skip_or_fail(&format!("NATS at {url} is unreachable: {error}")),
+    }
+}
+
+/// A recording webhook receiver on a loopback port, and its base URL.
+pub async fn spawn_receiver() -> (holdfast_sandbox::WebhookReceiver, String) {
+    let receiver = holdfast_sandbox::WebhookReceiver::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(receiver.clone().serve(listener, std::future::pending()));
+    (receiver, url)
+}
+
+/// The app with only the parts `role` runs: `Role::Api` leaves the workers
+/// to the test, which drives them one step at a time.
+pub async fn spawn_app_as(backend: Backend, role: Role, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let (database_url, admin_url) = match backend {
         Backend::Sqlite => {
             let dir = std::env::temp_dir().join(format!("holdfast-it-{}", uuid::Uuid::now_v7().simple()));
@@ -101,7 +127,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -
     let mut config = Config::defaults().expect("defaults");
     config.database.url = Secret::new(database_url.clone());
     tweak(&mut config);
-    let app = Application::build(config.clone(), Role::All)
+    let app = Application::build(config.clone(), role)
         .await
         .expect("application builds");
     let admin_key = holdfast_service::http::auth::generate_key();
@@ -247,6 +273,10 @@ impl Client {
 
     pub async fn get(&self, path: &str) -> Answer {
         self.send(self.request(reqwest::Method::GET, path)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Answer {
+        self.send(self.request(reqwest::Method::DELETE, path)).await
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Answer {
