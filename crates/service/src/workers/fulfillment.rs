@@ -2,10 +2,10 @@
 //! `shipped` with its tracking number.
 //!
 //! The job is enqueued by the transition to `paid`, in the same transaction,
-//! so a paid order always has one. Every step is idempotent: the order moves
-//! to `fulfilling` once, the warehouse call carries the order id as its
-//! idempotency key (a job repeated after a crash gets the same shipment
-//! back), and `shipped` is recorded once.
+//! so a paid order always has one. Every step is idempotent: the warehouse
+//! call carries the order id in its idempotency key (a job repeated after a
+//! crash gets the same shipment back), the order moves to `fulfilling` once
+//! the warehouse has the shipment, and `shipped` is recorded once.
 
 use std::time::Duration;
 
@@ -52,23 +52,12 @@ pub async fn fulfill(ctx: &WorkerContext, order_id: &OrderId) -> anyhow::Result<
         tracing::warn!("order not found; nothing to fulfil");
         return Ok(());
     };
-    match order.status {
-        OrderStatus::Paid => {
-            transition(
-                ctx,
-                StatusChange::new(
-                    order_id.clone(),
-                    OrderStatus::Fulfilling,
-                    "fulfillment started",
-                    Utc::now(),
-                ),
-            )
-            .await?;
-        }
-        OrderStatus::Fulfilling => {}
+    if !matches!(order.status, OrderStatus::Paid | OrderStatus::Fulfilling) {
         // Shipped already (a repeated job), or no longer shippable.
-        _ => return Ok(()),
+        return Ok(());
     }
+    // The shipment first: while the warehouse cannot take it, the order
+    // stays `paid` and the job retries.
     let shipment = ctx
         .warehouse
         .create_shipment(&shipment_request(&order))
@@ -80,6 +69,14 @@ pub async fn fulfill(ctx: &WorkerContext, order_id: &OrderId) -> anyhow::Result<
             };
             crate::telemetry::dependency_error("warehouse", kind);
         })?;
+    if order.status == OrderStatus::Paid {
+        let cause = format!("shipment {} created at the warehouse", shipment.id);
+        transition(
+            ctx,
+            StatusChange::new(order_id.clone(), OrderStatus::Fulfilling, cause, Utc::now()),
+        )
+        .await?;
+    }
     let shipped = StatusChange::new(
         order_id.clone(),
         OrderStatus::Shipped,

@@ -2,7 +2,7 @@
 //! `holdfast_store::Outbox`). Runs on every node; one relays at a time.
 
 use chrono::{DateTime, Utc};
-use holdfast_store::RelayOptions;
+use holdfast_store::{QueueStats, RelayOptions};
 
 use super::WorkerContext;
 
@@ -27,10 +27,26 @@ pub async fn relay_once(ctx: &WorkerContext, now: DateTime<Utc>) -> anyhow::Resu
     Ok(usize::try_from(outcome.events).unwrap_or(usize::MAX))
 }
 
-/// Queue depths, dead letters and outbox lag as gauges, measured on a timer
+/// Queue depths, dead letters, failing endpoints and outbox lag as gauges
+/// (the names `ops/prometheus/alerts.yml` reads), measured on a timer
 /// because they are counts in the database, not events in this process.
 pub async fn measure_once(ctx: &WorkerContext, now: DateTime<Utc>) -> anyhow::Result<usize> {
-    for stats in ctx.store.queue().stats(now).await? {
+    let mut all = ctx.store.queue().stats(now).await?;
+    // An empty queue is absent from the stats; report it as zeros so its
+    // gauges do not keep their last values.
+    for queue in [super::fulfillment::QUEUE, super::webhooks::QUEUE, super::events::QUEUE] {
+        if !all.iter().any(|s| s.queue == queue) {
+            all.push(QueueStats {
+                queue: queue.to_owned(),
+                ready: 0,
+                in_flight: 0,
+                delayed: 0,
+                dead: 0,
+                oldest_ready_age_s: None,
+            });
+        }
+    }
+    for stats in all {
         let gauge = |state: &'static str, value: i64| {
             metrics::gauge!("holdfast_queue_jobs", "queue" => stats.queue.clone(), "state" => state).set(value as f64);
         };
@@ -38,9 +54,17 @@ pub async fn measure_once(ctx: &WorkerContext, now: DateTime<Utc>) -> anyhow::Re
         gauge("in_flight", stats.in_flight);
         gauge("delayed", stats.delayed);
         gauge("dead", stats.dead);
-        metrics::gauge!("holdfast_queue_dead_letters", "queue" => stats.queue.clone()).set(stats.dead as f64);
-        metrics::gauge!("holdfast_queue_oldest_ready_age_seconds", "queue" => stats.queue.clone())
+        metrics::gauge!("holdfast_queue_dead_letter_jobs", "queue" => stats.queue.clone()).set(stats.dead as f64);
+        metrics::gauge!("holdfast_queue_oldest_job_age_seconds", "queue" => stats.queue.clone())
             .set(stats.oldest_ready_age_s.unwrap_or(0) as f64);
+    }
+    for endpoint in ctx.store.webhooks().endpoints().await? {
+        let failing = endpoint.failing_since.is_some() || !endpoint.enabled();
+        metrics::gauge!("holdfast_webhook_endpoint_failing", "endpoint" => endpoint.id.to_string()).set(if failing {
+            1.0
+        } else {
+            0.0
+        });
     }
     let lag = ctx.store.outbox().lag(now).await?;
     metrics::gauge!("holdfast_outbox_unpublished_events").set(lag.unpublished as f64);

@@ -2,12 +2,14 @@
 //! `paid`; a declined card → `payment_failed` with the stock given back.
 
 use crate::both_backends;
-use crate::helpers::{order, spawn_app};
+use crate::helpers::{order, spawn_app, spawn_app_with};
 
 both_backends!(
     checkout_then_signed_webhook_marks_the_order_paid,
     |backend| async move {
-        let app = spawn_app(backend).await;
+        // No warehouse answers, so the paid order waits for fulfillment
+        // instead of moving on while the test looks at it.
+        let app = spawn_app_with(backend, |config| config.warehouse.url = "http://127.0.0.1:9".into()).await;
         app.create_product("WH-1000XM5", 34_999, 10).await;
         let created = app
             .shop

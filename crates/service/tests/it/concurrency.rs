@@ -30,7 +30,26 @@ both_backends!(two_hundred_buyers_race_for_fifty_units, |backend| async move {
         }
     }
     assert_eq!((won, lost), (50, 150));
-    assert_eq!(app.inventory("LAST-50").await, (50, 50, 0));
+    let (on_hand, reserved, available) = app.inventory("LAST-50").await;
+    assert_eq!(
+        (on_hand - reserved, available),
+        (0, 0),
+        "nothing left to sell, nothing oversold"
+    );
+    // Every winner pays and is shipped; then the stock is gone for good.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let counts = app.store.order_counts().await.expect("counts");
+        if counts.contains(&(holdfast_domain::OrderStatus::Shipped, 50)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not all winners shipped: {counts:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.inventory("LAST-50").await, (0, 0, 0));
     let app = Arc::try_unwrap(app).ok().expect("all buyers done");
     app.stop().await;
 });

@@ -111,6 +111,13 @@ pub async fn spawn_receiver() -> (holdfast_sandbox::WebhookReceiver, String) {
 /// The app with only the parts `role` runs: `Role::Api` leaves the workers
 /// to the test, which drives them one step at a time.
 pub async fn spawn_app_as(backend: Backend, role: Role, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    // Warnings and errors (a 500's cause chain, a worker's failure) show in
+    // the output of a failing test; `HOLDFAST_TEST_LOG` turns up the detail.
+    let filter = std::env::var("HOLDFAST_TEST_LOG").unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_test_writer()
+        .try_init();
     let (database_url, admin_url) = match backend {
         Backend::Sqlite => {
             let dir = std::env::temp_dir().join(format!("holdfast-it-{}", uuid::Uuid::now_v7().simple()));

@@ -25,6 +25,8 @@ both_backends!(webhooks_are_verified_and_deduplicated, |backend| async move {
     // No provider callbacks: this test sends the events itself.
     let app = spawn_app_with(backend, |config| {
         config.payments.url = "http://127.0.0.1:9".into();
+        // Nor a warehouse: the paid order stays paid while the test looks.
+        config.warehouse.url = "http://127.0.0.1:9".into();
     })
     .await;
     app.create_product("KITE", 5_000, 2).await;
