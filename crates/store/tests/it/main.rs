@@ -1,5 +1,7 @@
-//! The store's integration suite: the job queue on SQLite and PostgreSQL.
+//! The store's integration suite: the job queue and the outbox relay on
+//! SQLite and PostgreSQL.
 
 mod helpers;
 mod lifecycle;
+mod outbox;
 mod workers;
