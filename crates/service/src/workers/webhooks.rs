@@ -206,6 +206,64 @@ mod tests {
         assert!((270_000..=330_000).contains(&late.as_millis()), "{late:?}");
     }
 
+    fn work(failing_for: Option<chrono::TimeDelta>, now: DateTime<Utc>) -> DeliveryWork {
+        use holdfast_domain::WebhookEndpointId;
+        use holdfast_store::{OutboxEvent, WebhookDelivery, WebhookEndpoint};
+        DeliveryWork {
+            delivery: WebhookDelivery {
+                id: DeliveryId::generate(),
+                endpoint_id: WebhookEndpointId::generate(),
+                event_id: "evt_1".into(),
+                event_type: "order.paid".into(),
+                status: DeliveryStatus::Pending,
+                attempts: 3,
+                last_status_code: None,
+                last_latency_ms: None,
+                last_error: None,
+                created_at: now,
+                completed_at: None,
+            },
+            endpoint: WebhookEndpoint {
+                id: WebhookEndpointId::generate(),
+                url: "https://partner.example/hooks".into(),
+                event_types: vec!["*".into()],
+                secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+                created_at: now,
+                disabled_at: None,
+                disabled_reason: None,
+                failing_since: failing_for.map(|d| now - d),
+            },
+            endpoint_deleted: false,
+            event: OutboxEvent {
+                seq: 1,
+                id: "evt_1".into(),
+                aggregate_id: "ord_1".into(),
+                event_type: "order.paid".into(),
+                payload: serde_json::json!({}),
+                created_at: now,
+                published_at: Some(now),
+            },
+        }
+    }
+
+    #[test]
+    fn answers_decide_the_delivery_and_the_endpoint() {
+        let now = Utc::now();
+        let with = |status| Answer {
+            status,
+            ..answer(None)
+        };
+        let (ok, next) = judge(&config(), &work(Some(chrono::TimeDelta::days(4)), now), &with(Some(204)), now);
+        assert_eq!((ok, next), (AttemptOutcome::Delivered, None));
+        let (gone, next) = judge(&config(), &work(None, now), &with(Some(410)), now);
+        assert!(matches!(gone, AttemptOutcome::DisableEndpoint { .. }) && next.is_none());
+        let (retry, next) = judge(&config(), &work(Some(chrono::TimeDelta::days(4)), now), &with(None), now);
+        assert_eq!(retry, AttemptOutcome::Retrying);
+        assert!(next.is_some());
+        let (tired, next) = judge(&config(), &work(Some(chrono::TimeDelta::days(5)), now), &with(Some(500)), now);
+        assert!(matches!(tired, AttemptOutcome::DisableEndpoint { .. }) && next.is_none(), "{tired:?}");
+    }
+
     #[test]
     fn retry_after_is_honoured_up_to_its_cap() {
         assert_eq!(next_delay(&config(), 1, &answer(Some(60))), Duration::from_secs(60));
