@@ -67,6 +67,8 @@ pub async fn run(config: &Config) -> Vec<Check> {
         checks.push(pgbouncer(config).await);
     }
     checks.push(payments(config).await);
+    checks.push(warehouse(config).await);
+    checks.push(events(config).await);
     if checks.iter().all(|c| c.ok) {
         checks.push(synthetic_checkout(&store).await);
     }
@@ -191,28 +193,73 @@ async fn payments(config: &Config) -> Check {
         return Check::pass("payments", "in-process sandbox provider");
     }
     let deadline = Duration::from_millis(config.dependencies.payments.deadline_ms);
+    http_reachable("payments", "payments.url", &payments.url, deadline).await
+}
+
+async fn warehouse(config: &Config) -> Check {
+    if config.warehouse.url.is_empty() {
+        return Check::pass("warehouse", "in-process sandbox warehouse");
+    }
+    let deadline = Duration::from_millis(config.dependencies.warehouse.deadline_ms);
+    http_reachable("warehouse", "warehouse.url", &config.warehouse.url, deadline).await
+}
+
+/// Any HTTP answer proves an API is reachable; auth is not checked because a
+/// GET without a key answers 401 by design.
+async fn http_reachable(name: &'static str, key: &str, url: &str, deadline: Duration) -> Check {
     let client = match reqwest::Client::builder().timeout(deadline).build() {
         Ok(client) => client,
-        Err(error) => return Check::fail("payments", error.to_string()),
+        Err(error) => return Check::fail(name, error.to_string()),
     };
     let started = Instant::now();
-    // Any HTTP answer proves the provider is reachable; auth is not checked
-    // here because a GET without a key answers 401 by design.
-    match client.get(&payments.url).send().await {
+    match client.get(url).send().await {
         Ok(response) => Check::pass(
-            "payments",
+            name,
             format!(
-                "{} answered HTTP {} in {} ms",
-                payments.url,
+                "{url} answered HTTP {} in {} ms",
                 response.status().as_u16(),
                 started.elapsed().as_millis()
             ),
         ),
         Err(error) => Check::fail(
-            "payments",
+            name,
             format!(
-                "config key `payments.url`: {} unreachable within {} ms: {error}",
-                payments.url,
+                "config key `{key}`: {url} unreachable within {} ms: {error}",
+                deadline.as_millis()
+            ),
+        ),
+    }
+}
+
+/// NATS answers and has JetStream, when events are configured.
+async fn events(config: &Config) -> Check {
+    let url = &config.events.nats_url;
+    if url.is_empty() {
+        return Check::pass("events", "no NATS sink (events.nats_url is empty)");
+    }
+    let deadline = Duration::from_millis(config.dependencies.events.deadline_ms);
+    let started = Instant::now();
+    let probe = async {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(deadline)
+            .connect(url.as_str())
+            .await
+            .map_err(|e| e.to_string())?;
+        async_nats::jetstream::new(client)
+            .query_account()
+            .await
+            .map_err(|e| format!("JetStream: {e}"))
+    };
+    match tokio::time::timeout(deadline, probe).await {
+        Ok(Ok(_)) => Check::pass(
+            "events",
+            format!("{url} JetStream answered in {} ms", started.elapsed().as_millis()),
+        ),
+        Ok(Err(error)) => Check::fail("events", format!("config key `events.nats_url`: {url}: {error}")),
+        Err(_) => Check::fail(
+            "events",
+            format!(
+                "config key `events.nats_url`: {url} did not answer within {} ms",
                 deadline.as_millis()
             ),
         ),

@@ -52,11 +52,37 @@ fn a_healthy_sqlite_deploy_passes_every_check() {
     assert!(migrated.status.success());
     let (ok, stdout) = preflight(&[("HOLDFAST_DATABASE__URL", &url)]);
     assert!(ok, "{stdout}");
-    for name in ["config", "database", "migrations", "payments", "checkout"] {
+    for name in [
+        "config",
+        "database",
+        "migrations",
+        "payments",
+        "warehouse",
+        "events",
+        "checkout",
+    ] {
         assert!(
             stdout.lines().any(|l| l.starts_with("ok") && l.contains(name)),
             "{name}: {stdout}"
         );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn unreachable_dependencies_fail_naming_their_keys() {
+    let dir = std::env::temp_dir().join(format!("holdfast-preflight-deps-{}", std::process::id()));
+    let url = format!("sqlite://{}/db.sqlite", dir.display());
+    let (ok, stdout) = preflight(&[
+        ("HOLDFAST_DATABASE__URL", &url),
+        ("HOLDFAST_WAREHOUSE__URL", "http://127.0.0.1:1"),
+        ("HOLDFAST_EVENTS__NATS_URL", "nats://127.0.0.1:1"),
+        ("HOLDFAST_DEPENDENCIES__EVENTS__DEADLINE_MS", "1000"),
+    ]);
+    assert!(!ok, "{stdout}");
+    for (name, key) in [("warehouse", "warehouse.url"), ("events", "events.nats_url")] {
+        let line = stdout.lines().find(|l| l.contains(name)).unwrap_or_default();
+        assert!(line.starts_with("FAIL") && line.contains(key), "{name}: {stdout}");
     }
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -249,19 +249,34 @@ mod tests {
     #[test]
     fn answers_decide_the_delivery_and_the_endpoint() {
         let now = Utc::now();
-        let with = |status| Answer {
-            status,
-            ..answer(None)
-        };
-        let (ok, next) = judge(&config(), &work(Some(chrono::TimeDelta::days(4)), now), &with(Some(204)), now);
+        let with = |status| Answer { status, ..answer(None) };
+        let (ok, next) = judge(
+            &config(),
+            &work(Some(chrono::TimeDelta::days(4)), now),
+            &with(Some(204)),
+            now,
+        );
         assert_eq!((ok, next), (AttemptOutcome::Delivered, None));
         let (gone, next) = judge(&config(), &work(None, now), &with(Some(410)), now);
         assert!(matches!(gone, AttemptOutcome::DisableEndpoint { .. }) && next.is_none());
-        let (retry, next) = judge(&config(), &work(Some(chrono::TimeDelta::days(4)), now), &with(None), now);
+        let (retry, next) = judge(
+            &config(),
+            &work(Some(chrono::TimeDelta::days(4)), now),
+            &with(None),
+            now,
+        );
         assert_eq!(retry, AttemptOutcome::Retrying);
         assert!(next.is_some());
-        let (tired, next) = judge(&config(), &work(Some(chrono::TimeDelta::days(5)), now), &with(Some(500)), now);
-        assert!(matches!(tired, AttemptOutcome::DisableEndpoint { .. }) && next.is_none(), "{tired:?}");
+        let (tired, next) = judge(
+            &config(),
+            &work(Some(chrono::TimeDelta::days(5)), now),
+            &with(Some(500)),
+            now,
+        );
+        assert!(
+            matches!(tired, AttemptOutcome::DisableEndpoint { .. }) && next.is_none(),
+            "{tired:?}"
+        );
     }
 
     #[test]
