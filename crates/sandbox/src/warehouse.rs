@@ -1,5 +1,9 @@
 //! A sandbox warehouse: creates shipments with tracking ids over HTTP, with the same
 //! idempotency keys, fault injection and error envelope as the payments sandbox.
+//!
+//! A call runs to completion even when its client hangs up, as on a real warehouse:
+//! a client that dies mid-call cannot know whether its shipment exists, which is the
+//! case its idempotency key is for and the one crash tests must be able to reproduce.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -10,9 +14,9 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use rand::Rng;
@@ -106,6 +110,7 @@ impl SandboxWarehouse {
             .route("/v1/shipments", post(create_shipment))
             .route("/v1/shipments/{id}", get(get_shipment))
             .layer(from_fn_with_state(self.inner.gate.clone(), gate))
+            .layer(from_fn(run_to_completion))
             .with_state(self.inner.clone())
     }
 
@@ -142,6 +147,27 @@ impl SandboxWarehouse {
     /// A snapshot of one shipment.
     pub fn shipment(&self, id: &str) -> Option<Shipment> {
         self.inner.shipments_lock().get(id).cloned()
+    }
+
+    /// A snapshot of every shipment, oldest first, so a test can check what
+    /// was created without knowing the ids the client was given.
+    pub fn shipments(&self) -> Vec<Shipment> {
+        let mut all: Vec<Shipment> = self.inner.shipments_lock().values().cloned().collect();
+        all.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
+        all
+    }
+}
+
+/// Runs the call (latency included) in a task of its own: hyper drops a request's
+/// future when its client disconnects, which would make a killed client's shipment
+/// vanish instead of being created with only its response lost.
+async fn run_to_completion(request: Request, next: Next) -> Response {
+    match tokio::spawn(next.run(request)).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::error!(%error, "sandbox warehouse call failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
     }
 }
 

@@ -1,7 +1,9 @@
 //! Tests of the `holdfast` binary itself: start-up refuses bad
-//! configuration loudly (seed 001), and the demo runs end to end.
+//! configuration loudly (seed 001), the demo runs end to end, and a worker
+//! killed with SIGKILL mid-job loses no work and repeats none.
 
 mod demo;
+mod kill;
 mod preflight;
 mod startup;
 

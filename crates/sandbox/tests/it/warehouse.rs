@@ -1,9 +1,11 @@
 //! The sandbox warehouse: shipments, idempotency, auth and faults.
 
+use std::time::Duration;
+
 use holdfast_sandbox::WarehouseConfig;
 use serde_json::{Value, json};
 
-use crate::support::{Reply, TestResult, spawn_warehouse};
+use crate::support::{Reply, TestResult, eventually, spawn_warehouse};
 
 async fn create(base: &str, key: Option<&str>, token: Option<&str>, body: &Value) -> Result<Reply, reqwest::Error> {
     let mut request = reqwest::Client::new().post(format!("{base}/v1/shipments")).json(body);
@@ -105,5 +107,40 @@ async fn injected_failures_create_nothing() -> TestResult {
         (stats.api_calls, stats.injected_failures, stats.shipments_created),
         (2, 1, 1)
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_call_whose_client_hangs_up_still_creates_the_shipment() -> TestResult {
+    let config = WarehouseConfig {
+        latency: Duration::from_millis(300),
+        ..WarehouseConfig::default()
+    };
+    let (warehouse, running) = spawn_warehouse(config).await?;
+    let base = running.base_url.as_str();
+    // The client gives up (and closes its connection) before the answer comes.
+    let abandoned = reqwest::Client::new()
+        .post(format!("{base}/v1/shipments"))
+        .bearer_auth("t")
+        .header("idempotency-key", "ship-ord_1")
+        .json(&shipment("ord_1"))
+        .timeout(Duration::from_millis(50))
+        .send()
+        .await;
+    assert!(abandoned.is_err_and(|error| error.is_timeout()));
+    assert!(eventually(Duration::from_secs(5), || warehouse.stats().shipments_created == 1).await);
+
+    // Retrying with the same key returns that shipment instead of a second one.
+    warehouse.set_latency(Duration::ZERO);
+    let retried = create(base, Some("ship-ord_1"), Some("t"), &shipment("ord_1")).await?;
+    assert_eq!(retried.status, 201, "{}", retried.body);
+    assert_eq!(
+        retried.headers.get("idempotent-replayed").and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+    let shipments = warehouse.shipments();
+    assert_eq!(shipments.len(), 1);
+    assert_eq!(retried.json()["id"], shipments[0].id.as_str());
+    assert_eq!(warehouse.stats().shipments_created, 1);
     Ok(())
 }
