@@ -5,6 +5,7 @@
 mod demo;
 mod kill;
 mod preflight;
+mod queue;
 mod startup;
 
 use std::process::Output;
