@@ -70,7 +70,10 @@ pub trait Outbox: Send + Sync {
     /// event's type, and a NATS publish job when `events` is set; then marks
     /// them published. One relay runs at a time across all nodes (PostgreSQL:
     /// a transaction-scoped advisory lock, SQLite: the write lock), so events
-    /// are fanned out in order; a node that finds the relay busy returns at once.
+    /// are fanned out in sequence order; a node that finds the relay busy
+    /// returns at once. One order's events commit one after another (each
+    /// change locks the order), so they are always fanned out in the order
+    /// they happened.
     async fn relay_batch(&self, options: &RelayOptions) -> Result<RelayOutcome>;
 
     /// One event by id (`evt_…`), published or not.

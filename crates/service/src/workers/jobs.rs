@@ -107,7 +107,10 @@ async fn settle(store: &SharedStore, job: &ClaimedJob, outcome: JobOutcome, now:
             metrics::counter!("holdfast_jobs_total", "queue" => queue, "outcome" => "done").increment(1);
         }
         JobOutcome::Retry { after, error } => {
-            let retry_at = now + chrono::TimeDelta::from_std(after).unwrap_or(chrono::TimeDelta::MAX);
+            // From when the handler finished, not from the claim: a slow
+            // attempt must not eat into the backoff of the next one.
+            let finished = now.max(Utc::now());
+            let retry_at = finished + chrono::TimeDelta::from_std(after).unwrap_or(chrono::TimeDelta::MAX);
             let failed = store
                 .queue()
                 .fail(&job.job.id, &job.lease_token, &error, retry_at)
