@@ -161,11 +161,25 @@ pub struct DependenciesConfig {
     pub events: DependencyConfig,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct DependencyConfig {
-    pub deadline_ms: u64,
+impl DependenciesConfig {
+    /// Every dependency by the name its breaker, metrics and config key use.
+    pub fn all(&self) -> [(&'static str, &DependencyConfig); 4] {
+        [
+            ("payments", &self.payments),
+            ("warehouse", &self.warehouse),
+            ("webhooks", &self.webhooks),
+            ("events", &self.events),
+        ]
+    }
+
+    /// The resilience policies of every dependency, one breaker each.
+    pub fn registry(&self) -> Result<holdfast_resilience::Registry, ConfigError> {
+        holdfast_resilience::Registry::from_configs(self.all().map(|(name, config)| (name, config.clone())))
+            .map_err(|invalid| ConfigError::new(&invalid.key, invalid.reason))
+    }
 }
+
+pub use holdfast_resilience::DependencyConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -315,19 +329,6 @@ impl Config {
                 "checkout.expiry_sweep_interval_ms",
                 self.checkout.expiry_sweep_interval_ms,
             ),
-            (
-                "dependencies.payments.deadline_ms",
-                self.dependencies.payments.deadline_ms,
-            ),
-            (
-                "dependencies.warehouse.deadline_ms",
-                self.dependencies.warehouse.deadline_ms,
-            ),
-            (
-                "dependencies.webhooks.deadline_ms",
-                self.dependencies.webhooks.deadline_ms,
-            ),
-            ("dependencies.events.deadline_ms", self.dependencies.events.deadline_ms),
             ("workers.poll_interval_ms", self.workers.poll_interval_ms),
             ("workers.relay_batch", u64::from(self.workers.relay_batch)),
             ("workers.metrics_interval_ms", self.workers.metrics_interval_ms),
@@ -356,8 +357,19 @@ impl Config {
             url::Url::parse(&self.payments.url)
                 .map_err(|e| ConfigError::new("payments.url", format!("{:?} is not a URL: {e}", self.payments.url)))?;
         }
+        self.validate_dependencies()?;
         self.validate_cold_path()?;
         tracing_subscriber_filter_check(&self.log.level)?;
+        Ok(())
+    }
+
+    fn validate_dependencies(&self) -> Result<(), ConfigError> {
+        for (name, dependency) in self.dependencies.all() {
+            dependency.validate().map_err(|invalid| {
+                let invalid = invalid.for_dependency(name);
+                ConfigError::new(&invalid.key, invalid.reason)
+            })?;
+        }
         Ok(())
     }
 

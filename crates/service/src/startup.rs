@@ -10,6 +10,7 @@ use std::time::Duration;
 use holdfast_sandbox::{
     PaymentsConfig as SandboxConfig, SandboxPayments, SandboxWarehouse, WarehouseConfig as WarehouseSandboxConfig,
 };
+use holdfast_resilience::Registry;
 use holdfast_store::{Scope, SharedStore, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
@@ -51,11 +52,13 @@ pub struct Application {
     config: Config,
     store: SharedStore,
     role: Role,
+    dependencies: Arc<Registry>,
 }
 
 impl Application {
     pub async fn build(config: Config, role: Role) -> Result<Self, StartupError> {
         config.validate()?;
+        let dependencies = Arc::new(config.dependencies.registry()?);
         let store = holdfast_store::connect(&config.connect_options())
             .await
             .map_err(StartupError::Database)?;
@@ -74,7 +77,12 @@ impl Application {
                 status.unknown()
             )));
         }
-        Ok(Self { config, store, role })
+        Ok(Self {
+            config,
+            store,
+            role,
+            dependencies,
+        })
     }
 
     pub fn store(&self) -> SharedStore {
@@ -83,6 +91,12 @@ impl Application {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The dependency policies, for reloading their thresholds (SIGHUP)
+    /// while the service runs.
+    pub fn dependencies(&self) -> Arc<Registry> {
+        self.dependencies.clone()
     }
 
     /// On an empty database, registers `supplied` (e.g. from
@@ -130,7 +144,14 @@ impl Application {
         let mut background = Vec::new();
         let inbox_ready = Arc::new(Notify::new());
         let payments = self.payment_provider(local, &stop_rx, &mut background).await?;
-        let state = AppState::new(self.config.clone(), self.store.clone(), payments, inbox_ready.clone());
+        holdfast_resilience::describe_metrics();
+        let state = AppState::new(
+            self.config.clone(),
+            self.store.clone(),
+            payments,
+            self.dependencies.clone(),
+            inbox_ready.clone(),
+        );
         if self.role != Role::Api {
             let context = Arc::new(self.worker_context(&stop_rx, &mut background).await?);
             background.extend(self.spawn_workers(&context, &inbox_ready, &stop_rx));
@@ -215,6 +236,7 @@ impl Application {
             warehouse: Arc::new(warehouse),
             events,
             webhook_sender: WebhookSender::new(deadline(config.dependencies.webhooks.deadline_ms))?,
+            dependencies: self.dependencies.clone(),
             worker_id: WorkerContext::new_worker_id(),
             wake: Wakers::default(),
         })

@@ -8,6 +8,7 @@ use tokio::sync::Notify;
 use super::auth::KeyCache;
 use crate::config::Config;
 use crate::providers::payments::PaymentProvider;
+use holdfast_resilience::Registry;
 use holdfast_store::SharedStore;
 
 #[derive(Clone)]
@@ -17,6 +18,9 @@ pub struct Inner {
     pub config: Config,
     pub store: SharedStore,
     pub payments: Arc<dyn PaymentProvider>,
+    /// The resilience policy (deadline, bulkhead, retries, breaker) of every
+    /// outbound dependency, shared with the workers.
+    pub dependencies: Arc<Registry>,
     pub keys: KeyCache,
     /// Wakes the inbox worker when a provider event arrives, so payment
     /// confirmation does not wait for the next poll.
@@ -30,6 +34,7 @@ impl AppState {
         config: Config,
         store: SharedStore,
         payments: Arc<dyn PaymentProvider>,
+        dependencies: Arc<Registry>,
         inbox_ready: Arc<Notify>,
     ) -> Self {
         let limiter = std::num::NonZeroU32::new(config.server.rate_limit_per_key_per_s).map(|rate| {
@@ -40,6 +45,7 @@ impl AppState {
             config,
             store,
             payments,
+            dependencies,
             keys: KeyCache::default(),
             inbox_ready,
             limiter,

@@ -32,6 +32,8 @@ pub struct WorkerContext {
     /// `None` when `events.nats_url` is empty.
     pub events: Option<Arc<EventPublisher>>,
     pub webhook_sender: WebhookSender,
+    /// The dependency policies (breakers and the rest), shared with the API.
+    pub dependencies: Arc<holdfast_resilience::Registry>,
     /// Names this process in job leases (`leased_by`).
     pub worker_id: String,
     pub wake: Wakers,

@@ -30,6 +30,7 @@ async fn worker_context(app: &TestApp) -> WorkerContext {
                 .expect("nats client"),
         )),
         webhook_sender: WebhookSender::new(deadline).expect("client"),
+        dependencies: Arc::new(app.config.dependencies.registry().expect("policies")),
         worker_id: "test-worker".into(),
         wake: Wakers::default(),
     }
