@@ -58,7 +58,7 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.message, self.status)
+        f.write_str(&self.message)
     }
 }
 
@@ -201,7 +201,7 @@ impl ControlApi {
 }
 
 /// Toxiproxy's proxy shape: `{name, listen, upstream, enabled, toxics}`.
-pub fn proxy_json(name: &str, proxy: &Proxy) -> Value {
+fn proxy_json(name: &str, proxy: &Proxy) -> Value {
     json!({
         "name": name,
         "listen": proxy.local_addr().to_string(),

@@ -7,8 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use tokio::net::TcpListener;
 
-use super::ControlApi;
-use super::api::ProxySpec;
+use super::{ControlApi, ProxySpec};
 
 #[derive(Debug, Args)]
 pub struct ProxyArgs {

@@ -23,7 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-pub use api::ControlApi;
+pub use api::{ApiError, ControlApi, ProxySpec};
 pub use cli::{ProxyArgs, run_proxy};
 pub use toxics::{Stream, Toxic, ToxicKind};
 
