@@ -165,18 +165,25 @@ impl ControlApi {
         }
     }
 
+    /// Updates answer to both POST and PATCH, as in recent Toxiproxy versions.
     pub fn router(&self) -> Router {
         Router::new()
             .route("/proxies", get(list_proxies).post(create_proxy))
             .route(
                 "/proxies/{proxy}",
-                get(show_proxy).post(update_proxy).delete(delete_proxy),
+                get(show_proxy)
+                    .post(update_proxy)
+                    .patch(update_proxy)
+                    .delete(delete_proxy),
             )
             .route("/proxies/{proxy}/stats", get(show_stats))
             .route("/proxies/{proxy}/toxics", get(list_toxics).post(add_toxic))
             .route(
                 "/proxies/{proxy}/toxics/{toxic}",
-                get(show_toxic).post(update_toxic).delete(remove_toxic),
+                get(show_toxic)
+                    .post(update_toxic)
+                    .patch(update_toxic)
+                    .delete(remove_toxic),
             )
             .route("/reset", post(reset))
             .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })

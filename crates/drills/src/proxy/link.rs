@@ -118,6 +118,12 @@ struct Plan {
 }
 
 impl Plan {
+    fn end_at(&mut self, at: Instant, end: End) {
+        if self.deadline.is_none_or(|(earliest, _)| at < earliest) {
+            self.deadline = Some((at, end));
+        }
+    }
+
     fn delay(&self) -> Duration {
         let jitter = if self.jitter_ms == 0 {
             0
@@ -130,6 +136,13 @@ impl Plan {
             .saturating_add(jitter);
         Duration::from_millis(u64::try_from(ms).unwrap_or(0))
     }
+}
+
+/// A toxic's milliseconds as a duration, capped at 30 days: the API takes any `u64`,
+/// and an absurd value should mean "forever", not overflow an `Instant`.
+fn millis(ms: u64) -> Duration {
+    const CAP_MS: u64 = 30 * 24 * 3600 * 1000;
+    Duration::from_millis(ms.min(CAP_MS))
 }
 
 /// When each toxic first reached this pipe: timeouts count from then, as they do in
@@ -222,42 +235,30 @@ impl Pipe<'_> {
         let set = self.toxics.borrow_and_update().clone();
         clocks.0.retain(|(id, _)| set.iter().any(|t| t.id == *id));
         let mut plan = Plan::default();
-        let mut deadline = |at: Instant, end: End| {
-            if plan.deadline.is_none_or(|(earliest, _)| at < earliest) {
-                plan.deadline = Some((at, end));
-            }
-        };
-        let mut drop_data = false;
-        let (mut latency_ms, mut jitter_ms, mut rate_kb) = (0u64, 0u64, None::<u64>);
         for active in set.iter().filter(|t| t.toxic.stream == self.stream) {
             if !applies(self.seed, active.id, active.toxic.toxicity) {
                 continue;
             }
             let started = clocks.started(active.id);
             match active.toxic.kind {
-                ToxicKind::Latency {
-                    latency_ms: l,
-                    jitter_ms: j,
-                } => {
-                    latency_ms = latency_ms.saturating_add(l);
-                    jitter_ms = jitter_ms.saturating_add(j);
+                ToxicKind::Latency { latency_ms, jitter_ms } => {
+                    plan.latency_ms = plan.latency_ms.saturating_add(latency_ms);
+                    plan.jitter_ms = plan.jitter_ms.saturating_add(jitter_ms);
                 }
                 ToxicKind::Timeout { timeout_ms } => {
-                    drop_data = true;
+                    plan.drop_data = true;
                     if timeout_ms > 0 {
-                        deadline(started + Duration::from_millis(timeout_ms), End::Close);
+                        plan.end_at(started + millis(timeout_ms), End::Close);
                     }
                 }
                 ToxicKind::ResetPeer { timeout_ms } => {
-                    deadline(started + Duration::from_millis(timeout_ms), End::Reset(self.stream));
+                    plan.end_at(started + millis(timeout_ms), End::Reset(self.stream));
                 }
-                ToxicKind::Bandwidth { rate_kb: r } => rate_kb = Some(rate_kb.map_or(r, |current| current.min(r))),
+                ToxicKind::Bandwidth { rate_kb } => {
+                    plan.rate_kb = Some(plan.rate_kb.map_or(rate_kb, |slowest| slowest.min(rate_kb)));
+                }
             }
         }
-        plan.drop_data = drop_data;
-        plan.latency_ms = latency_ms;
-        plan.jitter_ms = jitter_ms;
-        plan.rate_kb = rate_kb;
         plan
     }
 }

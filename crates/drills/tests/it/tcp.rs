@@ -200,3 +200,24 @@ async fn an_unreachable_upstream_closes_the_client_and_is_counted() -> TestResul
     })
     .await
 }
+
+#[tokio::test]
+async fn absurd_durations_mean_forever() -> TestResult {
+    within(LIMIT, async {
+        let upstream = echo_server().await?;
+        let proxy = proxy_to(&upstream).await?;
+        proxy.add_toxic(Toxic::timeout(u64::MAX))?;
+        proxy.add_toxic(Toxic::reset_peer(u64::MAX))?;
+        proxy.add_toxic(Toxic::latency(u64::MAX, u64::MAX).on(Stream::Upstream))?;
+        let mut stream = connect(&proxy).await?;
+        stream.write_all(b"ping").await?;
+        let mut buf = [0; 4];
+        let silent = tokio::time::timeout(Duration::from_millis(300), stream.read(&mut buf)).await;
+        assert!(silent.is_err(), "expected silence, got {silent:?}");
+        proxy.remove_all_toxics();
+        let mut fresh = connect(&proxy).await?;
+        assert_eq!(echo(&mut fresh, b"pong").await?.0, b"pong");
+        Ok(())
+    })
+    .await
+}
