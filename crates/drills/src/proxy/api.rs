@@ -147,14 +147,19 @@ impl ControlApi {
         self.proxies.lock().await.get(name).cloned()
     }
 
-    /// Toxiproxy's reset: every proxy enabled, every toxic removed.
+    /// Toxiproxy's reset: every proxy enabled, every toxic removed. A proxy that
+    /// cannot listen again does not stop the others from being reset; the first such
+    /// error is returned.
     pub async fn reset(&self) -> Result<(), ApiError> {
         let proxies: Vec<Proxy> = self.proxies.lock().await.values().cloned().collect();
+        let mut first_error = None;
         for proxy in proxies {
             proxy.remove_all_toxics();
-            proxy.set_enabled(true).await?;
+            if let Err(error) = proxy.set_enabled(true).await {
+                first_error.get_or_insert(error);
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), |error| Err(error.into()))
     }
 
     /// Stops and forgets every proxy.
