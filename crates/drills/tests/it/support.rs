@@ -1,4 +1,4 @@
-//! Real upstreams for the proxy tests (a TCP echo server, an HTTP server) and helpers
+//! Real upstreams for the proxy tests (a TCP echo server, an HTTP server) and functions
 //! that keep every test bounded in time.
 
 use std::future::Future;
