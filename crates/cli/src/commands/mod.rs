@@ -36,6 +36,11 @@ pub enum Command {
         #[command(subcommand)]
         bench: holdfast_drills::bench::BenchCommand,
     },
+    /// Fault injection: the proxy drills put between Holdfast and its dependencies.
+    Drill {
+        #[command(subcommand)]
+        command: holdfast_drills::drill::DrillCommand,
+    },
     /// Lint PostgreSQL migrations for locks that would stall a live table (seed 000).
     LintMigrations(holdfast_guard::cli::LintMigrationsArgs),
     /// Check deploy configs against policies and a known-good baseline (seed 003).
@@ -80,6 +85,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Bench { bench } => {
             serve::init_logs_quiet();
             holdfast_drills::bench::run(bench).await
+        }
+        Command::Drill { command } => {
+            serve::init_logs_quiet();
+            holdfast_drills::drill::run(command, serve::shutdown_signal()).await
         }
         Command::Sandbox { service } => serve::sandbox(service).await,
         Command::Queue { command } => queue::run(cli.config, command).await,

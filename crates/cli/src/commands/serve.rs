@@ -83,7 +83,7 @@ pub async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<u
 }
 
 /// Completes on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
