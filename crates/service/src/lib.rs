@@ -3,6 +3,7 @@
 //! flags; tests start the real thing on `127.0.0.1:0`.
 
 pub mod config;
+pub mod deadline;
 pub mod http;
 pub mod pipeline;
 pub mod preflight;

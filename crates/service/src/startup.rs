@@ -7,10 +7,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use holdfast_resilience::Registry;
 use holdfast_sandbox::{
     PaymentsConfig as SandboxConfig, SandboxPayments, SandboxWarehouse, WarehouseConfig as WarehouseSandboxConfig,
 };
-use holdfast_resilience::Registry;
 use holdfast_store::{Scope, SharedStore, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};

@@ -60,7 +60,8 @@ pub async fn track(request: Request, next: Next) -> Response {
 }
 
 /// Refreshes the gauges that are read rather than counted, then renders.
-pub fn render(store: &SharedStore) -> String {
+pub fn render(store: &SharedStore, dependencies: &holdfast_resilience::Registry) -> String {
+    dependencies.export_gauges();
     for usage in store.pool_usage() {
         metrics::gauge!("holdfast_db_pool_connections_in_use", "pool" => usage.pool).set(f64::from(usage.in_use));
         metrics::gauge!("holdfast_db_pool_connections_max", "pool" => usage.pool).set(f64::from(usage.max));

@@ -60,6 +60,7 @@ pub async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<u
         .listen
         .map(|listen| vec![("server.listen".to_owned(), listen)])
         .unwrap_or_default();
+    let config_path = config.clone();
     let config = load(config, overrides)?;
     init_logs(&config);
     let role = match args.role {
@@ -69,6 +70,7 @@ pub async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<u
     };
     let address = config.listen_addr()?;
     let app = Application::build(config, role).await?;
+    reload_on_sighup(config_path.clone(), app.dependencies());
     let supplied = std::env::var("HOLDFAST_BOOTSTRAP_ADMIN_KEY")
         .ok()
         .filter(|k| !k.is_empty());
@@ -81,6 +83,38 @@ pub async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<u
     app.run(listener, shutdown_signal()).await?;
     Ok(0)
 }
+
+/// On SIGHUP, reads the configuration again (same file and environment) and
+/// applies the `[dependencies.*]` tables to the running breakers, keeping
+/// their state. A file that no longer parses changes nothing and says why.
+#[cfg(unix)]
+fn reload_on_sighup(config: Option<PathBuf>, dependencies: std::sync::Arc<holdfast_resilience::Registry>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; dependency settings reload only through the admin API");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let reloaded = load(config.clone(), Vec::new()).and_then(|fresh| {
+                let tables = fresh.dependencies.all().map(|(name, table)| (name, table.clone()));
+                dependencies
+                    .apply(tables)
+                    .map_err(|e| anyhow::anyhow!("config key `{}`: {}", e.key, e.reason))
+            });
+            match reloaded {
+                Ok(()) => tracing::info!("SIGHUP: dependency settings reloaded"),
+                Err(error) => tracing::error!(
+                    error = format!("{error:#}"),
+                    "SIGHUP: reload refused; settings unchanged"
+                ),
+            }
+        }
+    });
+}
+
+#[cfg(not(unix))]
+fn reload_on_sighup(_config: Option<PathBuf>, _dependencies: std::sync::Arc<holdfast_resilience::Registry>) {}
 
 /// Completes on SIGTERM or Ctrl-C.
 pub(crate) async fn shutdown_signal() {

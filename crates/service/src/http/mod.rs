@@ -3,6 +3,7 @@
 //! request ids, tracing, panic safety) and the OpenAPI document.
 
 pub mod auth;
+pub mod breakers;
 pub mod catalogue;
 pub mod customers;
 pub mod error;
@@ -59,6 +60,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(payments::router())
         .merge(ops::router())
         .merge(queues::router())
+        .merge(breakers::router())
         .merge(webhooks::router())
         .split_for_parts()
 }
@@ -77,7 +79,7 @@ pub fn router(state: AppState) -> Router {
         get(|State(state): State<AppState>| async move {
             (
                 [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                crate::telemetry::render(&state.store),
+                crate::telemetry::render(&state.store, &state.dependencies),
             )
         }),
     )
@@ -112,7 +114,8 @@ pub fn router(state: AppState) -> Router {
 /// instead of waiting on whatever is slow.
 async fn deadline(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let budget = Duration::from_millis(state.config.server.request_deadline_ms);
-    match tokio::time::timeout(budget, next.run(request)).await {
+    let until = tokio::time::Instant::now() + budget;
+    match crate::deadline::scope(until, tokio::time::timeout_at(until, next.run(request))).await {
         Ok(response) => response,
         Err(_) => ApiError::unavailable(
             "deadline_exceeded",

@@ -10,6 +10,7 @@ use holdfast_store::{NewOrder, Order, PaymentIntentRef, PlaceOrderError, StatusC
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
 use crate::providers::payments::{IntentRequest, ProviderError};
+use holdfast_resilience::{CallError, CallOptions};
 
 /// A checkout request after parsing at the boundary.
 #[derive(Debug, Clone)]
@@ -171,27 +172,52 @@ pub async fn create_payment_intent(state: &AppState, order: &Order) -> Result<Pa
         payment_method: order.payment_method.clone(),
         idempotency_key: format!("{}:intent", order.id),
     };
-    match state.payments.create_intent(&request).await {
+    let policy = state
+        .dependencies
+        .breaker_for("payments")
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no policy for the payments dependency")))?;
+    // Idempotent: the intent's key is derived from the order id.
+    let options = CallOptions::idempotent().with_deadline(crate::deadline::request_deadline());
+    match policy.call(options, || state.payments.create_intent(&request)).await {
         Ok(intent) => Ok(PaymentIntentRef {
             intent_id: intent.id,
             client_secret: intent.client_secret,
         }),
-        Err(ProviderError::Unavailable(reason)) => {
-            crate::telemetry::dependency_error("payments", "unavailable");
-            let mut error = ApiError::unavailable(
-                "dependency_unavailable",
-                "the payment provider is not answering; retry later",
-                2,
-            );
-            error.cause = Some(anyhow::anyhow!("payments: {reason}"));
-            Err(error)
-        }
-        Err(ProviderError::Rejected { code, message }) => Err(ApiError::new(
+        Err(CallError::Failed(ProviderError::Rejected { code, message })) => Err(ApiError::new(
             axum::http::StatusCode::BAD_GATEWAY,
             "payment_provider_error",
             format!("the payment provider refused the intent: {code}: {message}"),
         )),
+        Err(unavailable) => Err(payments_unavailable(unavailable)),
     }
+}
+
+/// 503 with `Retry-After`: the provider failed, is refusing calls (breaker
+/// open), is at its concurrency limit, or ran out of the request's time.
+fn payments_unavailable(error: CallError<ProviderError>) -> ApiError {
+    let kind = error.reason();
+    crate::telemetry::dependency_error("payments", if kind == "failed" { "unavailable" } else { kind });
+    let (code, detail, retry_after_s) = match &error {
+        CallError::BulkheadFull => ("overloaded", "too many payment calls in flight; retry shortly", 1),
+        CallError::BreakerOpen { retry_after } => (
+            "dependency_unavailable",
+            "the payment provider is failing; checkout is paused for it",
+            retry_after.as_secs().max(1),
+        ),
+        CallError::DeadlineExceeded => (
+            "dependency_unavailable",
+            "the payment provider did not answer within the request's deadline",
+            1,
+        ),
+        CallError::Failed(_) => (
+            "dependency_unavailable",
+            "the payment provider is not answering; retry later",
+            2,
+        ),
+    };
+    let mut api_error = ApiError::unavailable(code, detail, retry_after_s);
+    api_error.cause = Some(anyhow::anyhow!("payments: {error}: {:?}", error.reason()));
+    api_error
 }
 
 /// A checkout that cannot get its intent gives its stock back at once

@@ -19,6 +19,18 @@ pub struct Published {
     pub duplicate: bool,
 }
 
+/// A publish that did not get its ack. Always worth another try: the event
+/// id makes a repeat harmless.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct PublishError(anyhow::Error);
+
+impl holdfast_resilience::Classify for PublishError {
+    fn is_transient(&self) -> bool {
+        true
+    }
+}
+
 pub struct EventPublisher {
     jetstream: jetstream::Context,
     config: EventsConfig,
@@ -51,10 +63,12 @@ impl EventPublisher {
     }
 
     /// Publishes `event` and waits for JetStream's ack, within the deadline.
-    pub async fn publish(&self, event: &OutboxEvent) -> anyhow::Result<Published> {
+    pub async fn publish(&self, event: &OutboxEvent) -> Result<Published, PublishError> {
         tokio::time::timeout(self.deadline, self.publish_unbounded(event))
             .await
-            .map_err(|_| anyhow::anyhow!("no ack from JetStream within {} ms", self.deadline.as_millis()))?
+            .map_err(|_| anyhow::anyhow!("no ack from JetStream within {} ms", self.deadline.as_millis()))
+            .and_then(|published| published)
+            .map_err(PublishError)
     }
 
     async fn publish_unbounded(&self, event: &OutboxEvent) -> anyhow::Result<Published> {

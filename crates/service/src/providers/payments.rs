@@ -45,6 +45,14 @@ pub enum ProviderError {
     Rejected { code: String, message: String },
 }
 
+impl holdfast_resilience::Classify for ProviderError {
+    /// Unavailability is worth a retry (the idempotency key makes it safe)
+    /// and counts against the provider; a refusal is the provider working.
+    fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
 /// Speaks `POST /v1/payment_intents` with form bodies, bearer auth and
 /// `Idempotency-Key`, like Stripe.
 pub struct StripeClient {

@@ -50,6 +50,12 @@ pub enum WarehouseError {
     Rejected { status: u16, body: String },
 }
 
+impl holdfast_resilience::Classify for WarehouseError {
+    fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
 pub struct HttpWarehouse {
     http: reqwest::Client,
     base_url: String,

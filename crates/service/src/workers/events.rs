@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use holdfast_resilience::CallOptions;
 use holdfast_store::ClaimedJob;
 
 use super::WorkerContext;
@@ -36,7 +37,13 @@ pub async fn handle(ctx: &WorkerContext, job: ClaimedJob) -> JobOutcome {
         }
         Err(error) => return retry(error.to_string()),
     };
-    match publisher.publish(&event).await {
+    let Some(policy) = ctx.dependencies.breaker_for("events") else {
+        return retry("no policy for the events dependency".into());
+    };
+    match policy
+        .call(CallOptions::idempotent(), || publisher.publish(&event))
+        .await
+    {
         Ok(Published { duplicate, sequence }) => {
             tracing::debug!(event_id, sequence, duplicate, "event published");
             let outcome = if duplicate { "duplicate" } else { "published" };
@@ -44,8 +51,8 @@ pub async fn handle(ctx: &WorkerContext, job: ClaimedJob) -> JobOutcome {
             JobOutcome::Done
         }
         Err(error) => {
-            crate::telemetry::dependency_error("events", "unavailable");
-            retry(format!("{error:#}"))
+            crate::telemetry::dependency_error("events", error.reason());
+            retry(format!("{:#}", anyhow::Error::new(error)))
         }
     }
 }

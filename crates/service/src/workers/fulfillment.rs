@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use holdfast_domain::{OrderId, OrderStatus};
+use holdfast_resilience::{CallError, CallOptions};
 use holdfast_store::{ClaimedJob, JobTemplate, NewJob, Order, StatusChange, StoreError};
 
 use super::WorkerContext;
@@ -58,16 +59,23 @@ pub async fn fulfill(ctx: &WorkerContext, order_id: &OrderId) -> anyhow::Result<
     }
     // The shipment first: while the warehouse cannot take it, the order
     // stays `paid` and the job retries.
-    let shipment = ctx
-        .warehouse
-        .create_shipment(&shipment_request(&order))
+    let policy = ctx
+        .dependencies
+        .breaker_for("warehouse")
+        .ok_or_else(|| anyhow::anyhow!("no policy for the warehouse dependency"))?;
+    let request = shipment_request(&order);
+    // Idempotent: the shipment's key is derived from the order id.
+    let shipment = policy
+        .call(CallOptions::idempotent(), || ctx.warehouse.create_shipment(&request))
         .await
-        .inspect_err(|error| {
-            let kind = match error {
-                WarehouseError::Unavailable(_) => "unavailable",
-                WarehouseError::Rejected { .. } => "rejected",
+        .map_err(|error| {
+            let kind = match &error {
+                CallError::Failed(WarehouseError::Rejected { .. }) => "rejected",
+                CallError::Failed(WarehouseError::Unavailable(_)) => "unavailable",
+                other => other.reason(),
             };
             crate::telemetry::dependency_error("warehouse", kind);
+            anyhow::Error::new(error)
         })?;
     if order.status == OrderStatus::Paid {
         let cause = format!("shipment {} created at the warehouse", shipment.id);

@@ -12,4 +12,5 @@ mod expiry;
 mod idempotency;
 mod ops;
 mod partners;
+mod resilience;
 mod webhooks;

@@ -1,0 +1,198 @@
+//! Never cascade (seed 000) at the payment provider: a failing provider gets
+//! bounded retries, then its breaker opens and checkout fails fast with
+//! `Retry-After`; it closes again once the provider recovers, with no second
+//! intent for a retried order. The bulkhead sheds at once instead of queueing,
+//! and thresholds change at runtime.
+
+use std::time::{Duration, Instant};
+
+use holdfast_resilience::BreakerConfig;
+use holdfast_sandbox::{PaymentsConfig, SandboxPayments};
+use serde_json::json;
+
+use crate::both_backends;
+use crate::helpers::{Answer, TestApp, order, spawn_app_with};
+
+/// A sandbox provider the test controls, on a loopback port.
+async fn provider() -> (SandboxPayments, String) {
+    let sandbox = SandboxPayments::new(PaymentsConfig::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(sandbox.clone().serve(listener, std::future::pending()));
+    (sandbox, url)
+}
+
+async fn breaker(app: &TestApp, name: &str) -> serde_json::Value {
+    let listed = app.admin.get("/api/v1/ops/breakers").await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    listed.body["data"]
+        .as_array()
+        .and_then(|all| all.iter().find(|b| b["name"] == name).cloned())
+        .unwrap_or_else(|| panic!("no breaker {name}: {}", listed.body))
+}
+
+fn retry_after(answer: &Answer) -> u64 {
+    answer
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no Retry-After on {}: {}", answer.status, answer.body))
+}
+
+both_backends!(
+    a_failing_provider_trips_the_breaker_and_recovery_closes_it,
+    |backend| async move {
+        let (sandbox, url) = provider().await;
+        let app = spawn_app_with(backend, |config| {
+            config.payments.url = url.clone();
+            let payments = &mut config.dependencies.payments;
+            payments.breaker = BreakerConfig {
+                failure_rate: 0.5,
+                window_s: 30,
+                min_calls: 4,
+                slow_call_ms: 5_000,
+                open_s: 1,
+                half_open_probes: 1,
+            };
+            payments.retry.base_ms = 1;
+            payments.retry.max_ms = 5;
+        })
+        .await;
+        app.create_product("OAR", 3_000, 100).await;
+        sandbox.set_failure_rate(1.0);
+
+        for n in 0..4 {
+            let answer = app
+                .shop
+                .checkout(&order(&[("OAR", 1)], "pm_card_visa"), &format!("oar-{n}"))
+                .await;
+            assert_eq!(answer.status, 503, "{}", answer.body);
+            assert_eq!(answer.body["code"], "dependency_unavailable", "{}", answer.body);
+            retry_after(&answer);
+        }
+        let calls = sandbox.stats().api_calls;
+        // Four calls, and retries within the budget: at most the floor of three
+        // per window, since 20% of four calls is less than one.
+        assert!((4..=7).contains(&calls), "{calls} provider calls for 4 checkouts");
+        assert_eq!(breaker(&app, "payments").await["state"], "open");
+
+        let started = Instant::now();
+        let refused = app
+            .shop
+            .checkout(&order(&[("OAR", 1)], "pm_card_visa"), "oar-open")
+            .await;
+        assert_eq!(refused.status, 503, "{}", refused.body);
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "an open breaker fails fast"
+        );
+        assert_eq!(
+            sandbox.stats().api_calls,
+            calls,
+            "an open breaker does not call the provider"
+        );
+        assert_eq!(
+            app.inventory("OAR").await,
+            (100, 0, 100),
+            "failed checkouts hold no stock"
+        );
+
+        sandbox.set_failure_rate(0.0);
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        // The same idempotency key as a failed attempt: a 503 is not stored, so
+        // this retry goes through, and the provider makes one intent for it.
+        let placed = app.shop.checkout(&order(&[("OAR", 1)], "pm_card_visa"), "oar-0").await;
+        assert_eq!(placed.status, 201, "{}", placed.body);
+        assert_eq!(breaker(&app, "payments").await["state"], "closed");
+        let again = app.shop.checkout(&order(&[("OAR", 1)], "pm_card_visa"), "oar-0").await;
+        assert_eq!(again.body["order_id"], placed.body["order_id"], "replayed");
+        assert_eq!(sandbox.stats().intents_created, 1, "no double intent");
+        app.stop().await;
+    }
+);
+
+both_backends!(a_full_bulkhead_sheds_at_once, |backend| async move {
+    let (sandbox, url) = provider().await;
+    let app = spawn_app_with(backend, |config| {
+        config.payments.url = url.clone();
+        config.dependencies.payments.max_concurrency = 1;
+    })
+    .await;
+    app.create_product("SAIL", 9_000, 10).await;
+    sandbox.set_latency(Duration::from_millis(800));
+    let first = {
+        let shop = app.shop.clone();
+        tokio::spawn(async move { shop.checkout(&order(&[("SAIL", 1)], "pm_card_visa"), "sail-1").await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let shed = app
+        .shop
+        .checkout(&order(&[("SAIL", 1)], "pm_card_visa"), "sail-2")
+        .await;
+    assert_eq!(shed.status, 503, "{}", shed.body);
+    assert_eq!(shed.body["code"], "overloaded", "{}", shed.body);
+    assert!(retry_after(&shed) >= 1);
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "shed at once, not after waiting for the slow call"
+    );
+    assert_eq!(first.await.expect("first").status, 201);
+    assert_eq!(breaker(&app, "payments").await["rejected_bulkhead"], 1);
+    app.stop().await;
+});
+
+both_backends!(thresholds_change_at_runtime, |backend| async move {
+    let app = spawn_app_with(backend, |_| {}).await;
+    let before = breaker(&app, "warehouse").await;
+    let mut table = before["config"].clone();
+    table["breaker"]["min_calls"] = json!(77);
+    table["max_concurrency"] = json!(5);
+    let changed = app
+        .admin
+        .send(
+            app.admin
+                .request(reqwest::Method::PUT, "/api/v1/ops/breakers/warehouse")
+                .json(&table),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.body);
+    let after = breaker(&app, "warehouse").await;
+    assert_eq!(after["config"]["breaker"]["min_calls"], 77);
+    assert_eq!(after["config"]["max_concurrency"], 5);
+    assert_eq!(after["state"], before["state"]);
+
+    table["breaker"]["failure_rate"] = json!(2.0);
+    let invalid = app
+        .admin
+        .send(
+            app.admin
+                .request(reqwest::Method::PUT, "/api/v1/ops/breakers/warehouse")
+                .json(&table),
+        )
+        .await;
+    assert_eq!(invalid.status, 422, "{}", invalid.body);
+    assert_eq!(
+        breaker(&app, "warehouse").await["config"]["breaker"]["failure_rate"],
+        before["config"]["breaker"]["failure_rate"]
+    );
+    let unknown = app
+        .admin
+        .send(
+            app.admin
+                .request(reqwest::Method::PUT, "/api/v1/ops/breakers/teleporter")
+                .json(&table),
+        )
+        .await;
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+    let forbidden = app.shop.get("/api/v1/ops/breakers").await;
+    assert_eq!(forbidden.status, 403);
+    let metrics = app.shop.anonymous().get("/metrics").await;
+    let text = metrics.body.as_str().unwrap_or_default();
+    assert!(
+        text.contains("holdfast_breaker_state"),
+        "the breaker gauge the alert rule reads"
+    );
+    app.stop().await;
+});
