@@ -267,6 +267,26 @@ impl JobQueue for PgStore {
         Ok(deleted.rows_affected() == 1)
     }
 
+    async fn complete_batch(&self, jobs: &[(JobId, LeaseToken)]) -> Result<u64> {
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        // The pairs travel as two parallel arrays: one statement and one
+        // round trip whatever the batch size. A pair listed twice still
+        // removes its job once, and counts once.
+        let (ids, tokens): (Vec<&str>, Vec<&str>) =
+            jobs.iter().map(|(id, lease)| (id.as_str(), lease.as_str())).unzip();
+        let deleted = sqlx::query(
+            "DELETE FROM jobs WHERE state = 'in_flight' \
+               AND (id, lease_token) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+        )
+        .bind(ids)
+        .bind(tokens)
+        .execute(&self.worker)
+        .await?;
+        Ok(deleted.rows_affected())
+    }
+
     async fn fail(&self, job: &JobId, lease: &LeaseToken, error: &str, retry_at: DateTime<Utc>) -> Result<FailOutcome> {
         // A dead job keeps its lease end as `visible_at`: roughly when it died.
         let row: Option<(String, DateTime<Utc>)> = sqlx::query_as(
