@@ -3,6 +3,9 @@
 
 mod checkout;
 mod hot_sku;
+mod queue;
+
+pub use queue::{QueueArgs, QueueRun, measure as measure_queue};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,12 +22,15 @@ pub enum BenchCommand {
     Checkout(checkout::CheckoutArgs),
     /// 32 buyers of one SKU with limited stock, against the single-row FOR UPDATE ceiling.
     HotSku(hot_sku::HotSkuArgs),
+    /// Durable no-op jobs/s through the PostgreSQL job queue, beside BullMQ on Redis at equal concurrency.
+    Queue(queue::QueueArgs),
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<u8> {
     match command {
         BenchCommand::Checkout(args) => checkout::run(args).await,
         BenchCommand::HotSku(args) => hot_sku::run(args).await,
+        BenchCommand::Queue(args) => queue::run(args).await,
     }
 }
 

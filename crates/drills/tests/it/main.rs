@@ -1,8 +1,11 @@
-//! Integration tests of the fault-injecting proxy: a real echo server and a real HTTP
-//! server behind it on 127.0.0.1, real clients in front, and the faults observed as a
-//! client of the dependency would observe them.
+//! The drills' integration suite: the fault-injecting proxy with a real echo
+//! server and a real HTTP server behind it on 127.0.0.1 (faults observed as a
+//! client of the dependency would observe them), and benchmarks run at tiny
+//! scale against real services, checking what they verify rather than how
+//! fast they are.
 
 mod api;
 mod http;
+mod queue_bench;
 mod support;
 mod tcp;

@@ -33,6 +33,13 @@ macro_rules! job_columns {
 /// commits late with an older sequence number). So each candidate's group is
 /// also locked, with a non-blocking transaction-scoped advisory lock; a group
 /// another claimer holds is left for the next round.
+///
+/// The in-flight probe ends in `OFFSET 0`, here and in `LEASE`, so that it
+/// stays a per-candidate lookup in `jobs_in_flight_idx`. Without it the
+/// planner may turn it into an anti-join that scans every in-flight job once
+/// per candidate: it does so whenever the statistics were gathered while few
+/// jobs were in flight (as after a burst of enqueues), and then a claim of
+/// 100 jobs with 1,600 in flight took 20 ms instead of 1.
 const CANDIDATES: &str = "\
     WITH candidates AS MATERIALIZED ( \
       SELECT j.id, j.seq, j.group_key FROM jobs j \
@@ -40,7 +47,7 @@ const CANDIDATES: &str = "\
         AND NOT EXISTS (SELECT 1 FROM jobs o WHERE o.queue = j.queue AND o.group_key = j.group_key \
                         AND o.state <> 'dead' AND o.seq < j.seq) \
         AND NOT EXISTS (SELECT 1 FROM jobs f WHERE f.queue = j.queue AND f.group_key = j.group_key \
-                        AND f.state = 'in_flight' AND f.visible_at > $2) \
+                        AND f.state = 'in_flight' AND f.visible_at > $2 OFFSET 0) \
       ORDER BY j.seq \
       LIMIT $3 \
       FOR UPDATE OF j SKIP LOCKED) \
@@ -68,7 +75,7 @@ const LEASE: &str = concat!(
     "  AND NOT EXISTS (SELECT 1 FROM jobs o WHERE o.queue = j.queue AND o.group_key = j.group_key ",
     "                  AND o.state <> 'dead' AND o.seq < j.seq) ",
     "  AND NOT EXISTS (SELECT 1 FROM jobs f WHERE f.queue = j.queue AND f.group_key = j.group_key ",
-    "                  AND f.state = 'in_flight' AND f.visible_at > $2) ",
+    "                  AND f.state = 'in_flight' AND f.visible_at > $2 OFFSET 0) ",
     "RETURNING ",
     job_columns!()
 );
@@ -258,6 +265,26 @@ impl JobQueue for PgStore {
             .execute(&self.worker)
             .await?;
         Ok(deleted.rows_affected() == 1)
+    }
+
+    async fn complete_batch(&self, jobs: &[(JobId, LeaseToken)]) -> Result<u64> {
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        // The pairs travel as two parallel arrays: one statement and one
+        // round trip whatever the batch size. A pair listed twice still
+        // removes its job once, and counts once.
+        let (ids, tokens): (Vec<&str>, Vec<&str>) =
+            jobs.iter().map(|(id, lease)| (id.as_str(), lease.as_str())).unzip();
+        let deleted = sqlx::query(
+            "DELETE FROM jobs WHERE state = 'in_flight' \
+               AND (id, lease_token) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+        )
+        .bind(ids)
+        .bind(tokens)
+        .execute(&self.worker)
+        .await?;
+        Ok(deleted.rows_affected())
     }
 
     async fn fail(&self, job: &JobId, lease: &LeaseToken, error: &str, retry_at: DateTime<Utc>) -> Result<FailOutcome> {

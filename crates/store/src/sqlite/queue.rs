@@ -229,6 +229,27 @@ impl JobQueue for SqliteStore {
         Ok(deleted.rows_affected() == 1)
     }
 
+    async fn complete_batch(&self, jobs: &[(JobId, LeaseToken)]) -> Result<u64> {
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        // One write transaction, one statement per job: SQLite runs them in
+        // process from its statement cache, so the cost that matters is the
+        // single commit.
+        let mut tx = begin_write(&self.worker).await?;
+        let mut removed = 0;
+        for (job, lease) in jobs {
+            let deleted = sqlx::query("DELETE FROM jobs WHERE id = ?1 AND lease_token = ?2 AND state = 'in_flight'")
+                .bind(job.as_str())
+                .bind(lease.as_str())
+                .execute(&mut *tx)
+                .await?;
+            removed += deleted.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(removed)
+    }
+
     async fn fail(&self, job: &JobId, lease: &LeaseToken, error: &str, retry_at: DateTime<Utc>) -> Result<FailOutcome> {
         let mut tx = begin_write(&self.worker).await?;
         // A dead job keeps its lease end as `visible_at`: roughly when it died.

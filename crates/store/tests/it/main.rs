@@ -1,6 +1,7 @@
 //! The store's integration suite: the job queue and the outbox relay on
 //! SQLite and PostgreSQL.
 
+mod batches;
 mod helpers;
 mod lifecycle;
 mod outbox;
