@@ -303,16 +303,12 @@ impl Application {
         }
         for (queue, notify) in queues {
             let ctx = context.clone();
-            tasks.push(tokio::spawn(workers::run_loop(
-                queue,
-                poll,
-                Some(notify),
-                stop.clone(),
-                move || {
-                    let ctx = ctx.clone();
-                    async move { ctx.run_queue_once(queue, chrono::Utc::now()).await }
-                },
-            )));
+            let stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(error) = ctx.run_queue(queue, notify, stop).await {
+                    tracing::error!(worker = queue, error = format!("{error:#}"), "queue worker stopped");
+                }
+            }));
         }
         tasks
     }

@@ -59,18 +59,89 @@ where
         .claim_batch(&run.queue, &run.worker_id, run.batch, now)
         .await?;
     let count = claimed.len();
-    let finished = join_all(claimed.into_iter().map(|job| {
-        let work = handle(job.clone());
-        async move {
-            let outcome = with_heartbeat(store, &job, work).await;
-            settle(store, &job, outcome, now).await
-        }
-    }))
+    let outcomes = join_all(
+        claimed
+            .iter()
+            .map(|job| with_heartbeat(store, job, handle(job.clone()))),
+    )
     .await;
-    for result in finished {
-        result?;
+    // Finished jobs leave in one transaction; retries are scheduled one by one.
+    let mut done = Vec::new();
+    for (job, outcome) in claimed.into_iter().zip(outcomes) {
+        match outcome {
+            JobOutcome::Done => done.push(job),
+            JobOutcome::Retry { after, error } => schedule_retry(store, &job, after, &error, now).await?,
+        }
     }
+    complete_all(store, &done).await?;
     Ok(count)
+}
+
+/// Keeps up to `run.batch` jobs of the queue in hand until `shutdown`: each
+/// job runs in its own task and settles on its own, and a freed slot is
+/// filled by the next claim at once, so one slow job (a partner endpoint
+/// that hangs until its deadline) never holds back the jobs beside it. Idle,
+/// it waits `poll` or until `wake`; on shutdown it lets jobs in hand finish.
+pub async fn run_pool<F, Fut>(
+    store: SharedStore,
+    run: QueueRun,
+    poll: Duration,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    handle: F,
+) where
+    F: Fn(ClaimedJob) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = JobOutcome> + Send + 'static,
+{
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(run.batch.max(1) as usize));
+    while !*shutdown.borrow() {
+        let first = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot { Ok(slot) => slot, Err(_) => break },
+            _ = shutdown.changed() => break,
+        };
+        let mut free = vec![first];
+        while let Ok(slot) = slots.clone().try_acquire_owned() {
+            free.push(slot);
+        }
+        let limit = u32::try_from(free.len()).unwrap_or(u32::MAX);
+        let claimed = match store
+            .queue()
+            .claim_batch(&run.queue, &run.worker_id, limit, Utc::now())
+            .await
+        {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                tracing::warn!(queue = %run.queue, %error, "claim failed");
+                Vec::new()
+            }
+        };
+        if claimed.is_empty() {
+            drop(free);
+            tokio::select! {
+                _ = tokio::time::sleep(poll) => {}
+                _ = wake.notified() => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
+        for (job, slot) in claimed.into_iter().zip(free) {
+            let (store, handle) = (store.clone(), handle.clone());
+            tokio::spawn(async move {
+                let outcome = with_heartbeat(&store, &job, handle(job.clone())).await;
+                let settled = match outcome {
+                    JobOutcome::Done => complete_all(&store, std::slice::from_ref(&job)).await,
+                    JobOutcome::Retry { after, error } => schedule_retry(&store, &job, after, &error, Utc::now()).await,
+                };
+                if let Err(error) = settled {
+                    // The lease runs out and the job comes back: nothing is lost.
+                    tracing::warn!(job = %job.job.id, error = format!("{error:#}"), "could not settle a job");
+                }
+                drop(slot);
+            });
+        }
+    }
+    // Jobs in hand finish (or their leases run out if this takes too long).
+    let _ = tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(run.batch.max(1))).await;
 }
 
 /// Runs `work` while extending the job's lease every third of its
@@ -97,36 +168,47 @@ where
     }
 }
 
-async fn settle(store: &SharedStore, job: &ClaimedJob, outcome: JobOutcome, now: DateTime<Utc>) -> anyhow::Result<()> {
-    let queue = job.job.queue.clone();
-    match outcome {
-        JobOutcome::Done => {
-            if !store.queue().complete(&job.job.id, &job.lease_token).await? {
-                tracing::warn!(job = %job.job.id, "completed after its lease was lost");
-            }
-            metrics::counter!("holdfast_jobs_total", "queue" => queue, "outcome" => "done").increment(1);
-        }
-        JobOutcome::Retry { after, error } => {
-            // From when the handler finished, not from the claim: a slow
-            // attempt must not eat into the backoff of the next one.
-            let finished = now.max(Utc::now());
-            let retry_at = finished + chrono::TimeDelta::from_std(after).unwrap_or(chrono::TimeDelta::MAX);
-            let failed = store
-                .queue()
-                .fail(&job.job.id, &job.lease_token, &error, retry_at)
-                .await?;
-            let outcome = match failed {
-                FailOutcome::Retrying { .. } => "retry",
-                FailOutcome::DeadLettered => {
-                    tracing::error!(job = %job.job.id, queue = %queue, %error, "job dead-lettered");
-                    "dead_lettered"
-                }
-                FailOutcome::LeaseLost => "lease_lost",
-            };
-            tracing::debug!(job = %job.job.id, %error, ?after, "job will be retried");
-            metrics::counter!("holdfast_jobs_total", "queue" => queue, "outcome" => outcome).increment(1);
-        }
+async fn complete_all(store: &SharedStore, done: &[ClaimedJob]) -> anyhow::Result<()> {
+    let Some(first) = done.first() else {
+        return Ok(());
+    };
+    let leases: Vec<_> = done.iter().map(|j| (j.job.id.clone(), j.lease_token.clone())).collect();
+    let removed = store.queue().complete_batch(&leases).await?;
+    let lost = leases.len() as u64 - removed.min(leases.len() as u64);
+    if lost > 0 {
+        tracing::warn!(lost, queue = %first.job.queue, "jobs completed after their lease was lost");
     }
+    metrics::counter!("holdfast_jobs_total", "queue" => first.job.queue.clone(), "outcome" => "done")
+        .increment(removed);
+    Ok(())
+}
+
+async fn schedule_retry(
+    store: &SharedStore,
+    job: &ClaimedJob,
+    after: Duration,
+    error: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    // From when the handler finished, not from the claim: a slow attempt
+    // must not eat into the backoff of the next one.
+    let finished = now.max(Utc::now());
+    let retry_at = finished + chrono::TimeDelta::from_std(after).unwrap_or(chrono::TimeDelta::MAX);
+    let failed = store
+        .queue()
+        .fail(&job.job.id, &job.lease_token, error, retry_at)
+        .await?;
+    let queue = job.job.queue.clone();
+    let outcome = match failed {
+        FailOutcome::Retrying { .. } => "retry",
+        FailOutcome::DeadLettered => {
+            tracing::error!(job = %job.job.id, queue = %queue, %error, "job dead-lettered");
+            "dead_lettered"
+        }
+        FailOutcome::LeaseLost => "lease_lost",
+    };
+    tracing::debug!(job = %job.job.id, %error, ?after, "job will be retried");
+    metrics::counter!("holdfast_jobs_total", "queue" => queue, "outcome" => outcome).increment(1);
     Ok(())
 }
 

@@ -15,14 +15,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use holdfast_store::SharedStore;
+use holdfast_store::{ClaimedJob, SharedStore};
 use tokio::sync::{Notify, watch};
 
 use crate::config::Config;
 use crate::providers::events::EventPublisher;
 use crate::providers::warehouse::Warehouse;
 use crate::providers::webhooks::WebhookSender;
-use jobs::QueueRun;
+use jobs::{JobOutcome, QueueRun};
 
 /// Everything the background workers share.
 pub struct WorkerContext {
@@ -57,31 +57,61 @@ impl WorkerContext {
         format!("{host}-{}-{}", std::process::id(), &suffix[..8])
     }
 
-    /// One round of `queue`'s worker: claim a batch and handle it.
-    pub async fn run_queue_once(&self, queue: &str, now: DateTime<Utc>) -> anyhow::Result<usize> {
+    /// How `queue`'s worker claims: this process's id and the queue's concurrency.
+    fn queue_run(&self, queue: &str) -> anyhow::Result<QueueRun> {
         let settings = match queue {
             fulfillment::QUEUE => self.config.queues.fulfillment,
             webhooks::QUEUE => self.config.queues.webhooks,
             events::QUEUE => self.config.queues.events,
             other => anyhow::bail!("no worker handles queue {other:?}"),
         };
-        let run = QueueRun {
+        Ok(QueueRun {
             queue: queue.to_owned(),
             worker_id: self.worker_id.clone(),
             batch: settings.concurrency,
-        };
-        let done = jobs::run_once(&self.store, &run, now, |job| async move {
-            match job.job.queue.as_str() {
-                fulfillment::QUEUE => fulfillment::handle(self, job).await,
-                webhooks::QUEUE => webhooks::handle(self, job).await,
-                _ => events::handle(self, job).await,
-            }
         })
-        .await?;
-        if done > 0 && queue == fulfillment::QUEUE {
+    }
+
+    /// The handler of a job, by its queue.
+    async fn handle(&self, job: ClaimedJob) -> JobOutcome {
+        let queue = job.job.queue.clone();
+        let outcome = match queue.as_str() {
+            fulfillment::QUEUE => fulfillment::handle(self, job).await,
+            webhooks::QUEUE => webhooks::handle(self, job).await,
+            _ => events::handle(self, job).await,
+        };
+        if queue == fulfillment::QUEUE {
+            // Shipping wrote outbox events: relay them now.
             self.wake.relay.notify_one();
         }
-        Ok(done)
+        outcome
+    }
+
+    /// One round of `queue`'s worker: claim a batch, handle it, settle it.
+    /// What tests call to drive a queue step by step.
+    pub async fn run_queue_once(&self, queue: &str, now: DateTime<Utc>) -> anyhow::Result<usize> {
+        let run = self.queue_run(queue)?;
+        jobs::run_once(&self.store, &run, now, |job| self.handle(job)).await
+    }
+
+    /// `queue`'s worker inside `holdfast serve`, until `shutdown`.
+    pub async fn run_queue(
+        self: Arc<Self>,
+        queue: &'static str,
+        wake: Arc<Notify>,
+        shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let run = self.queue_run(queue)?;
+        let poll = Duration::from_millis(self.config.workers.poll_interval_ms);
+        let store = self.store.clone();
+        tracing::debug!(worker = queue, "started");
+        jobs::run_pool(store, run, poll, wake, shutdown, move |job| {
+            let ctx = self.clone();
+            async move { ctx.handle(job).await }
+        })
+        .await;
+        tracing::debug!(worker = queue, "stopped");
+        Ok(())
     }
 }
 

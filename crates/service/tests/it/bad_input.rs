@@ -128,9 +128,12 @@ both_backends!(malformed_oversized_and_unauthorised_requests, |backend| async mo
         (malformed.status, malformed.body["code"].clone()),
         (400, json!("malformed_json"))
     );
+    // Just over the 64 KiB limit: the server answers 413 without reading the
+    // body and closes, so a much larger body could still be in the client's
+    // write when the connection goes (a broken pipe instead of the answer).
     let oversized = app
         .shop
-        .send(raw(format!("{{\"pad\": \"{}\"}}", "x".repeat(200_000)), "m2"))
+        .send(raw(format!("{{\"pad\": \"{}\"}}", "x".repeat(70_000)), "m2"))
         .await;
     assert_eq!(
         (oversized.status, oversized.body["code"].clone()),

@@ -333,6 +333,38 @@ both_backends!(
     }
 );
 
+both_backends!(
+    a_slow_partner_holds_back_only_its_own_deliveries,
+    |backend| async move {
+        let app = spawn_app_with(backend, |config| config.workers.poll_interval_ms = 50).await;
+        let (receiver, base) = spawn_receiver().await;
+        receiver.set_default("slow", Respond::ok().latency(Duration::from_secs(3)));
+        listen(&app, &receiver, &base, "slow", json!(["*"])).await;
+        listen(&app, &receiver, &base, "fast", json!(["*"])).await;
+        app.create_product("ROPE", 1_200, 2).await;
+        let order_id = buy(&app, "ROPE", "slow-1").await;
+        app.wait_for_status(&order_id, "shipped").await;
+
+        let fast = accepted(&receiver, "fast", 4).await;
+        assert_eq!(kinds(&fast), TIMELINE);
+        // The slow endpoint takes 3 s per delivery, one at a time: it cannot
+        // have finished while the fast one got everything.
+        assert!(
+            receiver.accepted("slow").len() < 4,
+            "the fast endpoint waited for the slow one"
+        );
+        let slow = receiver
+            .wait_for_accepted("slow", 4, Duration::from_secs(60))
+            .await
+            .expect("the slow endpoint gets everything too");
+        assert_eq!(
+            kinds(&slow.into_iter().filter(|d| d.is_accepted()).collect::<Vec<_>>()),
+            TIMELINE
+        );
+        app.stop().await;
+    }
+);
+
 both_backends!(endpoint_input_is_checked, |backend| async move {
     let app = spawn_app(backend).await;
     let cases = [
