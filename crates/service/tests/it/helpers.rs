@@ -165,6 +165,12 @@ pub async fn spawn_app_as(backend: Backend, role: Role, tweak: impl FnOnce(&mut 
 }
 
 impl TestApp {
+    /// The database this app runs on (a scratch PostgreSQL database or a
+    /// SQLite file), for tests that lock it from outside.
+    pub fn database_url(&self) -> &str {
+        &self.database_url
+    }
+
     pub async fn create_product(&self, sku: &str, price: i64, on_hand: i64) {
         let body = json!({"sku": sku, "name": format!("Product {sku}"), "price": {"amount": price, "currency": "USD"}, "on_hand": on_hand});
         let answer = self.admin.post("/api/v1/products", &body).await;
