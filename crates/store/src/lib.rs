@@ -12,6 +12,7 @@ mod outbox;
 #[macro_use]
 mod webhooks;
 mod connect;
+pub mod deadline;
 mod error;
 pub mod model;
 mod postgres;

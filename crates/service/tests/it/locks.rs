@@ -11,7 +11,9 @@ use sqlx::Connection;
 use crate::both_backends;
 use crate::helpers::{Backend, TestApp, order, spawn_app_with};
 
-/// A connection holding the lock until it is dropped (which rolls back).
+/// A connection holding the lock; dropping it closes the connection, which
+/// rolls the transaction back and releases the lock.
+#[allow(dead_code)]
 enum Lock {
     Postgres(sqlx::PgConnection),
     Sqlite(sqlx::SqliteConnection),

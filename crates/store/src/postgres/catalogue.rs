@@ -13,7 +13,7 @@ use crate::rows::{ProductRow, replayed, spread};
 pub(crate) const BUCKETS: i64 = 16;
 
 pub(super) async fn create_product(pool: &PgPool, product: &NewProduct) -> Result<Product> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let row: ProductRow = sqlx::query_as(
         "INSERT INTO products (sku, name, price_amount, currency, created_at) VALUES ($1, $2, $3, $4, $5) \
          RETURNING sku, name, price_amount, currency, created_at",
@@ -74,7 +74,7 @@ pub(super) async fn get_inventory(pool: &PgPool, sku: &Sku) -> Result<Option<Inv
 /// order checkout uses), the units held by reservations are subtracted, and
 /// the rest is spread evenly again.
 pub(super) async fn sync_inventory(pool: &PgPool, batch: &InventoryBatch) -> Result<SyncOutcome> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let claimed = sqlx::query(
         "INSERT INTO inventory_sync_batches (batch_id, outcome, created_at) VALUES ($1, '', $2) ON CONFLICT DO NOTHING",
     )

@@ -74,6 +74,24 @@ impl PgStore {
     }
 }
 
+/// A transaction for a request: the connection is waited for no longer
+/// than the request's deadline, and every statement in it is cancelled by
+/// PostgreSQL once the deadline passes (`statement_timeout` bounds lock waits
+/// too), so a locked table costs at most what the request had left.
+pub(crate) async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    let mut tx = crate::deadline::within(pool.begin()).await?;
+    if let Some(left) = crate::deadline::remaining() {
+        if left.is_zero() {
+            return Err(StoreError::Timeout("the request's deadline passed".into()));
+        }
+        sqlx::query("SELECT set_config('statement_timeout', $1, true)")
+            .bind(format!("{}ms", left.as_millis().max(1)))
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(tx)
+}
+
 fn usage(name: &'static str, pool: &PgPool, max: u32) -> PoolUsage {
     let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
     PoolUsage {

@@ -19,7 +19,7 @@ struct Taken {
 }
 
 pub(super) async fn place_order(pool: &PgPool, order: &NewOrder) -> Result<Order, PlaceOrderError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let mut taken = Vec::with_capacity(order.lines.len());
     // Lines arrive sorted by SKU (the cart sorts them), so every checkout
     // locks stock rows in the same order and two never deadlock.
@@ -178,7 +178,7 @@ pub(crate) fn take_from(buckets: &[(i16, i32)], wanted: i32) -> Vec<(i16, i32)> 
 }
 
 pub(super) async fn transition_order(pool: &PgPool, change: &StatusChange) -> Result<TransitionOutcome> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let row: Option<OrderRow> = sqlx::query_as(concat!(
         "SELECT ",
         order_columns!(),

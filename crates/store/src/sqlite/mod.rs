@@ -96,7 +96,8 @@ fn usage(name: &'static str, pool: &SqlitePool) -> PoolUsage {
 
 /// A write transaction that holds SQLite's write lock from its first statement.
 pub(crate) async fn begin_write(pool: &SqlitePool) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+    // Within a request, the wait for SQLite's one writer ends at its deadline.
+    crate::deadline::within(pool.begin_with("BEGIN IMMEDIATE")).await
 }
 
 #[async_trait]

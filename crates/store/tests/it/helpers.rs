@@ -71,7 +71,7 @@ fn skip_or_fail(why: &str) -> Option<String> {
 /// scratch PostgreSQL database dropped by [`TestStore::drop_database`].
 pub struct TestStore {
     pub store: SharedStore,
-    database_url: String,
+    pub database_url: String,
     admin_url: Option<String>,
     dir: Option<PathBuf>,
 }

@@ -2,6 +2,7 @@
 //! SQLite and PostgreSQL.
 
 mod batches;
+mod deadline;
 mod helpers;
 mod lifecycle;
 mod outbox;

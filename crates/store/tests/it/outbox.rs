@@ -14,7 +14,7 @@ use holdfast_store::{
 use crate::both_backends;
 use crate::helpers::open;
 
-fn new_order(sku: &str, qty: i64) -> NewOrder {
+pub fn new_order(sku: &str, qty: i64) -> NewOrder {
     let now = Utc::now();
     let price = Money::new(1_000, Currency::USD).expect("price");
     NewOrder {
