@@ -3,6 +3,7 @@
 //! killed with SIGKILL mid-job loses no work and repeats none.
 
 mod demo;
+mod drill;
 mod kill;
 mod preflight;
 mod queue;
