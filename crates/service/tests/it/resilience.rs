@@ -31,6 +31,13 @@ async fn breaker(app: &TestApp, name: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no breaker {name}: {}", listed.body))
 }
 
+async fn put_breaker(app: &TestApp, name: &str, table: &serde_json::Value) -> Answer {
+    let path = format!("/api/v1/ops/breakers/{name}");
+    app.admin
+        .send(app.admin.request(reqwest::Method::PUT, &path).json(table))
+        .await
+}
+
 fn retry_after(answer: &Answer) -> u64 {
     answer
         .headers
