@@ -156,14 +156,7 @@ both_backends!(thresholds_change_at_runtime, |backend| async move {
     let mut table = before["config"].clone();
     table["breaker"]["min_calls"] = json!(77);
     table["max_concurrency"] = json!(5);
-    let changed = app
-        .admin
-        .send(
-            app.admin
-                .request(reqwest::Method::PUT, "/api/v1/ops/breakers/warehouse")
-                .json(&table),
-        )
-        .await;
+    let changed = put_breaker(&app, "warehouse", &table).await;
     assert_eq!(changed.status, 200, "{}", changed.body);
     let after = breaker(&app, "warehouse").await;
     assert_eq!(after["config"]["breaker"]["min_calls"], 77);
@@ -171,27 +164,13 @@ both_backends!(thresholds_change_at_runtime, |backend| async move {
     assert_eq!(after["state"], before["state"]);
 
     table["breaker"]["failure_rate"] = json!(2.0);
-    let invalid = app
-        .admin
-        .send(
-            app.admin
-                .request(reqwest::Method::PUT, "/api/v1/ops/breakers/warehouse")
-                .json(&table),
-        )
-        .await;
+    let invalid = put_breaker(&app, "warehouse", &table).await;
     assert_eq!(invalid.status, 422, "{}", invalid.body);
     assert_eq!(
         breaker(&app, "warehouse").await["config"]["breaker"]["failure_rate"],
         before["config"]["breaker"]["failure_rate"]
     );
-    let unknown = app
-        .admin
-        .send(
-            app.admin
-                .request(reqwest::Method::PUT, "/api/v1/ops/breakers/teleporter")
-                .json(&table),
-        )
-        .await;
+    let unknown = put_breaker(&app, "teleporter", &table).await;
     assert_eq!(unknown.status, 404, "{}", unknown.body);
     let forbidden = app.shop.get("/api/v1/ops/breakers").await;
     assert_eq!(forbidden.status, 403);
