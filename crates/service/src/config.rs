@@ -128,6 +128,7 @@ pub struct WorkersConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueuesConfig {
+    pub checkout: QueueConfig,
     pub fulfillment: QueueConfig,
     pub webhooks: QueueConfig,
     pub events: QueueConfig,
@@ -155,6 +156,7 @@ impl QueueConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DependenciesConfig {
+    pub inventory: DependencyConfig,
     pub payments: DependencyConfig,
     pub warehouse: DependencyConfig,
     pub webhooks: DependencyConfig,
@@ -163,8 +165,9 @@ pub struct DependenciesConfig {
 
 impl DependenciesConfig {
     /// Every dependency by the name its breaker, metrics and config key use.
-    pub fn all(&self) -> [(&'static str, &DependencyConfig); 4] {
+    pub fn all(&self) -> [(&'static str, &DependencyConfig); 5] {
         [
+            ("inventory", &self.inventory),
             ("payments", &self.payments),
             ("warehouse", &self.warehouse),
             ("webhooks", &self.webhooks),
@@ -375,6 +378,7 @@ impl Config {
 
     fn validate_cold_path(&self) -> Result<(), ConfigError> {
         let queues = [
+            ("queues.checkout", self.queues.checkout),
             ("queues.fulfillment", self.queues.fulfillment),
             ("queues.webhooks", self.queues.webhooks),
             ("queues.events", self.queues.events),

@@ -148,12 +148,12 @@ impl Application {
         let state = AppState::new(
             self.config.clone(),
             self.store.clone(),
-            payments,
+            payments.clone(),
             self.dependencies.clone(),
             inbox_ready.clone(),
         );
         if self.role != Role::Api {
-            let context = Arc::new(self.worker_context(&stop_rx, &mut background).await?);
+            let context = Arc::new(self.worker_context(payments.clone(), &stop_rx, &mut background).await?);
             background.extend(self.spawn_workers(&context, &inbox_ready, &stop_rx));
         }
         tracing::info!(address = %local, backend = self.store.backend().as_str(), role = ?self.role, "serving");
@@ -207,6 +207,7 @@ impl Application {
 
     async fn worker_context(
         &self,
+        payments: Arc<dyn PaymentProvider>,
         stop: &watch::Receiver<bool>,
         background: &mut Vec<JoinHandle<()>>,
     ) -> anyhow::Result<WorkerContext> {
@@ -234,6 +235,7 @@ impl Application {
             store: self.store.clone(),
             config: Arc::new(config.clone()),
             warehouse: Arc::new(warehouse),
+            payments,
             events,
             webhook_sender: WebhookSender::new(deadline(config.dependencies.webhooks.deadline_ms))?,
             dependencies: self.dependencies.clone(),
@@ -295,6 +297,7 @@ impl Application {
             },
         )));
         let mut queues = vec![
+            (workers::checkout::QUEUE, context.wake.checkout.clone()),
             (workers::fulfillment::QUEUE, context.wake.fulfillment.clone()),
             (workers::webhooks::QUEUE, context.wake.webhooks.clone()),
         ];

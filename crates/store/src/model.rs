@@ -326,3 +326,20 @@ pub(crate) fn new_order_payload(order: &NewOrder, lines: &[OrderLine]) -> String
     })
     .to_string()
 }
+
+/// An order's lines as SKUs and quantities again, sorted by SKU (the order
+/// stock is locked in), for reserving an order taken before its stock.
+pub(crate) fn stored_lines(order: &Order) -> Result<Vec<(Sku, Quantity)>, crate::StoreError> {
+    let mut lines = order
+        .lines
+        .iter()
+        .map(|line| {
+            let sku = Sku::parse(&line.sku).map_err(|_| crate::error::corrupt("order line sku", &line.sku))?;
+            let qty = Quantity::parse(i64::from(line.qty))
+                .map_err(|_| crate::error::corrupt("order line qty", &line.qty.to_string()))?;
+            Ok((sku, qty))
+        })
+        .collect::<Result<Vec<_>, crate::StoreError>>()?;
+    lines.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(lines)
+}

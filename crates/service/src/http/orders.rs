@@ -148,6 +148,7 @@ fn stored(status: StatusCode, body: String, replayed: bool) -> Response {
     params(("Idempotency-Key" = String, Header, description = "Required; same key and body replay the first response")),
     responses(
         (status = 201, body = OrderCreated, description = "Stock reserved, awaiting payment"),
+        (status = 202, body = OrderCreated, description = "Inventory unavailable: accepted, completed asynchronously"),
         (status = 409, body = Problem, description = "out_of_stock, idempotency_conflict or idempotency_in_progress"),
         (status = 422, body = Problem, description = "invalid_cart, unknown_sku, invalid_request"),
         (status = 503, body = Problem, description = "dependency_unavailable; see Retry-After"),
@@ -195,7 +196,7 @@ pub async fn create_order(
     };
     let outcome = checkout::checkout(&state, order_id, &request, priced, now).await;
     let (status, body) = match outcome {
-        Ok(placed) => {
+        Ok(checkout::Checkout::Placed(placed)) => {
             let created = OrderCreated {
                 order_id: placed.order.id.to_string(),
                 status: placed.order.status.to_string(),
@@ -205,6 +206,19 @@ pub async fn create_order(
             (
                 StatusCode::CREATED,
                 serde_json::to_string(&created).map_err(ApiError::internal)?,
+            )
+        }
+        // Taken for later: the client polls the order for its intent.
+        Ok(checkout::Checkout::Accepted(order)) => {
+            let accepted = OrderCreated {
+                order_id: order.id.to_string(),
+                status: order.status.to_string(),
+                client_secret: None,
+                expires_at: None,
+            };
+            (
+                StatusCode::ACCEPTED,
+                serde_json::to_string(&accepted).map_err(ApiError::internal)?,
             )
         }
         // Retryable failures are not stored, so the client's retry with the

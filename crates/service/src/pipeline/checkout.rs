@@ -9,8 +9,8 @@ use holdfast_store::{NewOrder, Order, PaymentIntentRef, PlaceOrderError, StatusC
 
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
-use crate::providers::payments::{IntentRequest, ProviderError};
-use holdfast_resilience::{CallError, CallOptions};
+use crate::providers::payments::{IntentRequest, PaymentProvider, ProviderError};
+use holdfast_resilience::{CallError, CallOptions, OnUnavailable, Policy, Registry};
 
 /// A checkout request after parsing at the boundary.
 #[derive(Debug, Clone)]
@@ -99,6 +99,15 @@ pub async fn price_cart(state: &AppState, cart: &Cart) -> Result<PricedCart, Api
     Ok(PricedCart { lines, total })
 }
 
+/// What checkout did with an order.
+pub enum Checkout {
+    /// Stock reserved and the payment intent created: `201`.
+    Placed(Placed),
+    /// Inventory was unavailable: the order is `accepted` and a worker
+    /// completes it later (`202`).
+    Accepted(Order),
+}
+
 /// Runs the transactional part and the provider call. `order_id` comes from
 /// the idempotency record, so a retry after a crash resumes the same order.
 pub async fn checkout(
@@ -107,8 +116,11 @@ pub async fn checkout(
     request: &CheckoutRequest,
     priced: PricedCart,
     now: DateTime<Utc>,
-) -> Result<Placed, ApiError> {
+) -> Result<Checkout, ApiError> {
     let order = reserve_and_record(state, order_id, request, priced, now).await?;
+    if order.status == OrderStatus::Accepted {
+        return Ok(Checkout::Accepted(order));
+    }
     let intent = match create_payment_intent(state, &order).await {
         Ok(intent) => intent,
         Err(error) => {
@@ -117,14 +129,30 @@ pub async fn checkout(
         }
     };
     state.store.attach_payment_intent(&order.id, &intent).await?;
-    Ok(Placed {
+    Ok(Checkout::Placed(Placed {
         order,
         client_secret: intent.client_secret,
-    })
+    }))
+}
+
+/// A reservation's failure as the inventory policy sees it: the database
+/// timing out or unreachable is the dependency being unavailable; out of
+/// stock is inventory answering.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+struct Reservation(PlaceOrderError);
+
+impl holdfast_resilience::Classify for Reservation {
+    fn is_transient(&self) -> bool {
+        matches!(&self.0, PlaceOrderError::Store(error) if error.is_retryable())
+    }
 }
 
 /// Step 1: reserve every line, all or nothing, and write the order with its
-/// timeline and outbox rows, in one transaction.
+/// timeline and outbox rows, in one transaction — under the inventory
+/// policy, so a locked stock table costs at most its deadline. When
+/// inventory is unavailable the order is taken as `accepted` instead
+/// (`on_unavailable = "queue"`), or refused with 503.
 #[tracing::instrument(skip_all, fields(order_id = %order_id))]
 async fn reserve_and_record(
     state: &AppState,
@@ -133,7 +161,6 @@ async fn reserve_and_record(
     priced: PricedCart,
     now: DateTime<Utc>,
 ) -> Result<Order, ApiError> {
-    let ttl = chrono::Duration::seconds(i64::try_from(state.config.checkout.reservation_ttl_s).unwrap_or(900));
     let new_order = NewOrder {
         id: order_id.clone(),
         email: request.email.clone(),
@@ -143,46 +170,87 @@ async fn reserve_and_record(
         total: priced.total,
         payment_method: request.payment_method.as_str().to_owned(),
         status: OrderStatus::PendingPayment,
-        expires_at: now + ttl,
+        expires_at: now + reservation_ttl(&state.config),
         now,
         cause: "checkout: stock reserved".to_owned(),
     };
-    match state.store.place_order(&new_order).await {
+    let inventory = policy(&state.dependencies, "inventory").map_err(ApiError::internal)?;
+    let options = CallOptions::non_idempotent().with_deadline(crate::deadline::request_deadline());
+    let placed = inventory
+        .call(options, || async {
+            state.store.place_order(&new_order).await.map_err(Reservation)
+        })
+        .await;
+    match placed {
         Ok(order) => Ok(order),
-        // The id exists: an earlier attempt with this idempotency key placed
-        // the order and then died. Resume it.
-        Err(PlaceOrderError::Store(StoreError::Conflict(_))) => state
-            .store
-            .get_order(&order_id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("order")),
+        Err(CallError::Failed(Reservation(PlaceOrderError::Store(StoreError::Conflict(_))))) => {
+            resume(state, &order_id).await
+        }
+        Err(CallError::Failed(Reservation(error))) if !matches!(&error, PlaceOrderError::Store(e) if e.is_retryable()) => {
+            Err(error.into())
+        }
+        Err(unavailable) => take_for_later(state, &inventory, new_order, unavailable).await,
+    }
+}
+
+/// The id exists: an earlier attempt with this idempotency key placed (or
+/// accepted) the order and then died. Resume it.
+async fn resume(state: &AppState, order_id: &OrderId) -> Result<Order, ApiError> {
+    state
+        .store
+        .get_order(order_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("order"))
+}
+
+/// Inventory is unavailable: take the order as `accepted`, with the job
+/// that completes it, in a transaction that touches no stock table.
+async fn take_for_later(
+    state: &AppState,
+    inventory: &Policy,
+    mut order: NewOrder,
+    why: CallError<Reservation>,
+) -> Result<Order, ApiError> {
+    crate::telemetry::dependency_error("inventory", why.reason());
+    if inventory.config().on_unavailable == OnUnavailable::Reject {
+        let retry_after_s = why.retry_after().map_or(1, |after| after.as_secs().max(1));
+        let mut error = ApiError::unavailable(
+            "dependency_unavailable",
+            "stock cannot be reserved right now; retry later",
+            retry_after_s,
+        );
+        error.cause = Some(anyhow::Error::new(why));
+        return Err(error);
+    }
+    tracing::warn!(order_id = %order.id, reason = why.reason(), "inventory unavailable: order accepted for later");
+    order.status = OrderStatus::Accepted;
+    order.cause = format!("accepted while inventory was unavailable ({})", why.reason());
+    let template = state.config.queues.checkout.template(crate::workers::checkout::QUEUE);
+    let job = crate::workers::checkout::job(&template, &order.id, order.now);
+    match state.store.accept_order(&order, &job).await {
+        Ok(accepted) => Ok(accepted),
+        Err(PlaceOrderError::Store(StoreError::Conflict(_))) => resume(state, &order.id).await,
         Err(error) => Err(error.into()),
     }
+}
+
+pub fn reservation_ttl(config: &crate::config::Config) -> chrono::Duration {
+    chrono::Duration::seconds(i64::try_from(config.checkout.reservation_ttl_s).unwrap_or(900))
+}
+
+/// A dependency's policy; every configured dependency has one.
+pub fn policy(dependencies: &Registry, name: &str) -> anyhow::Result<Policy> {
+    dependencies
+        .breaker_for(name)
+        .ok_or_else(|| anyhow::anyhow!("no policy for the {name} dependency"))
 }
 
 /// Step 2: the payment intent, keyed by the order id so retries never
 /// create a second one.
 #[tracing::instrument(skip_all, fields(order_id = %order.id))]
 pub async fn create_payment_intent(state: &AppState, order: &Order) -> Result<PaymentIntentRef, ApiError> {
-    let amount =
-        Money::new(order.total_amount, order.currency()).map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?;
-    let request = IntentRequest {
-        order_id: order.id.clone(),
-        amount,
-        payment_method: order.payment_method.clone(),
-        idempotency_key: format!("{}:intent", order.id),
-    };
-    let policy = state
-        .dependencies
-        .breaker_for("payments")
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no policy for the payments dependency")))?;
-    // Idempotent: the intent's key is derived from the order id.
-    let options = CallOptions::idempotent().with_deadline(crate::deadline::request_deadline());
-    match policy.call(options, || state.payments.create_intent(&request)).await {
-        Ok(intent) => Ok(PaymentIntentRef {
-            intent_id: intent.id,
-            client_secret: intent.client_secret,
-        }),
+    match request_intent(&state.dependencies, state.payments.as_ref(), order).await {
+        Ok(intent) => Ok(intent),
         Err(CallError::Failed(ProviderError::Rejected { code, message })) => Err(ApiError::new(
             axum::http::StatusCode::BAD_GATEWAY,
             "payment_provider_error",
@@ -190,6 +258,36 @@ pub async fn create_payment_intent(state: &AppState, order: &Order) -> Result<Pa
         )),
         Err(unavailable) => Err(payments_unavailable(unavailable)),
     }
+}
+
+/// Creates (or gets again) the order's intent under the payments policy,
+/// within what is left of the request's deadline, if any.
+pub async fn request_intent(
+    dependencies: &Registry,
+    payments: &dyn PaymentProvider,
+    order: &Order,
+) -> Result<PaymentIntentRef, CallError<ProviderError>> {
+    let amount = Money::new(order.total_amount, order.currency()).map_err(|e| {
+        CallError::Failed(ProviderError::Rejected {
+            code: "invalid_amount".into(),
+            message: e.to_string(),
+        })
+    })?;
+    let request = IntentRequest {
+        order_id: order.id.clone(),
+        amount,
+        payment_method: order.payment_method.clone(),
+        idempotency_key: format!("{}:intent", order.id),
+    };
+    let policy =
+        policy(dependencies, "payments").map_err(|e| CallError::Failed(ProviderError::Unavailable(e.to_string())))?;
+    // Idempotent: the intent's key is derived from the order id.
+    let options = CallOptions::idempotent().with_deadline(crate::deadline::request_deadline());
+    let intent = policy.call(options, || payments.create_intent(&request)).await?;
+    Ok(PaymentIntentRef {
+        intent_id: intent.id,
+        client_secret: intent.client_secret,
+    })
 }
 
 /// 503 with `Retry-After`: the provider failed, is refusing calls (breaker

@@ -2,6 +2,7 @@
 //! `workers`). Each worker is a loop around a "run once" function that the
 //! tests call directly to drive it deterministically.
 
+pub mod checkout;
 pub mod events;
 pub mod expiry;
 pub mod fulfillment;
@@ -29,6 +30,7 @@ pub struct WorkerContext {
     pub store: SharedStore,
     pub config: Arc<Config>,
     pub warehouse: Arc<dyn Warehouse>,
+    pub payments: Arc<dyn crate::providers::payments::PaymentProvider>,
     /// `None` when `events.nats_url` is empty.
     pub events: Option<Arc<EventPublisher>>,
     pub webhook_sender: WebhookSender,
@@ -44,6 +46,7 @@ pub struct WorkerContext {
 #[derive(Default)]
 pub struct Wakers {
     pub relay: Arc<Notify>,
+    pub checkout: Arc<Notify>,
     pub fulfillment: Arc<Notify>,
     pub webhooks: Arc<Notify>,
     pub events: Arc<Notify>,
@@ -60,6 +63,7 @@ impl WorkerContext {
     /// How `queue`'s worker claims: this process's id and the queue's concurrency.
     fn queue_run(&self, queue: &str) -> anyhow::Result<QueueRun> {
         let settings = match queue {
+            checkout::QUEUE => self.config.queues.checkout,
             fulfillment::QUEUE => self.config.queues.fulfillment,
             webhooks::QUEUE => self.config.queues.webhooks,
             events::QUEUE => self.config.queues.events,
@@ -76,12 +80,13 @@ impl WorkerContext {
     async fn handle(&self, job: ClaimedJob) -> JobOutcome {
         let queue = job.job.queue.clone();
         let outcome = match queue.as_str() {
+            checkout::QUEUE => checkout::handle(self, job).await,
             fulfillment::QUEUE => fulfillment::handle(self, job).await,
             webhooks::QUEUE => webhooks::handle(self, job).await,
             _ => events::handle(self, job).await,
         };
-        if queue == fulfillment::QUEUE {
-            // Shipping wrote outbox events: relay them now.
+        if queue == fulfillment::QUEUE || queue == checkout::QUEUE {
+            // The job wrote outbox events: relay them now.
             self.wake.relay.notify_one();
         }
         outcome

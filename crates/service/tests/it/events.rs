@@ -9,6 +9,7 @@ use chrono::{TimeDelta, Utc};
 use holdfast_service::Role;
 use holdfast_service::config::Secret;
 use holdfast_service::providers::events::EventPublisher;
+use holdfast_service::providers::payments::StripeClient;
 use holdfast_service::providers::warehouse::HttpWarehouse;
 use holdfast_service::providers::webhooks::WebhookSender;
 use holdfast_service::workers::{Wakers, WorkerContext, events, relay};
@@ -24,6 +25,7 @@ async fn worker_context(app: &TestApp) -> WorkerContext {
         store: app.store.clone(),
         config: Arc::new(app.config.clone()),
         warehouse: Arc::new(HttpWarehouse::new("http://127.0.0.1:9", Secret::new("unused"), deadline).expect("client")),
+        payments: Arc::new(StripeClient::new("http://127.0.0.1:9", Secret::new("unused"), deadline).expect("client")),
         events: Some(Arc::new(
             EventPublisher::connect(&app.config.events, deadline)
                 .await

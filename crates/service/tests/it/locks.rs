@@ -50,6 +50,9 @@ both_backends!(
             config.server.request_deadline_ms = 3_000;
             config.database.statement_timeout_ms = 2_000;
             config.database.lock_timeout_ms = 1_000;
+            config.dependencies.inventory.deadline_ms = 1_500;
+            // Refuse rather than take orders for later (the next test).
+            config.dependencies.inventory.on_unavailable = holdfast_resilience::OnUnavailable::Reject;
             // Nothing ships while the test looks at stock.
             config.warehouse.url = "http://127.0.0.1:9".into();
         })
@@ -108,3 +111,77 @@ both_backends!(
         app.stop().await;
     }
 );
+
+both_backends!(orders_taken_during_the_lock_complete_after_it, |backend| async move {
+    let app = spawn_app_with(backend, |config| {
+        config.server.request_deadline_ms = 3_000;
+        config.database.statement_timeout_ms = 2_000;
+        config.database.lock_timeout_ms = 1_500;
+        config.dependencies.inventory.deadline_ms = 800;
+        config.workers.poll_interval_ms = 50;
+        config.warehouse.url = "http://127.0.0.1:9".into();
+    })
+    .await;
+    app.create_product("POLE", 4_000, 5).await;
+    app.create_product("TENT", 20_000, 1).await;
+
+    let lock = lock_reservations(&app, backend).await;
+    let started = Instant::now();
+    let pole = app
+        .shop
+        .checkout(&order(&[("POLE", 1)], "pm_card_visa"), "pole-1")
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(3_500),
+        "answered within the deadline"
+    );
+    if backend == Backend::Sqlite {
+        // SQLite has one writer: while another holds it, nothing can be
+        // written, not even an accepted order, so the answer is 503.
+        assert_eq!(pole.status, 503, "{}", pole.body);
+        drop(lock);
+        app.stop().await;
+        return;
+    }
+    assert_eq!(pole.status, 202, "{}", pole.body);
+    assert_eq!(pole.body["status"], "accepted");
+    let tent = app
+        .shop
+        .checkout(&order(&[("TENT", 1)], "pm_card_visa"), "tent-1")
+        .await;
+    assert_eq!(tent.status, 202, "{}", tent.body);
+    // The last tent is sold elsewhere before the lock goes.
+    let sold = serde_json::json!({"batch_id": "tents-gone", "levels": [{"sku": "TENT", "on_hand": 0}]});
+    assert_eq!(app.admin.post("/api/v1/inventory/sync", &sold).await.status, 200);
+    let replay = app
+        .shop
+        .checkout(&order(&[("POLE", 1)], "pm_card_visa"), "pole-1")
+        .await;
+    assert_eq!(
+        (replay.status, replay.body["order_id"].clone()),
+        (202, pole.body["order_id"].clone())
+    );
+
+    drop(lock);
+    let pole_id = pole.body["order_id"].as_str().expect("id").to_owned();
+    let tent_id = tent.body["order_id"].as_str().expect("id").to_owned();
+    let paid = app.wait_for_status(&pole_id, "paid").await;
+    assert!(
+        paid["payment_intent_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("pi_")),
+        "{paid}"
+    );
+    app.wait_for_status(&tent_id, "rejected").await;
+    assert_eq!(app.inventory("POLE").await, (5, 1, 4));
+    assert_eq!(app.inventory("TENT").await, (0, 0, 0), "nothing oversold, nothing held");
+    let timeline = app.shop.get(&format!("/api/v1/orders/{pole_id}/events")).await;
+    let steps: Vec<_> = timeline.body["data"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .map(|step| step["to"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(steps, ["accepted", "pending_payment", "paid"]);
+    app.stop().await;
+});

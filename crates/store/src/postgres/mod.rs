@@ -206,6 +206,19 @@ impl Store for PgStore {
         orders::place_order(&self.write, order).await
     }
 
+    async fn accept_order(&self, order: &NewOrder, job: &crate::NewJob) -> Result<Order, PlaceOrderError> {
+        orders::accept_order(&self.write, order, job).await
+    }
+
+    async fn reserve_accepted(
+        &self,
+        order_id: &OrderId,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Order, PlaceOrderError> {
+        orders::reserve_accepted(&self.worker, order_id, expires_at, now).await
+    }
+
     async fn attach_payment_intent(&self, order_id: &OrderId, intent: &PaymentIntentRef) -> Result<()> {
         sqlx::query("UPDATE orders SET payment_intent_id = $2, client_secret = $3 WHERE id = $1")
             .bind(order_id.as_str())

@@ -1,11 +1,13 @@
 //! Orders, reservations and their timeline on PostgreSQL.
 
+use chrono::{DateTime, Utc};
 use holdfast_domain::{EventId, OrderId, OrderStatus, Quantity, Sku};
 use rand::Rng;
 use sqlx::{PgPool, Postgres, Transaction};
 
 use super::catalogue::BUCKETS;
 use super::queue::enqueue_in_tx;
+use crate::NewJob;
 use crate::Result;
 use crate::error::{PlaceOrderError, StoreError};
 use crate::model::*;
@@ -18,6 +20,42 @@ struct Taken {
     qty: i32,
 }
 
+/// The statement that writes an order with its customer, timeline entry and
+/// outbox event, and the reservation rows given as arrays ($15–$17).
+macro_rules! insert_order_sql {
+    ($reservations:literal) => {
+        concat!(
+            "WITH customer AS (",
+            "  INSERT INTO customers (id, email, name, created_at) VALUES ($14, $3, $4, $11) ",
+            "  ON CONFLICT (email) DO UPDATE SET name = EXCLUDED.name ",
+            "  WHERE EXCLUDED.name IS NOT NULL AND customers.name IS DISTINCT FROM EXCLUDED.name), ",
+            "reservations AS (",
+            $reservations,
+            "), placed AS (",
+            "  INSERT INTO orders (id, status, email, name, shipping_address, lines, currency, total_amount, ",
+            "    payment_method, expires_at, created_at, updated_at) ",
+            "  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING ",
+            order_columns!(),
+            "), timeline AS (",
+            "  INSERT INTO order_events (order_id, seq, from_status, to_status, cause, at) ",
+            "  VALUES ($1, 1, NULL, $2, $12, $11)), ",
+            "outbox AS (",
+            "  INSERT INTO outbox_events (id, aggregate_id, event_type, payload, created_at) ",
+            "  VALUES ($13, $1, $18, $19, $11)) ",
+            "SELECT * FROM placed"
+        )
+    };
+}
+
+const PLACE: &str = insert_order_sql!(
+    "  INSERT INTO stock_reservations (order_id, sku, bucket, qty, status) \
+       SELECT $1, s, b, q, 'held' FROM unnest($15::text[], $16::smallint[], $17::int[]) AS t(s, b, q)"
+);
+
+/// The same without touching `stock_reservations` at all: even an empty
+/// INSERT would queue behind a lock on it (seed 000's `CREATE INDEX`).
+const ACCEPT: &str = insert_order_sql!("  SELECT $15::text[], $16::smallint[], $17::int[]");
+
 pub(super) async fn place_order(pool: &PgPool, order: &NewOrder) -> Result<Order, PlaceOrderError> {
     let mut tx = super::begin(pool).await?;
     let mut taken = Vec::with_capacity(order.lines.len());
@@ -26,53 +64,109 @@ pub(super) async fn place_order(pool: &PgPool, order: &NewOrder) -> Result<Order
     for (sku, qty, _) in &order.lines {
         taken.extend(reserve_line(&mut tx, sku, *qty).await?);
     }
+    let placed = insert_order(&mut tx, PLACE, order, &taken).await?;
+    tx.commit().await?;
+    Ok(placed)
+}
+
+pub(super) async fn accept_order(pool: &PgPool, order: &NewOrder, job: &NewJob) -> Result<Order, PlaceOrderError> {
+    let mut tx = super::begin(pool).await?;
+    let accepted = insert_order(&mut tx, ACCEPT, order, &[]).await?;
+    enqueue_in_tx(&mut tx, job).await?;
+    tx.commit().await?;
+    Ok(accepted)
+}
+
+async fn insert_order(
+    tx: &mut Transaction<'static, Postgres>,
+    sql: &'static str,
+    order: &NewOrder,
+    taken: &[Taken],
+) -> Result<Order, PlaceOrderError> {
     let lines = order_lines(order);
     let address = serde_json::to_string(&order.address).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let customer_id = holdfast_domain::CustomerId::generate();
-    let row: OrderRow = sqlx::query_as(concat!(
-        "WITH customer AS (",
-        "  INSERT INTO customers (id, email, name, created_at) VALUES ($14, $3, $4, $11) ",
-        "  ON CONFLICT (email) DO UPDATE SET name = EXCLUDED.name ",
-        "  WHERE EXCLUDED.name IS NOT NULL AND customers.name IS DISTINCT FROM EXCLUDED.name), ",
-        "reservations AS (",
-        "  INSERT INTO stock_reservations (order_id, sku, bucket, qty, status) ",
-        "  SELECT $1, s, b, q, 'held' FROM unnest($15::text[], $16::smallint[], $17::int[]) AS t(s, b, q)), ",
-        "placed AS (",
-        "  INSERT INTO orders (id, status, email, name, shipping_address, lines, currency, total_amount, ",
-        "    payment_method, expires_at, created_at, updated_at) ",
-        "  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING ",
+    let row: OrderRow = sqlx::query_as(sql)
+        .bind(order.id.as_str())
+        .bind(order.status.as_str())
+        .bind(order.email.as_str())
+        .bind(order.name.as_ref().map(|n| n.as_str()))
+        .bind(address)
+        .bind(serde_json::to_string(&lines).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+        .bind(order.total.currency().code())
+        .bind(order.total.amount())
+        .bind(&order.payment_method)
+        .bind(order.expires_at)
+        .bind(order.now)
+        .bind(&order.cause)
+        .bind(EventId::generate().as_str())
+        .bind(customer_id.as_str())
+        .bind(taken.iter().map(|t| t.sku.as_str()).collect::<Vec<_>>())
+        .bind(taken.iter().map(|t| t.bucket).collect::<Vec<_>>())
+        .bind(taken.iter().map(|t| t.qty).collect::<Vec<_>>())
+        .bind(order.status.event_type())
+        .bind(new_order_payload(order, &lines))
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(Order::try_from(row)?)
+}
+
+pub(super) async fn reserve_accepted(
+    pool: &PgPool,
+    order_id: &OrderId,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Order, PlaceOrderError> {
+    let mut tx = super::begin(pool).await?;
+    let row: Option<OrderRow> = sqlx::query_as(concat!(
+        "SELECT ",
         order_columns!(),
-        "), timeline AS (",
-        "  INSERT INTO order_events (order_id, seq, from_status, to_status, cause, at) ",
-        "  VALUES ($1, 1, NULL, $2, $12, $11)), ",
-        "outbox AS (",
-        "  INSERT INTO outbox_events (id, aggregate_id, event_type, payload, created_at) ",
-        "  VALUES ($13, $1, $18, $19, $11)) ",
-        "SELECT * FROM placed"
+        " FROM orders WHERE id = $1 FOR UPDATE"
     ))
-    .bind(order.id.as_str())
-    .bind(order.status.as_str())
-    .bind(order.email.as_str())
-    .bind(order.name.as_ref().map(|n| n.as_str()))
-    .bind(address)
-    .bind(serde_json::to_string(&lines).map_err(|e| StoreError::Corrupt(e.to_string()))?)
-    .bind(order.total.currency().code())
-    .bind(order.total.amount())
-    .bind(&order.payment_method)
-    .bind(order.expires_at)
-    .bind(order.now)
-    .bind(&order.cause)
-    .bind(EventId::generate().as_str())
-    .bind(customer_id.as_str())
+    .bind(order_id.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let mut order = Order::try_from(row.ok_or_else(|| StoreError::NotFound(order_id.to_string()))?)?;
+    if order.status != OrderStatus::Accepted {
+        return Ok(order);
+    }
+    let mut taken = Vec::with_capacity(order.lines.len());
+    for (sku, qty) in stored_lines(&order)? {
+        taken.extend(reserve_line(&mut tx, &sku, qty).await?);
+    }
+    sqlx::query(
+        "INSERT INTO stock_reservations (order_id, sku, bucket, qty, status) \
+         SELECT $1, s, b, q, 'held' FROM unnest($2::text[], $3::smallint[], $4::int[]) AS t(s, b, q)",
+    )
+    .bind(order_id.as_str())
     .bind(taken.iter().map(|t| t.sku.as_str()).collect::<Vec<_>>())
     .bind(taken.iter().map(|t| t.bucket).collect::<Vec<_>>())
     .bind(taken.iter().map(|t| t.qty).collect::<Vec<_>>())
-    .bind(order.status.event_type())
-    .bind(new_order_payload(order, &lines))
-    .fetch_one(&mut *tx)
+    .execute(&mut *tx)
+    .await?;
+    order.status = order
+        .status
+        .transition(OrderStatus::PendingPayment)
+        .map_err(StoreError::from)?;
+    order.expires_at = Some(expires_at);
+    order.updated_at = now;
+    sqlx::query(concat!(
+        "WITH updated AS (UPDATE orders SET status = 'pending_payment', expires_at = $2, updated_at = $3 WHERE id = $1), ",
+        "timeline AS (INSERT INTO order_events (order_id, seq, from_status, to_status, cause, at) ",
+        "  SELECT $1, coalesce(max(seq), 0) + 1, 'accepted', 'pending_payment', 'stock reserved', $3 ",
+        "  FROM order_events WHERE order_id = $1) ",
+        "INSERT INTO outbox_events (id, aggregate_id, event_type, payload, created_at) VALUES ($4, $1, $5, $6, $3)"
+    ))
+    .bind(order_id.as_str())
+    .bind(expires_at)
+    .bind(now)
+    .bind(EventId::generate().as_str())
+    .bind(OrderStatus::PendingPayment.event_type())
+    .bind(order_event_payload(&order))
+    .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Order::try_from(row)?)
+    Ok(order)
 }
 
 /// Takes `qty` units of `sku`. The fast path claims one bucket that holds

@@ -1,17 +1,24 @@
 //! Orders, reservations and their timeline on SQLite.
 
+use chrono::{DateTime, Utc};
 use holdfast_domain::{CustomerId, EventId, OrderId, OrderStatus, Sku};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use super::begin_write;
 use super::queue::enqueue_in_tx;
+use crate::NewJob;
 use crate::Result;
 use crate::error::{PlaceOrderError, StoreError};
 use crate::model::*;
 use crate::rows::{CustomerRow, OrderEventRow, OrderRow, like_pattern, orders};
 
-pub(super) async fn place_order(pool: &SqlitePool, order: &NewOrder) -> Result<Order, PlaceOrderError> {
-    let mut tx = begin_write(pool).await?;
+/// Writes an order with its customer, timeline entry and outbox event;
+/// `reserve` also takes its stock (all or nothing).
+async fn insert_order(
+    tx: &mut Transaction<'static, Sqlite>,
+    order: &NewOrder,
+    reserve: bool,
+) -> Result<Order, PlaceOrderError> {
     let lines = order_lines(order);
     let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
     sqlx::query(
@@ -23,7 +30,7 @@ pub(super) async fn place_order(pool: &SqlitePool, order: &NewOrder) -> Result<O
     .bind(order.email.as_str())
     .bind(order.name.as_ref().map(|n| n.as_str()))
     .bind(order.now)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     let row: OrderRow = sqlx::query_as(concat!(
         "INSERT INTO orders (id, status, email, name, shipping_address, lines, currency, total_amount, ",
@@ -42,15 +49,17 @@ pub(super) async fn place_order(pool: &SqlitePool, order: &NewOrder) -> Result<O
     .bind(&order.payment_method)
     .bind(order.expires_at)
     .bind(order.now)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await?;
     // The order row comes first because reservations reference it; a line
     // out of stock rolls the whole transaction back.
-    for (sku, qty, _) in &order.lines {
-        reserve_line(&mut tx, &order.id, sku, i64::from(qty.get())).await?;
+    if reserve {
+        for (sku, qty, _) in &order.lines {
+            reserve_line(tx, &order.id, sku, i64::from(qty.get())).await?;
+        }
     }
     record_change(
-        &mut tx,
+        tx,
         &order.id,
         None,
         order.status,
@@ -59,8 +68,66 @@ pub(super) async fn place_order(pool: &SqlitePool, order: &NewOrder) -> Result<O
         new_order_payload(order, &lines),
     )
     .await?;
-    tx.commit().await?;
     Ok(Order::try_from(row)?)
+}
+
+pub(super) async fn place_order(pool: &SqlitePool, order: &NewOrder) -> Result<Order, PlaceOrderError> {
+    let mut tx = begin_write(pool).await?;
+    let placed = insert_order(&mut tx, order, true).await?;
+    tx.commit().await?;
+    Ok(placed)
+}
+
+pub(super) async fn accept_order(pool: &SqlitePool, order: &NewOrder, job: &NewJob) -> Result<Order, PlaceOrderError> {
+    let mut tx = begin_write(pool).await?;
+    let accepted = insert_order(&mut tx, order, false).await?;
+    enqueue_in_tx(&mut tx, job).await?;
+    tx.commit().await?;
+    Ok(accepted)
+}
+
+pub(super) async fn reserve_accepted(
+    pool: &SqlitePool,
+    order_id: &OrderId,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Order, PlaceOrderError> {
+    let mut tx = begin_write(pool).await?;
+    let row: Option<OrderRow> = sqlx::query_as(concat!("SELECT ", order_columns!(), " FROM orders WHERE id = ?1"))
+        .bind(order_id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+    let mut order = Order::try_from(row.ok_or_else(|| StoreError::NotFound(order_id.to_string()))?)?;
+    if order.status != OrderStatus::Accepted {
+        return Ok(order);
+    }
+    for (sku, qty) in stored_lines(&order)? {
+        reserve_line(&mut tx, order_id, &sku, i64::from(qty.get())).await?;
+    }
+    order.status = order
+        .status
+        .transition(OrderStatus::PendingPayment)
+        .map_err(StoreError::from)?;
+    order.expires_at = Some(expires_at);
+    order.updated_at = now;
+    sqlx::query("UPDATE orders SET status = 'pending_payment', expires_at = ?2, updated_at = ?3 WHERE id = ?1")
+        .bind(order_id.as_str())
+        .bind(expires_at)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    record_change(
+        &mut tx,
+        order_id,
+        Some(OrderStatus::Accepted),
+        OrderStatus::PendingPayment,
+        "stock reserved",
+        now,
+        order_event_payload(&order),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(order)
 }
 
 /// Takes `qty` units of `sku` from its single bucket, or fails with the
