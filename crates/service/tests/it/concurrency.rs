@@ -16,12 +16,14 @@ both_backends!(two_hundred_buyers_race_for_fifty_units, |backend| async move {
             app.shop.checkout(&body, &format!("race-{i}")).await
         }));
     }
-    let mut won = 0;
-    let mut lost = 0;
+    let (mut won, mut lost, mut accepted) = (0, 0, 0);
     for buyer in buyers {
         let answer = buyer.await.expect("buyer task");
         match answer.status {
             201 => won += 1,
+            // More buyers than the inventory bulkhead admits at once: the
+            // rest are taken as accepted and settled by the checkout worker.
+            202 => accepted += 1,
             409 => {
                 assert_eq!(answer.body["code"], "out_of_stock", "{}", answer.body);
                 lost += 1;
@@ -29,23 +31,23 @@ both_backends!(two_hundred_buyers_race_for_fifty_units, |backend| async move {
             other => panic!("unexpected {other}: {}", answer.body),
         }
     }
-    assert_eq!((won, lost), (50, 150));
+    assert_eq!(won + lost + accepted, 200);
+    assert!(won <= 50, "{won} reservations for 50 units");
     let (on_hand, reserved, available) = app.inventory("LAST-50").await;
-    assert_eq!(
-        (on_hand - reserved, available),
-        (0, 0),
-        "nothing left to sell, nothing oversold"
-    );
-    // Every winner pays and is shipped; then the stock is gone for good.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    assert!(on_hand - reserved == available && available >= 0, "nothing oversold");
+    // Every order settles: 50 are paid and shipped, every other accepted
+    // order is rejected, and the stock is gone for good.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(90);
     loop {
         let counts = app.store.order_counts().await.expect("counts");
-        if counts.contains(&(holdfast_domain::OrderStatus::Shipped, 50)) {
+        let count = |status| counts.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n);
+        use holdfast_domain::OrderStatus::{Rejected, Shipped};
+        if count(Shipped) == 50 && count(Shipped) + count(Rejected) == i64::from(won + accepted) {
             break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "not all winners shipped: {counts:?}"
+            "orders never settled: {counts:?}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
