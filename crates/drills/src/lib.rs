@@ -7,3 +7,4 @@ pub mod bench;
 pub mod demo;
 pub mod harness;
 pub mod load;
+pub mod partner;

@@ -3,6 +3,7 @@
 
 mod checkout;
 mod hot_sku;
+mod webhooks;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,12 +20,16 @@ pub enum BenchCommand {
     Checkout(checkout::CheckoutArgs),
     /// 32 buyers of one SKU with limited stock, against the single-row FOR UPDATE ceiling.
     HotSku(hot_sku::HotSkuArgs),
+    /// Partner webhook deliveries/s to a local receiver, order per endpoint verified, against the
+    /// receiver's own accept rate.
+    Webhooks(webhooks::WebhooksArgs),
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<u8> {
     match command {
         BenchCommand::Checkout(args) => checkout::run(args).await,
         BenchCommand::HotSku(args) => hot_sku::run(args).await,
+        BenchCommand::Webhooks(args) => webhooks::run(args).await,
     }
 }
 
