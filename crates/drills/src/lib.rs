@@ -9,4 +9,5 @@ pub mod demo;
 pub mod drill;
 pub mod harness;
 pub mod load;
+pub mod partner;
 pub mod proxy;

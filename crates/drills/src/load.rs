@@ -21,6 +21,8 @@ pub struct Answer {
     pub body: Value,
     pub raw: String,
     pub elapsed: Duration,
+    /// The `Retry-After` header in seconds, when sent.
+    pub retry_after: Option<Duration>,
 }
 
 impl Driver {
@@ -48,6 +50,12 @@ impl Driver {
         let started = Instant::now();
         let response = request.bearer_auth(&self.key).send().await?;
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse().ok())
+            .map(Duration::from_secs);
         let raw = response.text().await?;
         let elapsed = started.elapsed();
         let body = serde_json::from_str(&raw).unwrap_or(Value::Null);
@@ -56,6 +64,7 @@ impl Driver {
             body,
             raw,
             elapsed,
+            retry_after,
         })
     }
 

@@ -6,6 +6,7 @@ mod hot_sku;
 mod queue;
 
 pub use queue::{QueueArgs, QueueRun, measure as measure_queue};
+mod webhooks;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,6 +25,9 @@ pub enum BenchCommand {
     HotSku(hot_sku::HotSkuArgs),
     /// Durable no-op jobs/s through the PostgreSQL job queue, beside BullMQ on Redis at equal concurrency.
     Queue(queue::QueueArgs),
+    /// Partner webhook deliveries/s to a local receiver, order per endpoint verified, against the
+    /// receiver's own accept rate.
+    Webhooks(webhooks::WebhooksArgs),
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<u8> {
@@ -31,6 +35,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<u8> {
         BenchCommand::Checkout(args) => checkout::run(args).await,
         BenchCommand::HotSku(args) => hot_sku::run(args).await,
         BenchCommand::Queue(args) => queue::run(args).await,
+        BenchCommand::Webhooks(args) => webhooks::run(args).await,
     }
 }
 

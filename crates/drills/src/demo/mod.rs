@@ -1,7 +1,11 @@
 //! `holdfast demo`: the service on a fresh embedded database with the
-//! sandbox payment provider, a catalogue, and concurrent shoppers — some
-//! racing for the last units, some retrying, some sending bad requests. It
-//! checks the invariants at the end and exits non-zero if one breaks.
+//! sandbox payment provider, a catalogue, a partner receiving every event as
+//! a signed webhook, and concurrent shoppers — some racing for the last
+//! units, some retrying, some sending bad requests. It waits for the cold
+//! path (fulfillment, webhook delivery) to drain, checks the invariants and
+//! exits non-zero if one breaks.
+
+mod drain;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,12 +14,15 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use holdfast_domain::{OrderStatus, Sku};
+use holdfast_store::Order;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::Rng;
 use tokio::sync::Mutex;
 
 use crate::harness::{self, Database};
-use crate::load::{Driver, Latencies, order_body};
+use crate::load::{Answer, Driver, Latencies, order_body};
+use crate::partner::Partner;
+use drain::{Drained, WebhookFindings};
 
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
@@ -28,6 +35,10 @@ pub struct DemoArgs {
     /// Run on this PostgreSQL server (a scratch database is created) instead of SQLite.
     #[arg(long)]
     pub database_url: Option<String>,
+    /// Seconds to wait after the load for paid orders to ship and the partner
+    /// to receive every event.
+    #[arg(long, default_value_t = 120)]
+    pub drain_timeout_s: u64,
 }
 
 const REGULAR: usize = 12;
@@ -35,6 +46,8 @@ const REGULAR_STOCK: i64 = 1_000_000;
 /// Two SKUs with only a few units, so shoppers race for the last ones.
 const SCARCE: [&str; 2] = ["LAST-UNITS-A", "LAST-UNITS-B"];
 const SCARCE_STOCK: i64 = 40;
+/// The partner's receiver path: `/hooks/partner`.
+const PARTNER_HOOK: &str = "partner";
 
 /// What kind of shopper one checkout is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -63,8 +76,34 @@ struct Tally {
     latencies: Latencies,
     by_status: BTreeMap<(Kind, u16), u64>,
     server_errors: Vec<String>,
+    /// Checkouts shed with 503 + `Retry-After` and then retried.
+    shed: u64,
     broken_replays: Vec<String>,
     unexpected: Vec<String>,
+}
+
+impl Tally {
+    fn merge(&mut self, other: Tally) {
+        self.latencies.merge(&other.latencies);
+        for (k, v) in other.by_status {
+            *self.by_status.entry(k).or_default() += v;
+        }
+        self.server_errors.extend(other.server_errors);
+        self.shed += other.shed;
+        self.broken_replays.extend(other.broken_replays);
+        self.unexpected.extend(other.unexpected);
+    }
+}
+
+/// Everything the final report shows.
+struct Outcome {
+    tally: Tally,
+    counts: Vec<(OrderStatus, i64)>,
+    oversells: u64,
+    settled: bool,
+    elapsed: Duration,
+    drained: Drained,
+    webhooks: WebhookFindings,
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
@@ -86,13 +125,43 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     for sku in SCARCE {
         admin.create_product(sku, 9_900, SCARCE_STOCK).await?;
     }
+    let partner = Partner::start().await?;
+    partner.register(&admin, PARTNER_HOOK, &["*"]).await?;
     let shop = admin.with_key(&admin.storefront_key().await?);
     println!(
-        "Catalogue: {REGULAR} SKUs with {REGULAR_STOCK} units, {} SKUs with {SCARCE_STOCK} units. {} checkouts from {} shoppers:",
-        SCARCE.len(),
-        args.orders,
-        args.shoppers
+        "Catalogue: {REGULAR} SKUs with {REGULAR_STOCK} units, {} SKUs with {SCARCE_STOCK} units.",
+        SCARCE.len()
     );
+    println!(
+        "Partner webhooks: every event, signed, to {}/hooks/{PARTNER_HOOK}, which verifies each signature.",
+        partner.base_url
+    );
+    println!("{} checkouts from {} shoppers:", args.orders, args.shoppers);
+    let (tally, elapsed) = drive_shoppers(&shop, &args).await?;
+    let drain_started = Instant::now();
+    let deadline = drain_started + Duration::from_secs(args.drain_timeout_s);
+    let settled = wait_for_payments(&service.store, Duration::from_secs(30)).await?;
+    let drained = drain::wait(&service.store, &partner.receiver, PARTNER_HOOK, drain_started, deadline).await?;
+    let webhooks = drain::check(&drained, &partner.receiver.deliveries(PARTNER_HOOK));
+    let oversells = check_stock(&service.store, &drained.orders).await?;
+    let counts = service.store.order_counts().await?;
+    let broken = report(&Outcome {
+        tally,
+        counts,
+        oversells,
+        settled,
+        elapsed,
+        drained,
+        webhooks,
+    });
+    service.stop().await?;
+    partner.stop().await?;
+    Ok(if broken { 1 } else { 0 })
+}
+
+/// Runs every checkout from `args.shoppers` concurrent shoppers; returns
+/// what they saw and how long the load took.
+async fn drive_shoppers(shop: &Driver, args: &DemoArgs) -> anyhow::Result<(Tally, Duration)> {
     let progress = ProgressBar::new(args.orders);
     progress.set_style(
         ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} checkouts {per_sec} ETA {eta}")
@@ -117,14 +186,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
                 }
                 progress.inc(1);
             }
-            let mut shared = tally.lock().await;
-            shared.latencies.merge(&local.latencies);
-            for (k, v) in local.by_status {
-                *shared.by_status.entry(k).or_default() += v;
-            }
-            shared.server_errors.extend(local.server_errors);
-            shared.broken_replays.extend(local.broken_replays);
-            shared.unexpected.extend(local.unexpected);
+            tally.lock().await.merge(local);
         }));
     }
     for shopper in shoppers {
@@ -132,15 +194,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     }
     let elapsed = started.elapsed();
     progress.finish_and_clear();
-    let settled = wait_for_payments(&service.store, Duration::from_secs(30)).await?;
     let tally = Arc::try_unwrap(tally)
         .map_err(|_| anyhow::anyhow!("shoppers still running"))?
         .into_inner();
-    let oversells = check_stock(&service.store).await?;
-    let counts = service.store.order_counts().await?;
-    let broken = report(&tally, &counts, oversells, settled, elapsed);
-    service.stop().await?;
-    Ok(if broken { 1 } else { 0 })
+    Ok((tally, elapsed))
 }
 
 fn regular_sku(i: usize) -> String {
@@ -157,23 +214,16 @@ async fn shop_once(shop: &Driver, n: u64, tally: &mut Tally) -> anyhow::Result<(
         Kind::LastUnits => {
             let qty = rand::thread_rng().gen_range(1..=3);
             let body = order_body(&[(SCARCE[(n % 2) as usize].to_owned(), qty)], &email, "pm_card_visa");
-            shop.post("/api/v1/orders", &body, Some(&key)).await?
+            checkout(shop, &body, &key, tally).await?
         }
-        Kind::Declined => {
-            shop.post(
-                "/api/v1/orders",
-                &order_body(&cart(), &email, "pm_card_declined"),
-                Some(&key),
-            )
-            .await?
-        }
+        Kind::Declined => checkout(shop, &order_body(&cart(), &email, "pm_card_declined"), &key, tally).await?,
         Kind::Regular | Kind::Retry => {
             let body = order_body(&cart(), &email, "pm_card_visa");
-            let first = shop.post("/api/v1/orders", &body, Some(&key)).await?;
+            let first = checkout(shop, &body, &key, tally).await?;
             if kind == Kind::Retry {
                 // A client that timed out and retried with the same key must
                 // get the identical answer, not a second order.
-                let again = shop.post("/api/v1/orders", &body, Some(&key)).await?;
+                let again = checkout(shop, &body, &key, tally).await?;
                 if again.status != first.status || again.body != first.body {
                     tally.broken_replays.push(format!(
                         "{key}: {} {} then {} {}",
@@ -204,6 +254,27 @@ async fn shop_once(shop: &Driver, n: u64, tally: &mut Tally) -> anyhow::Result<(
     Ok(())
 }
 
+/// Attempts per checkout when the service sheds load.
+const SHED_ATTEMPTS: u32 = 4;
+
+/// Posts a checkout as the client SDK does: a 503 with `Retry-After` is load
+/// shedding (the service failed fast instead of queueing past its deadline),
+/// so wait as asked and retry with the same idempotency key, a few times.
+async fn checkout(shop: &Driver, body: &serde_json::Value, key: &str, tally: &mut Tally) -> anyhow::Result<Answer> {
+    let mut attempt = 1;
+    loop {
+        let answer = shop.post("/api/v1/orders", body, Some(key)).await?;
+        match answer.retry_after {
+            Some(after) if answer.status == 503 && attempt < SHED_ATTEMPTS => {
+                tally.shed += 1;
+                attempt += 1;
+                tokio::time::sleep(after).await;
+            }
+            _ => return Ok(answer),
+        }
+    }
+}
+
 fn cart() -> Vec<(String, u32)> {
     let mut rng = rand::thread_rng();
     let lines = rng.gen_range(1..=3);
@@ -212,7 +283,7 @@ fn cart() -> Vec<(String, u32)> {
         .collect()
 }
 
-async fn bad_request(shop: &Driver, n: u64, key: &str) -> anyhow::Result<crate::load::Answer> {
+async fn bad_request(shop: &Driver, n: u64, key: &str) -> anyhow::Result<Answer> {
     let email = "bad@example.com";
     match (n / 100) % 4 {
         0 => shop.post_raw("/api/v1/orders", "{\"items\": [", Some(key)).await,
@@ -259,9 +330,22 @@ async fn wait_for_payments(store: &holdfast_store::SharedStore, limit: Duration)
     }
 }
 
-/// Oversold SKUs: stock can never go negative, and what is reserved or sold
-/// must come out of what was on hand.
-async fn check_stock(store: &holdfast_store::SharedStore) -> anyhow::Result<u64> {
+/// SKUs whose stock does not add up: it can never go negative, what
+/// shipped left on-hand stock, and what open orders hold is reserved.
+async fn check_stock(store: &holdfast_store::SharedStore, orders: &[(Order, Vec<OrderStatus>)]) -> anyhow::Result<u64> {
+    // Units per SKU consumed by shipped orders and held by open ones.
+    let mut consumed: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut held: BTreeMap<&str, i64> = BTreeMap::new();
+    for (order, _) in orders {
+        let bucket = match order.status {
+            OrderStatus::Shipped => &mut consumed,
+            OrderStatus::PendingPayment | OrderStatus::Paid | OrderStatus::Fulfilling => &mut held,
+            _ => continue,
+        };
+        for line in &order.lines {
+            *bucket.entry(line.sku.as_str()).or_default() += i64::from(line.qty);
+        }
+    }
     let mut oversells = 0;
     let skus: Vec<(String, i64)> = (0..REGULAR)
         .map(|i| (regular_sku(i), REGULAR_STOCK))
@@ -272,18 +356,23 @@ async fn check_stock(store: &holdfast_store::SharedStore) -> anyhow::Result<u64>
             .get_inventory(&Sku::parse(&sku).map_err(|e| anyhow::anyhow!("{e}"))?)
             .await?
             .ok_or_else(|| anyhow::anyhow!("{sku} vanished"))?;
-        if level.available < 0 || level.on_hand != initial || level.reserved > initial {
-            println!("OVERSOLD {sku}: started with {initial}, now {level:?}");
+        let shipped = consumed.get(sku.as_str()).copied().unwrap_or(0);
+        let reserved = held.get(sku.as_str()).copied().unwrap_or(0);
+        if level.available < 0 || level.on_hand != initial - shipped || level.reserved != reserved {
+            println!(
+                "STOCK MISMATCH {sku}: started with {initial}, {shipped} shipped, {reserved} held by open orders, now {level:?}"
+            );
             oversells += 1;
         }
     }
     Ok(oversells)
 }
 
-fn report(tally: &Tally, counts: &[(OrderStatus, i64)], oversells: u64, settled: bool, elapsed: Duration) -> bool {
+fn report(outcome: &Outcome) -> bool {
+    let tally = &outcome.tally;
     println!("\nOrders by status");
     println!("  {:<18} {:>8}", "status", "orders");
-    for (status, n) in counts {
+    for (status, n) in &outcome.counts {
         println!("  {:<18} {:>8}", status.as_str(), n);
     }
     println!("\nResponses by shopper kind");
@@ -299,13 +388,66 @@ fn report(tally: &Tally, counts: &[(OrderStatus, i64)], oversells: u64, settled:
     println!("  max                {:>10.2} ms", tally.latencies.max_ms());
     println!(
         "  throughput         {:>10.0} checkouts/s",
-        requests as f64 / elapsed.as_secs_f64()
+        requests as f64 / outcome.elapsed.as_secs_f64()
+    );
+    let hooks = &outcome.webhooks;
+    println!("\nPartner webhooks");
+    println!("  deliveries received       {:>8}", hooks.received);
+    println!("  deliveries verified       {:>8}", hooks.verified);
+    println!(
+        "  events accepted           {:>8} of {} in the timelines",
+        hooks.events, hooks.expected
+    );
+    println!(
+        "  time to drain             {:>8.2} s (paid orders shipped, every event at the partner)",
+        outcome.drained.elapsed.as_secs_f64()
     );
     println!("\nInvariants");
-    let checks = [
-        ("oversells", oversells == 0, oversells.to_string()),
+    let mut broken = false;
+    for (name, ok, value) in invariants(outcome) {
+        println!("  {:<40} {:>6}  {}", name, value, if ok { "ok" } else { "BROKEN" });
+        broken |= !ok;
+    }
+    // Both are legal, so they are reported, not failed: at-least-once
+    // delivery allows a repeat (without failures there should be none), and
+    // shedding with 503 + Retry-After is how checkout degrades under load.
+    let notes = [
+        ("duplicate webhook deliveries (allowed)", hooks.duplicates as u64),
+        ("checkouts shed with 503 (retried)", tally.shed),
+    ];
+    for (name, value) in notes {
+        println!(
+            "  {:<40} {:>6}  {}",
+            name,
+            value,
+            if value == 0 { "ok" } else { "note" }
+        );
+    }
+    for line in tally
+        .server_errors
+        .iter()
+        .chain(&tally.broken_replays)
+        .chain(&tally.unexpected)
+        .chain(&hooks.samples)
+        .take(10)
+    {
+        println!("  ! {line}");
+    }
+    if broken {
+        println!("\nAn invariant broke: see above.");
+    } else {
+        println!("\nAll invariants held.");
+    }
+    broken
+}
+
+fn invariants(outcome: &Outcome) -> Vec<(&'static str, bool, String)> {
+    let (tally, hooks) = (&outcome.tally, &outcome.webhooks);
+    let zero = |n: usize| (n == 0, n.to_string());
+    let mut checks = vec![
+        ("oversells", outcome.oversells == 0, outcome.oversells.to_string()),
         (
-            "5xx responses",
+            "5xx final answers",
             tally.server_errors.is_empty(),
             tally.server_errors.len().to_string(),
         ),
@@ -319,26 +461,24 @@ fn report(tally: &Tally, counts: &[(OrderStatus, i64)], oversells: u64, settled:
             tally.unexpected.is_empty(),
             tally.unexpected.len().to_string(),
         ),
-        ("payments settled by webhook", settled, settled.to_string()),
+        (
+            "payments settled by webhook",
+            outcome.settled,
+            outcome.settled.to_string(),
+        ),
     ];
-    let mut broken = false;
-    for (name, ok, value) in checks {
-        println!("  {:<34} {:>6}  {}", name, value, if ok { "ok" } else { "BROKEN" });
-        broken |= !ok;
-    }
-    for line in tally
-        .server_errors
-        .iter()
-        .chain(&tally.broken_replays)
-        .chain(&tally.unexpected)
-        .take(10)
-    {
-        println!("  ! {line}");
-    }
-    if broken {
-        println!("\nAn invariant broke: see above.");
-    } else {
-        println!("\nAll invariants held.");
-    }
-    broken
+    let webhook_checks = [
+        ("paid orders not shipped with tracking", zero(hooks.unshipped)),
+        ("webhook signatures not verified", zero(hooks.received - hooks.verified)),
+        ("events missing at the partner", zero(hooks.missing)),
+        ("orders with events out of timeline order", zero(hooks.out_of_order)),
+        ("events matching no timeline entry", zero(hooks.unexpected)),
+    ];
+    checks.extend(webhook_checks.into_iter().map(|(name, (ok, value))| (name, ok, value)));
+    checks.push((
+        "cold path drained in time",
+        outcome.drained.in_time,
+        outcome.drained.in_time.to_string(),
+    ));
+    checks
 }
