@@ -125,7 +125,7 @@ pub async fn run_pool<F, Fut>(
             continue;
         }
         for (job, slot) in claimed.into_iter().zip(free) {
-            let (store, handle) = (store.clone(), handle.clone());
+            let (store, handle, wake) = (store.clone(), handle.clone(), wake.clone());
             tokio::spawn(async move {
                 let outcome = with_heartbeat(&store, &job, handle(job.clone())).await;
                 let settled = match outcome {
@@ -137,6 +137,9 @@ pub async fn run_pool<F, Fut>(
                     tracing::warn!(job = %job.job.id, error = format!("{error:#}"), "could not settle a job");
                 }
                 drop(slot);
+                // The next job of this group is claimable now: look at once
+                // instead of at the next poll.
+                wake.notify_one();
             });
         }
     }
