@@ -94,6 +94,7 @@ pub async fn run_pool<F, Fut>(
     Fut: Future<Output = JobOutcome> + Send + 'static,
 {
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(run.batch.max(1) as usize));
+    let (finished, completer) = spawn_completer(store.clone(), wake.clone());
     while !*shutdown.borrow() {
         let first = tokio::select! {
             slot = slots.clone().acquire_owned() => match slot { Ok(slot) => slot, Err(_) => break },
@@ -125,26 +126,62 @@ pub async fn run_pool<F, Fut>(
             continue;
         }
         for (job, slot) in claimed.into_iter().zip(free) {
-            let (store, handle, wake) = (store.clone(), handle.clone(), wake.clone());
+            let (store, handle, wake, finished) = (store.clone(), handle.clone(), wake.clone(), finished.clone());
             tokio::spawn(async move {
-                let outcome = with_heartbeat(&store, &job, handle(job.clone())).await;
-                let settled = match outcome {
-                    JobOutcome::Done => complete_all(&store, std::slice::from_ref(&job)).await,
-                    JobOutcome::Retry { after, error } => schedule_retry(&store, &job, after, &error, Utc::now()).await,
-                };
-                if let Err(error) = settled {
-                    // The lease runs out and the job comes back: nothing is lost.
-                    tracing::warn!(job = %job.job.id, error = format!("{error:#}"), "could not settle a job");
+                match with_heartbeat(&store, &job, handle(job.clone())).await {
+                    // Completed together with the jobs finishing beside it.
+                    JobOutcome::Done => {
+                        let _ = finished.send(job);
+                    }
+                    JobOutcome::Retry { after, error } => {
+                        if let Err(failed) = schedule_retry(&store, &job, after, &error, Utc::now()).await {
+                            // The lease runs out and the job comes back: nothing is lost.
+                            tracing::warn!(job = %job.job.id, error = format!("{failed:#}"), "could not schedule a retry");
+                        }
+                        wake.notify_one();
+                    }
                 }
                 drop(slot);
-                // The next job of this group is claimable now: look at once
-                // instead of at the next poll.
-                wake.notify_one();
             });
         }
     }
-    // Jobs in hand finish (or their leases run out if this takes too long).
+    // Jobs in hand finish (or their leases run out if this takes too long),
+    // then the last completions are written.
     let _ = tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(run.batch.max(1))).await;
+    drop(finished);
+    let _ = tokio::time::timeout(Duration::from_secs(5), completer).await;
+}
+
+/// Completes finished jobs in batches: whatever finished while the previous
+/// batch was being written goes in the next transaction, so a busy queue
+/// pays one commit for many jobs and an idle one still completes each at
+/// once. Each batch wakes the claimer, since the next job of each group is
+/// claimable from then on.
+fn spawn_completer(
+    store: SharedStore,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+) -> (
+    tokio::sync::mpsc::UnboundedSender<ClaimedJob>,
+    tokio::task::JoinHandle<()>,
+) {
+    const MOST_PER_COMMIT: usize = 256;
+    let (finished, mut done) = tokio::sync::mpsc::unbounded_channel::<ClaimedJob>();
+    let completer = tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(MOST_PER_COMMIT);
+        while done.recv_many(&mut batch, MOST_PER_COMMIT).await > 0 {
+            if let Err(error) = complete_all(&store, &batch).await {
+                // Their leases run out and the jobs come back: nothing is lost.
+                tracing::warn!(
+                    jobs = batch.len(),
+                    error = format!("{error:#}"),
+                    "could not complete finished jobs"
+                );
+            }
+            batch.clear();
+            wake.notify_one();
+        }
+    });
+    (finished, completer)
 }
 
 /// Runs `work` while extending the job's lease every third of its
