@@ -73,14 +73,19 @@ impl SqliteStore {
                 .acquire_timeout(acquire)
                 .connect_lazy_with(opts)
         };
+        let writer = pool(1, options.pools.write.acquire_timeout, base.clone());
         Ok(Self {
             read: pool(
                 options.pools.read.max_connections,
                 options.pools.read.acquire_timeout,
                 base.clone().read_only(true),
             ),
-            write: pool(1, options.pools.write.acquire_timeout, base.clone()),
-            worker: pool(1, options.pools.worker.acquire_timeout, base),
+            // One writing connection, shared by requests and workers: SQLite
+            // has one writer, and two connections taking turns at its lock
+            // wait in its busy handler, which sleeps in growing steps (up to
+            // 100 ms), while waiters on one pool are served in order at once.
+            write: writer.clone(),
+            worker: writer,
         })
     }
 }
