@@ -29,6 +29,9 @@ fn breaker_state_transitions_rejections_timeouts_and_retries_are_exported() {
         let mut hanging = config();
         hanging.deadline_ms = 50;
         hanging.retry.max_attempts = 2;
+        // The jittered pause (up to base_ms) must end before the 50 ms
+        // deadline, or the retry is rightly skipped.
+        hanging.retry.base_ms = 10;
         let registry = Registry::from_configs([("payments", config()), ("inventory", hanging)]).expect("valid configs");
         let payments = registry.breaker_for("payments").expect("payments");
         trip(&payments).await;
