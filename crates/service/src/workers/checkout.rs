@@ -14,7 +14,7 @@ use holdfast_resilience::CallError;
 use holdfast_store::{ClaimedJob, JobTemplate, NewJob, PlaceOrderError, StatusChange, StoreError};
 
 use super::WorkerContext;
-use super::jobs::{JobOutcome, backoff, payload_str};
+use super::jobs::{JobOutcome, for_order, order_job};
 use crate::pipeline::checkout::{request_intent, reservation_ttl};
 use crate::providers::payments::ProviderError;
 
@@ -25,23 +25,16 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// The completion job of an accepted order: one per order.
 pub fn job(template: &JobTemplate, order_id: &OrderId, now: DateTime<Utc>) -> NewJob {
-    template
-        .job(order_id.as_str(), serde_json::json!({ "order_id": order_id }), now)
-        .dedup_key(order_id.as_str())
+    order_job(template, order_id, now)
 }
 
 pub async fn handle(ctx: &WorkerContext, job: ClaimedJob) -> JobOutcome {
-    let Some(order_id) = payload_str(&job, "order_id").and_then(|raw| OrderId::parse(raw).ok()) else {
-        tracing::error!(job = %job.job.id, "checkout job without a valid order_id; dropped");
-        return JobOutcome::Done;
-    };
-    match complete(ctx, &order_id).await {
-        Ok(()) => JobOutcome::Done,
-        Err(error) => {
-            tracing::info!(order_id = %order_id, error = format!("{error:#}"), "accepted order not completed yet");
-            JobOutcome::retry(backoff(job.job.receive_count, MAX_BACKOFF), format!("{error:#}"))
-        }
-    }
+    for_order(
+        &job,
+        MAX_BACKOFF,
+        |order_id| async move { complete(ctx, &order_id).await },
+    )
+    .await
 }
 
 /// Takes `order_id` from `accepted` to `pending_payment` with its intent.

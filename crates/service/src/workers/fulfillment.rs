@@ -15,7 +15,7 @@ use holdfast_resilience::{CallError, CallOptions};
 use holdfast_store::{ClaimedJob, JobTemplate, NewJob, Order, StatusChange, StoreError};
 
 use super::WorkerContext;
-use super::jobs::{JobOutcome, backoff, payload_str};
+use super::jobs::{JobOutcome, for_order, order_job};
 use crate::providers::warehouse::{ShipmentItem, ShipmentRequest, WarehouseError};
 
 pub const QUEUE: &str = "fulfillment";
@@ -26,23 +26,16 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// The fulfillment job of `order_id`: one per order (dedup key), in a group
 /// of its own.
 pub fn job(template: &JobTemplate, order_id: &OrderId, now: DateTime<Utc>) -> NewJob {
-    template
-        .job(order_id.as_str(), serde_json::json!({ "order_id": order_id }), now)
-        .dedup_key(order_id.as_str())
+    order_job(template, order_id, now)
 }
 
 pub async fn handle(ctx: &WorkerContext, job: ClaimedJob) -> JobOutcome {
-    let Some(order_id) = payload_str(&job, "order_id").and_then(|raw| OrderId::parse(raw).ok()) else {
-        tracing::error!(job = %job.job.id, "fulfillment job without a valid order_id; dropped");
-        return JobOutcome::Done;
-    };
-    match fulfill(ctx, &order_id).await {
-        Ok(()) => JobOutcome::Done,
-        Err(error) => {
-            tracing::warn!(order_id = %order_id, error = format!("{error:#}"), "fulfillment failed");
-            JobOutcome::retry(backoff(job.job.receive_count, MAX_BACKOFF), format!("{error:#}"))
-        }
-    }
+    for_order(
+        &job,
+        MAX_BACKOFF,
+        |order_id| async move { fulfill(ctx, &order_id).await },
+    )
+    .await
 }
 
 /// Takes `order_id` from `paid` to `shipped`, resuming wherever a previous

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
-use holdfast_store::{ClaimedJob, FailOutcome, SharedStore};
+use holdfast_domain::OrderId;
+use holdfast_store::{ClaimedJob, FailOutcome, JobTemplate, NewJob, SharedStore};
 use rand::Rng;
 
 /// What a handler decided about its job.
@@ -264,6 +265,34 @@ pub fn backoff(receive: u32, cap: Duration) -> Duration {
 pub fn jitter(base: Duration, fraction: f64) -> Duration {
     let factor = 1.0 + rand::thread_rng().gen_range(-fraction..=fraction);
     base.mul_f64(factor.max(0.0))
+}
+
+/// A job about one order: grouped and deduplicated by the order id, so an
+/// order has at most one job in a queue and its jobs run one at a time.
+pub fn order_job(template: &JobTemplate, order_id: &OrderId, now: DateTime<Utc>) -> NewJob {
+    template
+        .job(order_id.as_str(), serde_json::json!({ "order_id": order_id }), now)
+        .dedup_key(order_id.as_str())
+}
+
+/// Runs `step` on the order a job is about; a failed step is retried with
+/// backoff up to `max_backoff`, and a job naming no valid order is dropped
+/// (it can never succeed).
+pub async fn for_order<Fut>(job: &ClaimedJob, max_backoff: Duration, step: impl FnOnce(OrderId) -> Fut) -> JobOutcome
+where
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let Some(order_id) = payload_str(job, "order_id").and_then(|raw| OrderId::parse(raw).ok()) else {
+        tracing::error!(job = %job.job.id, queue = %job.job.queue, "job without a valid order_id; dropped");
+        return JobOutcome::Done;
+    };
+    match step(order_id.clone()).await {
+        Ok(()) => JobOutcome::Done,
+        Err(error) => {
+            tracing::info!(order_id = %order_id, queue = %job.job.queue, error = format!("{error:#}"), "will retry");
+            JobOutcome::retry(backoff(job.job.receive_count, max_backoff), format!("{error:#}"))
+        }
+    }
 }
 
 /// The payload field `key` of a job as a string.
