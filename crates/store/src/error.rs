@@ -48,8 +48,10 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Tls(tls) => Self::Unavailable(tls.to_string()),
             sqlx::Error::RowNotFound => Self::NotFound("row".into()),
             sqlx::Error::Database(db) => match db.code().as_deref() {
-                // PostgreSQL: statement timeout / query cancelled, lock timeout.
-                Some("57014") | Some("55P03") => Self::Timeout(db.message().to_owned()),
+                // PostgreSQL: statement timeout / query cancelled, lock timeout;
+                // a deadlock or serialization failure, which aborted this
+                // transaction so another could go on: retrying is the remedy.
+                Some("57014") | Some("55P03") | Some("40P01") | Some("40001") => Self::Timeout(db.message().to_owned()),
                 // PostgreSQL: server shutting down, cannot connect now.
                 Some("57P01") | Some("57P02") | Some("57P03") => Self::Unavailable(db.message().to_owned()),
                 // SQLite: SQLITE_BUSY, SQLITE_LOCKED.
