@@ -7,6 +7,7 @@ mod drill;
 mod kill;
 mod preflight;
 mod queue;
+mod reload;
 mod startup;
 
 use std::process::Output;
