@@ -17,5 +17,5 @@ pub use customer::{CustomerName, Email};
 pub use error::{FieldError, ValidationErrors};
 pub use ids::{ApiKeyId, CustomerId, DeliveryId, EventId, OrderId, WebhookEndpointId};
 pub use money::{Currency, Money, MoneyError};
-pub use order::{Cart, CartLine, OrderStatus, TransitionError};
+pub use order::{Cart, CartLine, OrderStatus, StockEffect, TransitionError};
 pub use sku::{Quantity, Sku};

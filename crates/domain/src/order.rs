@@ -98,6 +98,33 @@ impl OrderStatus {
     pub fn event_type(self) -> String {
         format!("order.{}", self.as_str())
     }
+
+    /// The status an event type announces: the inverse of [`Self::event_type`].
+    pub fn from_event_type(event_type: &str) -> Option<Self> {
+        let status = event_type.strip_prefix("order.")?;
+        Self::ALL.into_iter().find(|s| s.as_str() == status)
+    }
+
+    /// What entering this status does to the stock the order holds.
+    pub fn stock_effect(self) -> Option<StockEffect> {
+        match self {
+            Self::Paid => Some(StockEffect::Commit),
+            Self::Shipped => Some(StockEffect::Consume),
+            Self::PaymentFailed | Self::Cancelled | Self::Rejected => Some(StockEffect::Release),
+            Self::Accepted | Self::PendingPayment | Self::Fulfilling => None,
+        }
+    }
+}
+
+/// What an order's status change does to its reserved stock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StockEffect {
+    /// Paid: the reservation is kept until shipment, no longer expiring.
+    Commit,
+    /// Shipped: the units leave the warehouse.
+    Consume,
+    /// Failed, cancelled or rejected: the units are available again.
+    Release,
 }
 
 impl fmt::Display for OrderStatus {

@@ -20,6 +20,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub database: DatabaseConfig,
     pub checkout: CheckoutConfig,
+    pub inventory: InventoryConfig,
     pub payments: PaymentsConfig,
     pub warehouse: WarehouseConfig,
     pub events: EventsConfig,
@@ -76,6 +77,23 @@ pub struct CheckoutConfig {
     pub idempotency_lease_s: u64,
 }
 
+/// Where stock lives: this process's database, or an inventory node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InventoryMode {
+    Local,
+    Remote,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryConfig {
+    pub mode: InventoryMode,
+    pub url: String,
+    pub api_key: Secret,
+    pub hold_grace_s: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentsProvider {
@@ -129,6 +147,7 @@ pub struct WorkersConfig {
 #[serde(deny_unknown_fields)]
 pub struct QueuesConfig {
     pub checkout: QueueConfig,
+    pub inventory: QueueConfig,
     pub fulfillment: QueueConfig,
     pub webhooks: QueueConfig,
     pub events: QueueConfig,
@@ -230,7 +249,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(key: &str, message: impl Into<String>) -> Self {
+    pub fn new(key: &str, message: impl Into<String>) -> Self {
         Self {
             key: key.to_owned(),
             origin: String::new(),
@@ -360,9 +379,38 @@ impl Config {
             url::Url::parse(&self.payments.url)
                 .map_err(|e| ConfigError::new("payments.url", format!("{:?} is not a URL: {e}", self.payments.url)))?;
         }
+        self.validate_inventory()?;
         self.validate_dependencies()?;
         self.validate_cold_path()?;
         tracing_subscriber_filter_check(&self.log.level)?;
+        Ok(())
+    }
+
+    fn validate_inventory(&self) -> Result<(), ConfigError> {
+        let inventory = &self.inventory;
+        if inventory.mode == InventoryMode::Local {
+            return Ok(());
+        }
+        if inventory.url.is_empty() {
+            return Err(ConfigError::new(
+                "inventory.url",
+                "is required when inventory.mode = \"remote\": the base URL of a `holdfast serve --role inventory` node",
+            ));
+        }
+        let url = url::Url::parse(&inventory.url)
+            .map_err(|e| ConfigError::new("inventory.url", format!("{:?} is not a URL: {e}", inventory.url)))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ConfigError::new(
+                "inventory.url",
+                format!("{:?} is not an http(s) URL", inventory.url),
+            ));
+        }
+        if inventory.api_key.expose().is_empty() {
+            return Err(ConfigError::new(
+                "inventory.api_key",
+                "is required when inventory.mode = \"remote\": an admin key of the inventory node",
+            ));
+        }
         Ok(())
     }
 
@@ -379,6 +427,7 @@ impl Config {
     fn validate_cold_path(&self) -> Result<(), ConfigError> {
         let queues = [
             ("queues.checkout", self.queues.checkout),
+            ("queues.inventory", self.queues.inventory),
             ("queues.fulfillment", self.queues.fulfillment),
             ("queues.webhooks", self.queues.webhooks),
             ("queues.events", self.queues.events),

@@ -16,11 +16,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, ConfigError, PaymentsProvider};
+use crate::config::{Config, ConfigError, InventoryMode, PaymentsProvider};
 use crate::http::auth::{generate_key, hash_key, register_key, validate_key};
 use crate::http::state::AppState;
 use crate::providers::events::EventPublisher;
-use crate::providers::payments::{PaymentProvider, StripeClient};
+use crate::providers::inventory::RemoteInventory;
+use crate::providers::payments::{NoPayments, PaymentProvider, StripeClient};
 use crate::providers::warehouse::HttpWarehouse;
 use crate::providers::webhooks::WebhookSender;
 use crate::workers::{self, Wakers, WorkerContext};
@@ -33,6 +34,9 @@ pub enum Role {
     All,
     Api,
     Workers,
+    /// The inventory API alone (stock and holds, for order nodes with
+    /// `inventory.mode = "remote"`) and the sweeper of expired holds.
+    Inventory,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +62,12 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config, role: Role) -> Result<Self, StartupError> {
         config.validate()?;
+        if role == Role::Inventory && config.inventory.mode == InventoryMode::Remote {
+            return Err(StartupError::Config(ConfigError::new(
+                "inventory.mode",
+                "an inventory node keeps its own stock: \"remote\" is for order nodes",
+            )));
+        }
         let dependencies = Arc::new(config.dependencies.registry()?);
         let store = holdfast_store::connect(&config.connect_options())
             .await
@@ -143,21 +153,37 @@ impl Application {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut background = Vec::new();
         let inbox_ready = Arc::new(Notify::new());
-        let payments = self.payment_provider(local, &stop_rx, &mut background).await?;
+        let payments: Arc<dyn PaymentProvider> = if self.role == Role::Inventory {
+            Arc::new(NoPayments)
+        } else {
+            self.payment_provider(local, &stop_rx, &mut background).await?
+        };
+        let inventory = self.remote_inventory()?;
         holdfast_resilience::describe_metrics();
         let state = AppState::new(
             self.config.clone(),
             self.store.clone(),
             payments.clone(),
+            inventory.clone(),
             self.dependencies.clone(),
             inbox_ready.clone(),
         );
-        if self.role != Role::Api {
-            let context = Arc::new(self.worker_context(payments.clone(), &stop_rx, &mut background).await?);
-            background.extend(self.spawn_workers(&context, &inbox_ready, &stop_rx));
+        match self.role {
+            Role::Api => {}
+            Role::Inventory => background.push(self.spawn_hold_sweeper(&stop_rx)),
+            Role::All | Role::Workers => {
+                let context = self.worker_context(payments.clone(), inventory, &stop_rx, &mut background);
+                let context = Arc::new(context.await?);
+                background.extend(self.spawn_workers(&context, &inbox_ready, &stop_rx));
+                background.push(self.spawn_hold_sweeper(&stop_rx));
+            }
         }
         tracing::info!(address = %local, backend = self.store.backend().as_str(), role = ?self.role, "serving");
-        let app = crate::http::router(state);
+        let app = if self.role == Role::Inventory {
+            crate::http::inventory_router(state)
+        } else {
+            crate::http::router(state)
+        };
         let grace = Duration::from_secs(self.config.server.shutdown_grace_s);
         let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -205,9 +231,38 @@ impl Application {
         Ok(Arc::new(StripeClient::new(&url, payments.api_key.clone(), deadline)?))
     }
 
+    /// The inventory node's client when `inventory.mode = "remote"`.
+    fn remote_inventory(&self) -> anyhow::Result<Option<Arc<RemoteInventory>>> {
+        let inventory = &self.config.inventory;
+        if inventory.mode == InventoryMode::Local {
+            return Ok(None);
+        }
+        let deadline = Duration::from_millis(self.config.dependencies.inventory.deadline_ms);
+        let client = RemoteInventory::new(&inventory.url, inventory.api_key.clone(), deadline)?;
+        tracing::info!(url = %inventory.url, "inventory is remote");
+        Ok(Some(Arc::new(client)))
+    }
+
+    /// Releases holds left past their expiry (inventory nodes, and any node
+    /// that others use as one).
+    fn spawn_hold_sweeper(&self, stop: &watch::Receiver<bool>) -> JoinHandle<()> {
+        let store = self.store.clone();
+        tokio::spawn(workers::run_loop(
+            "hold-expiry",
+            Duration::from_millis(self.config.checkout.expiry_sweep_interval_ms),
+            None,
+            stop.clone(),
+            move || {
+                let store = store.clone();
+                async move { Ok(workers::expiry::sweep_holds_once(&store, chrono::Utc::now()).await?) }
+            },
+        ))
+    }
+
     async fn worker_context(
         &self,
         payments: Arc<dyn PaymentProvider>,
+        inventory: Option<Arc<RemoteInventory>>,
         stop: &watch::Receiver<bool>,
         background: &mut Vec<JoinHandle<()>>,
     ) -> anyhow::Result<WorkerContext> {
@@ -237,6 +292,7 @@ impl Application {
             warehouse: Arc::new(warehouse),
             payments,
             events,
+            inventory,
             webhook_sender: WebhookSender::new(deadline(config.dependencies.webhooks.deadline_ms))?,
             dependencies: self.dependencies.clone(),
             worker_id: WorkerContext::new_worker_id(),
@@ -303,6 +359,9 @@ impl Application {
         ];
         if context.events.is_some() {
             queues.push((workers::events::QUEUE, context.wake.events.clone()));
+        }
+        if context.inventory.is_some() {
+            queues.push((workers::inventory::QUEUE, context.wake.inventory.clone()));
         }
         for (queue, notify) in queues {
             let ctx = context.clone();

@@ -73,12 +73,13 @@ pub trait Store: Send + Sync + 'static {
     /// Reserves stock for every line (all or nothing) and writes the order,
     /// its first timeline entry and its outbox event in one transaction.
     async fn place_order(&self, order: &NewOrder) -> Result<Order, PlaceOrderError>;
-    /// Takes an order for asynchronous processing while its stock cannot be
-    /// reserved now (status `accepted`, nothing reserved): writes the order,
-    /// its timeline and outbox rows and `job` (which reserves later) in one
-    /// transaction that touches no stock table, so a locked reservations
-    /// table does not stop it.
-    async fn accept_order(&self, order: &NewOrder, job: &NewJob) -> Result<Order, PlaceOrderError>;
+    /// Writes an order without touching any stock table: its timeline and
+    /// outbox rows and `jobs` in one transaction. For an order taken for
+    /// asynchronous processing while its stock cannot be reserved now
+    /// (status `accepted`, with the job that reserves later), so a locked
+    /// reservations table does not stop it; and for an order whose stock a
+    /// remote inventory node holds (status `pending_payment`, no jobs).
+    async fn accept_order(&self, order: &NewOrder, jobs: &[NewJob]) -> Result<Order, PlaceOrderError>;
     /// Reserves the stock of an `accepted` order, all or nothing, and moves it
     /// to `pending_payment` with its reservation expiring at `expires_at`, in
     /// one transaction. An order no longer `accepted` comes back unchanged.

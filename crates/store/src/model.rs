@@ -188,6 +188,9 @@ pub struct StatusChange {
     pub at: DateTime<Utc>,
     /// Recorded with the change (entering `shipped`).
     pub tracking_number: Option<String>,
+    /// A new payment deadline, set with the change (an accepted order whose
+    /// stock a remote inventory node now holds enters `pending_payment`).
+    pub expires_at: Option<DateTime<Utc>>,
     /// Jobs enqueued in the transaction that makes the change, and only if it
     /// is made: the follow-up work exists exactly when the new state does.
     pub enqueue: Vec<crate::NewJob>,
@@ -201,12 +204,18 @@ impl StatusChange {
             cause: cause.into(),
             at,
             tracking_number: None,
+            expires_at: None,
             enqueue: Vec::new(),
         }
     }
 
     pub fn tracking_number(mut self, tracking_number: impl Into<String>) -> Self {
         self.tracking_number = Some(tracking_number.into());
+        self
+    }
+
+    pub fn expires_at(mut self, expires_at: DateTime<Utc>) -> Self {
+        self.expires_at = Some(expires_at);
         self
     }
 
@@ -329,7 +338,7 @@ pub(crate) fn new_order_payload(order: &NewOrder, lines: &[OrderLine]) -> String
 
 /// An order's lines as SKUs and quantities again, sorted by SKU (the order
 /// stock is locked in), for reserving an order taken before its stock.
-pub(crate) fn stored_lines(order: &Order) -> Result<Vec<(Sku, Quantity)>, crate::StoreError> {
+pub fn stored_lines(order: &Order) -> Result<Vec<(Sku, Quantity)>, crate::StoreError> {
     let mut lines = order
         .lines
         .iter()

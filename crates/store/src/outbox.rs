@@ -42,6 +42,10 @@ pub struct RelayOptions {
     /// Publish jobs for NATS JetStream, grouped by aggregate so one order's
     /// events are published in order; `None` when no NATS is configured.
     pub events: Option<JobTemplate>,
+    /// Stock-effect jobs for a remote inventory node (events whose status
+    /// commits, consumes or releases stock), grouped by aggregate; `None`
+    /// when inventory is local.
+    pub inventory: Option<JobTemplate>,
 }
 
 /// What one relay step did.
@@ -88,6 +92,11 @@ pub(crate) fn delivery_job_payload(delivery_id: &str) -> serde_json::Value {
 }
 
 /// The JSON payload of a NATS publish job.
+/// Whether an event changes the stock its order holds.
+pub(crate) fn has_stock_effect(event_type: &str) -> bool {
+    holdfast_domain::OrderStatus::from_event_type(event_type).is_some_and(|status| status.stock_effect().is_some())
+}
+
 pub(crate) fn event_job_payload(event_id: &str) -> serde_json::Value {
     serde_json::json!({ "event_id": event_id })
 }

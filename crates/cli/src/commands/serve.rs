@@ -13,6 +13,9 @@ pub enum RoleArg {
     All,
     Api,
     Workers,
+    /// Only the inventory API (stock and holds) for order nodes running
+    /// `inventory.mode = "remote"`, and the sweeper of expired holds.
+    Inventory,
 }
 
 #[derive(Debug, Args)]
@@ -67,6 +70,7 @@ pub async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<u
         RoleArg::All => Role::All,
         RoleArg::Api => Role::Api,
         RoleArg::Workers => Role::Workers,
+        RoleArg::Inventory => Role::Inventory,
     };
     let address = config.listen_addr()?;
     let app = Application::build(config, role).await?;

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use chrono::{DateTime, Utc};
 use holdfast_domain::{Currency, FieldError, Money, Sku, ValidationErrors};
 use holdfast_store::{InventoryBatch, NewProduct, Product, StoreError, SyncOutcome};
@@ -16,11 +16,12 @@ use super::error::{ApiError, ApiResult, Problem};
 use super::extract::ApiJson;
 use super::state::AppState;
 use super::types::MoneyIo;
+use crate::pipeline::remote;
 
 /// The most units one SKU may hold: keeps every stock sum far from overflow.
 const MAX_ON_HAND: i64 = 1_000_000_000;
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductIn {
     pub sku: String,
@@ -98,10 +99,20 @@ pub async fn create_product(
     _admin: Admin,
     json: ApiJson<ProductIn>,
 ) -> ApiResult<(StatusCode, Json<ProductOut>)> {
-    let product = json
+    let mut product = json
         .body
         .parse()
         .map_err(|errors| ApiError::validation("invalid_product", errors))?;
+    if state.inventory.is_some() {
+        // Stock lives on the inventory node: it gets the initial on-hand
+        // first (an existing SKU there keeps its stock), and this node's own
+        // stock rows stay at zero, unused.
+        let (status, body) = remote::forward(&state, Method::POST, "/api/v1/products", &json.body).await?;
+        if !status.is_success() && status != StatusCode::CONFLICT {
+            return Err(remote::refused(status, &body));
+        }
+        product.on_hand = 0;
+    }
     match state.store.create_product(&product).await {
         Ok(created) => Ok((StatusCode::CREATED, Json(created.into()))),
         Err(StoreError::Conflict(_)) => Err(ApiError::conflict(
@@ -145,6 +156,15 @@ pub async fn get_inventory(
     Path(sku): Path<String>,
 ) -> ApiResult<Json<InventoryOut>> {
     let sku = parse_sku(&sku)?;
+    if state.inventory.is_some() {
+        let level = remote::level(&state, &sku).await?;
+        return Ok(Json(InventoryOut {
+            sku: level.sku,
+            on_hand: level.on_hand,
+            reserved: level.reserved,
+            available: level.available,
+        }));
+    }
     let level = state
         .store
         .get_inventory(&sku)
@@ -158,14 +178,14 @@ pub async fn get_inventory(
     }))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncLevelIn {
     pub sku: String,
     pub on_hand: i64,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncIn {
     /// The warehouse feed's batch id; a batch is applied once.
@@ -173,7 +193,7 @@ pub struct SyncIn {
     pub levels: Vec<SyncLevelIn>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SyncOut {
     pub batch_id: String,
     pub updated: Vec<String>,
@@ -201,7 +221,7 @@ pub async fn sync_inventory(
     _admin: Admin,
     json: ApiJson<SyncIn>,
 ) -> ApiResult<Json<SyncOut>> {
-    let input = json.body;
+    let input = &json.body;
     let mut errors = ValidationErrors::default();
     let batch_id = input.batch_id.trim();
     if batch_id.is_empty() || batch_id.len() > 255 {
@@ -226,6 +246,15 @@ pub async fn sync_inventory(
     }
     if !errors.is_empty() {
         return Err(ApiError::validation("invalid_sync", errors));
+    }
+    if state.inventory.is_some() {
+        let (status, body) = remote::forward(&state, Method::POST, "/api/v1/inventory/sync", input).await?;
+        if !status.is_success() {
+            return Err(remote::refused(status, &body));
+        }
+        let outcome = serde_json::from_value(body)
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("the inventory node's sync answer: {e}")))?;
+        return Ok(Json(outcome));
     }
     let batch = InventoryBatch {
         batch_id: batch_id.to_owned(),

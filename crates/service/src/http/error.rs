@@ -15,6 +15,8 @@ pub struct ApiError {
     pub detail: String,
     pub errors: Vec<FieldError>,
     pub retry_after_s: Option<u64>,
+    /// Which SKU fell short, for `out_of_stock` and `unknown_sku`.
+    pub stock: Option<StockProblem>,
     /// The internal cause of a 5xx, logged and never sent.
     pub cause: Option<anyhow::Error>,
 }
@@ -32,6 +34,18 @@ pub struct Problem {
     pub detail: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<ProblemField>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stock: Option<StockProblem>,
+}
+
+/// The SKU a stock problem is about, machine-readable.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct StockProblem {
+    pub sku: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub available: Option<i64>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -49,6 +63,7 @@ impl ApiError {
             detail: detail.into(),
             errors: Vec::new(),
             retry_after_s: None,
+            stock: None,
             cause: None,
         }
     }
@@ -107,6 +122,7 @@ impl ApiError {
                     message: e.message.clone(),
                 })
                 .collect(),
+            stock: self.stock.clone(),
         }
     }
 
@@ -178,9 +194,22 @@ impl From<PlaceOrderError> for ApiError {
                     format!("items[sku={sku}].qty"),
                     format!("only {available} available"),
                 )];
+                error.stock = Some(StockProblem {
+                    sku: sku.to_string(),
+                    requested: Some(u64::from(requested)),
+                    available: Some(available),
+                });
                 error
             }
-            PlaceOrderError::UnknownSku(sku) => Self::field("unknown_sku", "items", format!("unknown SKU {sku}")),
+            PlaceOrderError::UnknownSku(sku) => {
+                let mut error = Self::field("unknown_sku", "items", format!("unknown SKU {sku}"));
+                error.stock = Some(StockProblem {
+                    sku: sku.to_string(),
+                    requested: None,
+                    available: None,
+                });
+                error
+            }
             PlaceOrderError::Store(store) => store.into(),
         }
     }

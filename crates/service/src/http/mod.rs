@@ -8,6 +8,7 @@ pub mod catalogue;
 pub mod customers;
 pub mod error;
 pub mod extract;
+pub mod inventory;
 pub mod ops;
 pub mod orders;
 pub mod payments;
@@ -62,11 +63,32 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(queues::router())
         .merge(breakers::router())
         .merge(webhooks::router())
+        .merge(inventory::router())
         .split_for_parts()
 }
 
+/// An inventory node's routes (`serve --role inventory`): the catalogue,
+/// stock levels and holds, and the operators' endpoints.
+pub fn inventory_api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(catalogue::router())
+        .merge(inventory::router())
+        .merge(ops::router())
+        .merge(breakers::router())
+        .split_for_parts()
+}
+
+/// The whole API (roles `all`, `api` and `workers`).
 pub fn router(state: AppState) -> Router {
-    let (api, openapi) = api();
+    assemble(api(), state)
+}
+
+/// The inventory node's API (role `inventory`).
+pub fn inventory_router(state: AppState) -> Router {
+    assemble(inventory_api(), state)
+}
+
+fn assemble((api, openapi): (Router<AppState>, utoipa::openapi::OpenApi), state: AppState) -> Router {
     let spec = openapi.to_pretty_json().unwrap_or_default();
     let max_body = state.config.server.max_body_bytes;
     let request_id = HeaderName::from_static("x-request-id");
@@ -111,9 +133,17 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// One deadline for the whole request: past it the client gets 503 at once
-/// instead of waiting on whatever is slow.
+/// instead of waiting on whatever is slow. Another Holdfast node calling
+/// this one sends what is left of its own request's budget
+/// (`holdfast-deadline-ms`), and the shorter of the two applies.
 async fn deadline(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let budget = Duration::from_millis(state.config.server.request_deadline_ms);
+    let configured = Duration::from_millis(state.config.server.request_deadline_ms);
+    let budget = request
+        .headers()
+        .get(crate::providers::inventory::DEADLINE_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .map_or(configured, |ms| configured.min(Duration::from_millis(ms)));
     let until = tokio::time::Instant::now() + budget;
     match crate::deadline::scope(until, tokio::time::timeout_at(until, next.run(request))).await {
         Ok(response) => response,

@@ -210,11 +210,14 @@ pub async fn create_order(
         }
         // Taken for later: the client polls the order for its intent.
         Ok(checkout::Checkout::Accepted(order)) => {
+            // `pending_payment` when only the intent was left for later: its
+            // stock is held until then.
+            let holds_stock = order.status == holdfast_domain::OrderStatus::PendingPayment;
             let accepted = OrderCreated {
                 order_id: order.id.to_string(),
                 status: order.status.to_string(),
                 client_secret: None,
-                expires_at: None,
+                expires_at: order.expires_at.filter(|_| holds_stock),
             };
             (
                 StatusCode::ACCEPTED,

@@ -7,6 +7,7 @@ use tokio::sync::Notify;
 
 use super::auth::KeyCache;
 use crate::config::Config;
+use crate::providers::inventory::RemoteInventory;
 use crate::providers::payments::PaymentProvider;
 use holdfast_resilience::Registry;
 use holdfast_store::SharedStore;
@@ -18,6 +19,9 @@ pub struct Inner {
     pub config: Config,
     pub store: SharedStore,
     pub payments: Arc<dyn PaymentProvider>,
+    /// The inventory node, when `inventory.mode = "remote"`; `None` keeps
+    /// stock in this node's database.
+    pub inventory: Option<Arc<RemoteInventory>>,
     /// The resilience policy (deadline, bulkhead, retries, breaker) of every
     /// outbound dependency, shared with the workers.
     pub dependencies: Arc<Registry>,
@@ -34,6 +38,7 @@ impl AppState {
         config: Config,
         store: SharedStore,
         payments: Arc<dyn PaymentProvider>,
+        inventory: Option<Arc<RemoteInventory>>,
         dependencies: Arc<Registry>,
         inbox_ready: Arc<Notify>,
     ) -> Self {
@@ -45,6 +50,7 @@ impl AppState {
             config,
             store,
             payments,
+            inventory,
             dependencies,
             keys: KeyCache::default(),
             inbox_ready,

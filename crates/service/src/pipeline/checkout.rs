@@ -5,6 +5,9 @@ use chrono::{DateTime, Utc};
 use holdfast_domain::{
     Address, Cart, CustomerName, Email, FieldError, Money, OrderId, OrderStatus, Quantity, Sku, ValidationErrors,
 };
+
+use super::remote;
+use crate::providers::inventory::{InventoryError, RemoteInventory};
 use holdfast_store::{NewOrder, Order, PaymentIntentRef, PlaceOrderError, StatusChange, StoreError};
 
 use crate::http::error::ApiError;
@@ -103,8 +106,9 @@ pub async fn price_cart(state: &AppState, cart: &Cart) -> Result<PricedCart, Api
 pub enum Checkout {
     /// Stock reserved and the payment intent created: `201`.
     Placed(Placed),
-    /// Inventory was unavailable: the order is `accepted` and a worker
-    /// completes it later (`202`).
+    /// Inventory or payments were unavailable: the order is `accepted`
+    /// (or `pending_payment` without its intent) and a worker completes it
+    /// later (`202`).
     Accepted(Order),
 }
 
@@ -121,9 +125,13 @@ pub async fn checkout(
     if order.status == OrderStatus::Accepted {
         return Ok(Checkout::Accepted(order));
     }
-    let intent = match create_payment_intent(state, &order).await {
+    let intent = match request_intent(&state.dependencies, state.payments.as_ref(), &order).await {
         Ok(intent) => intent,
         Err(error) => {
+            if let Some(later) = intent_for_later(state, &order, &error).await {
+                return later;
+            }
+            let error = intent_error(error);
             release_after_failure(state, &order, &error).await;
             return Err(error);
         }
@@ -175,6 +183,9 @@ async fn reserve_and_record(
         cause: "checkout: stock reserved".to_owned(),
     };
     let inventory = policy(&state.dependencies, "inventory").map_err(ApiError::internal)?;
+    if let Some(remote) = &state.inventory {
+        return hold_remotely(state, &inventory, remote, new_order).await;
+    }
     let options = CallOptions::non_idempotent().with_deadline(crate::deadline::request_deadline());
     let placed = inventory
         .call(options, || async {
@@ -193,6 +204,48 @@ async fn reserve_and_record(
     }
 }
 
+/// Remote inventory: hold the stock on the inventory node (keyed by the
+/// order id, so a retry finds the same hold), then write the order here
+/// without touching any stock table. A hold whose order is never written
+/// (this node died, or its database failed in between) is released by the
+/// inventory node when it expires.
+async fn hold_remotely(
+    state: &AppState,
+    inventory: &Policy,
+    remote: &RemoteInventory,
+    new_order: NewOrder,
+) -> Result<Order, ApiError> {
+    let lines: Vec<(Sku, Quantity)> = new_order.lines.iter().map(|(sku, qty, _)| (sku.clone(), *qty)).collect();
+    let grace = chrono::Duration::seconds(i64::try_from(state.config.inventory.hold_grace_s).unwrap_or(300));
+    let held = remote::hold(
+        &state.dependencies,
+        remote,
+        &new_order.id,
+        &lines,
+        new_order.expires_at + grace,
+    )
+    .await;
+    match held {
+        Ok(_) => match state.store.accept_order(&new_order, &[]).await {
+            Ok(order) => Ok(order),
+            Err(PlaceOrderError::Store(StoreError::Conflict(_))) => resume(state, &new_order.id).await,
+            Err(error) => Err(error.into()),
+        },
+        Err(CallError::Failed(InventoryError::OutOfStock {
+            sku,
+            requested,
+            available,
+        })) => Err(PlaceOrderError::OutOfStock {
+            sku,
+            requested: u32::try_from(requested).unwrap_or(u32::MAX),
+            available,
+        }
+        .into()),
+        Err(CallError::Failed(InventoryError::UnknownSku(sku))) => Err(PlaceOrderError::UnknownSku(sku).into()),
+        Err(unavailable) => take_for_later(state, inventory, new_order, unavailable).await,
+    }
+}
+
 /// The id exists: an earlier attempt with this idempotency key placed (or
 /// accepted) the order and then died. Resume it.
 async fn resume(state: &AppState, order_id: &OrderId) -> Result<Order, ApiError> {
@@ -205,11 +258,11 @@ async fn resume(state: &AppState, order_id: &OrderId) -> Result<Order, ApiError>
 
 /// Inventory is unavailable: take the order as `accepted`, with the job
 /// that completes it, in a transaction that touches no stock table.
-async fn take_for_later(
+async fn take_for_later<E: std::error::Error + Send + Sync + 'static>(
     state: &AppState,
     inventory: &Policy,
     mut order: NewOrder,
-    why: CallError<Reservation>,
+    why: CallError<E>,
 ) -> Result<Order, ApiError> {
     crate::telemetry::dependency_error("inventory", why.reason());
     if inventory.config().on_unavailable == OnUnavailable::Reject {
@@ -227,7 +280,7 @@ async fn take_for_later(
     order.cause = format!("accepted while inventory was unavailable ({})", why.reason());
     let template = state.config.queues.checkout.template(crate::workers::checkout::QUEUE);
     let job = crate::workers::checkout::job(&template, &order.id, order.now);
-    match state.store.accept_order(&order, &job).await {
+    match state.store.accept_order(&order, std::slice::from_ref(&job)).await {
         Ok(accepted) => Ok(accepted),
         Err(PlaceOrderError::Store(StoreError::Conflict(_))) => resume(state, &order.id).await,
         Err(error) => Err(error.into()),
@@ -249,14 +302,52 @@ pub fn policy(dependencies: &Registry, name: &str) -> anyhow::Result<Policy> {
 /// create a second one.
 #[tracing::instrument(skip_all, fields(order_id = %order.id))]
 pub async fn create_payment_intent(state: &AppState, order: &Order) -> Result<PaymentIntentRef, ApiError> {
-    match request_intent(&state.dependencies, state.payments.as_ref(), order).await {
-        Ok(intent) => Ok(intent),
-        Err(CallError::Failed(ProviderError::Rejected { code, message })) => Err(ApiError::new(
+    request_intent(&state.dependencies, state.payments.as_ref(), order)
+        .await
+        .map_err(intent_error)
+}
+
+fn intent_error(error: CallError<ProviderError>) -> ApiError {
+    match error {
+        CallError::Failed(ProviderError::Rejected { code, message }) => ApiError::new(
             axum::http::StatusCode::BAD_GATEWAY,
             "payment_provider_error",
             format!("the payment provider refused the intent: {code}: {message}"),
-        )),
-        Err(unavailable) => Err(payments_unavailable(unavailable)),
+        ),
+        unavailable => payments_unavailable(unavailable),
+    }
+}
+
+/// The provider is unavailable and `dependencies.payments.on_unavailable =
+/// "queue"`: the order keeps its stock and a `checkout` job creates its
+/// intent once the provider answers (`202`, status `pending_payment`; the
+/// client gets the intent from `POST /api/v1/payments/intent` or by polling
+/// the order). `None` when the order must fail now instead.
+async fn intent_for_later(
+    state: &AppState,
+    order: &Order,
+    error: &CallError<ProviderError>,
+) -> Option<Result<Checkout, ApiError>> {
+    if matches!(error, CallError::Failed(ProviderError::Rejected { .. })) {
+        return None;
+    }
+    let payments = policy(&state.dependencies, "payments").ok()?;
+    if payments.config().on_unavailable != OnUnavailable::Queue {
+        return None;
+    }
+    crate::telemetry::dependency_error("payments", error.reason());
+    let template = state.config.queues.checkout.template(crate::workers::checkout::QUEUE);
+    let job = crate::workers::checkout::job(&template, &order.id, Utc::now());
+    match state.store.queue().enqueue(&job).await {
+        Ok(_) | Err(StoreError::Conflict(_)) => {
+            tracing::warn!(order_id = %order.id, reason = error.reason(), "payments unavailable: intent left to a worker");
+            Some(Ok(Checkout::Accepted(order.clone())))
+        }
+        // The job could not be written: fail now, giving the stock back.
+        Err(enqueue_error) => {
+            tracing::warn!(order_id = %order.id, error = %enqueue_error, "could not leave the intent to a worker");
+            None
+        }
     }
 }
 

@@ -4,3 +4,4 @@
 
 pub mod checkout;
 pub mod payments;
+pub mod remote;

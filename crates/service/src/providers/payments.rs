@@ -53,6 +53,20 @@ impl holdfast_resilience::Classify for ProviderError {
     }
 }
 
+/// The provider of a node that takes no payments (`serve --role
+/// inventory`): every call is refused.
+pub struct NoPayments;
+
+#[async_trait]
+impl PaymentProvider for NoPayments {
+    async fn create_intent(&self, _request: &IntentRequest) -> Result<Intent, ProviderError> {
+        Err(ProviderError::Rejected {
+            code: "not_configured".into(),
+            message: "this node serves inventory only and takes no payments".into(),
+        })
+    }
+}
+
 /// Speaks `POST /v1/payment_intents` with form bodies, bearer auth and
 /// `Idempotency-Key`, like Stripe.
 pub struct StripeClient {

@@ -11,11 +11,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use holdfast_domain::{OrderId, OrderStatus};
 use holdfast_resilience::CallError;
-use holdfast_store::{ClaimedJob, JobTemplate, NewJob, PlaceOrderError, StatusChange, StoreError};
+use holdfast_store::{ClaimedJob, JobTemplate, NewJob, Order, PlaceOrderError, StatusChange, StoreError, stored_lines};
 
 use super::WorkerContext;
 use super::jobs::{JobOutcome, for_order, order_job};
 use crate::pipeline::checkout::{request_intent, reservation_ttl};
+use crate::pipeline::remote;
+use crate::providers::inventory::{InventoryError, RemoteInventory};
 use crate::providers::payments::ProviderError;
 
 pub const QUEUE: &str = "checkout";
@@ -46,11 +48,15 @@ pub async fn complete(ctx: &WorkerContext, order_id: &OrderId) -> anyhow::Result
     };
     if order.status == OrderStatus::Accepted {
         let now = Utc::now();
-        match ctx
-            .store
-            .reserve_accepted(order_id, now + reservation_ttl(&ctx.config), now)
-            .await
-        {
+        let reserved = match &ctx.inventory {
+            Some(remote) => hold_remotely(ctx, remote, &order, now).await,
+            None => {
+                ctx.store
+                    .reserve_accepted(order_id, now + reservation_ttl(&ctx.config), now)
+                    .await
+            }
+        };
+        match reserved {
             Ok(reserved) => order = reserved,
             Err(PlaceOrderError::OutOfStock {
                 sku,
@@ -85,6 +91,49 @@ pub async fn complete(ctx: &WorkerContext, order_id: &OrderId) -> anyhow::Result
             Err(anyhow::Error::new(unavailable))
         }
     }
+}
+
+/// Remote inventory: hold the order's stock on the inventory node (the same
+/// hold again if an earlier attempt made it), then move the order to
+/// `pending_payment` here. Answers as `reserve_accepted` does.
+async fn hold_remotely(
+    ctx: &WorkerContext,
+    remote: &RemoteInventory,
+    order: &Order,
+    now: DateTime<Utc>,
+) -> Result<Order, PlaceOrderError> {
+    let lines = stored_lines(order)?;
+    let expires_at = now + reservation_ttl(&ctx.config);
+    let grace = chrono::Duration::seconds(i64::try_from(ctx.config.inventory.hold_grace_s).unwrap_or(300));
+    match remote::hold(&ctx.dependencies, remote, &order.id, &lines, expires_at + grace).await {
+        Ok(_) => {}
+        Err(CallError::Failed(InventoryError::OutOfStock {
+            sku,
+            requested,
+            available,
+        })) => {
+            return Err(PlaceOrderError::OutOfStock {
+                sku,
+                requested: u32::try_from(requested).unwrap_or(u32::MAX),
+                available,
+            });
+        }
+        Err(CallError::Failed(InventoryError::UnknownSku(sku))) => return Err(PlaceOrderError::UnknownSku(sku)),
+        Err(unavailable) => {
+            crate::telemetry::dependency_error("inventory", unavailable.reason());
+            return Err(StoreError::Unavailable(format!("inventory node: {:#}", anyhow::Error::new(unavailable))).into());
+        }
+    }
+    let change = StatusChange::new(order.id.clone(), OrderStatus::PendingPayment, "stock held by the inventory node", now)
+        .expires_at(expires_at);
+    match ctx.store.transition_order(&change).await {
+        Ok(_) | Err(StoreError::InvalidTransition(_)) => {}
+        Err(error) => return Err(error.into()),
+    }
+    ctx.store
+        .get_order(&order.id)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(order.id.to_string()).into())
 }
 
 async fn reject(ctx: &WorkerContext, order_id: &OrderId, cause: String) -> anyhow::Result<()> {

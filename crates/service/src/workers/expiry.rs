@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use holdfast_domain::OrderStatus;
-use holdfast_store::{SharedStore, StatusChange, StoreError, TransitionOutcome};
+use holdfast_store::{HoldAction, SharedStore, StatusChange, StoreError, TransitionOutcome};
 
 pub const BATCH: i64 = 100;
 
@@ -29,4 +29,22 @@ pub async fn sweep_once(store: &SharedStore, now: DateTime<Utc>) -> Result<usize
         }
     }
     Ok(cancelled)
+}
+
+/// Releases every stock hold (the inventory node's reservations for remote
+/// order nodes) still unpaid past its expiry; returns how many it released.
+/// The order node releases its holds itself when its orders expire; this
+/// catches the holds of order nodes that never came back.
+pub async fn sweep_holds_once(store: &SharedStore, now: DateTime<Utc>) -> Result<usize, StoreError> {
+    let expired = store.holds().expired(now, BATCH).await?;
+    let mut released = 0;
+    for id in expired {
+        match store.holds().settle(&id, HoldAction::Release, now).await {
+            Ok(_) => released += 1,
+            // Settled meanwhile by its order node: nothing to do.
+            Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(released)
 }

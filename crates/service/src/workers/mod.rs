@@ -7,6 +7,7 @@ pub mod events;
 pub mod expiry;
 pub mod fulfillment;
 pub mod inbox;
+pub mod inventory;
 pub mod jobs;
 pub mod relay;
 pub mod webhooks;
@@ -33,6 +34,8 @@ pub struct WorkerContext {
     pub payments: Arc<dyn crate::providers::payments::PaymentProvider>,
     /// `None` when `events.nats_url` is empty.
     pub events: Option<Arc<EventPublisher>>,
+    /// The inventory node, when `inventory.mode = "remote"`.
+    pub inventory: Option<Arc<crate::providers::inventory::RemoteInventory>>,
     pub webhook_sender: WebhookSender,
     /// The dependency policies (breakers and the rest), shared with the API.
     pub dependencies: Arc<holdfast_resilience::Registry>,
@@ -47,6 +50,7 @@ pub struct WorkerContext {
 pub struct Wakers {
     pub relay: Arc<Notify>,
     pub checkout: Arc<Notify>,
+    pub inventory: Arc<Notify>,
     pub fulfillment: Arc<Notify>,
     pub webhooks: Arc<Notify>,
     pub events: Arc<Notify>,
@@ -64,6 +68,7 @@ impl WorkerContext {
     fn queue_run(&self, queue: &str) -> anyhow::Result<QueueRun> {
         let settings = match queue {
             checkout::QUEUE => self.config.queues.checkout,
+            inventory::QUEUE => self.config.queues.inventory,
             fulfillment::QUEUE => self.config.queues.fulfillment,
             webhooks::QUEUE => self.config.queues.webhooks,
             events::QUEUE => self.config.queues.events,
@@ -81,6 +86,7 @@ impl WorkerContext {
         let queue = job.job.queue.clone();
         let outcome = match queue.as_str() {
             checkout::QUEUE => checkout::handle(self, job).await,
+            inventory::QUEUE => inventory::handle(self, job).await,
             fulfillment::QUEUE => fulfillment::handle(self, job).await,
             webhooks::QUEUE => webhooks::handle(self, job).await,
             _ => events::handle(self, job).await,

@@ -16,6 +16,10 @@ pub async fn relay_once(ctx: &WorkerContext, now: DateTime<Utc>) -> anyhow::Resu
             .events
             .as_ref()
             .map(|_| queues.events.template(super::events::QUEUE)),
+        inventory: ctx
+            .inventory
+            .as_ref()
+            .map(|_| queues.inventory.template(super::inventory::QUEUE)),
     };
     let outcome = ctx.store.outbox().relay_batch(&options).await?;
     if outcome.deliveries > 0 {
@@ -23,6 +27,9 @@ pub async fn relay_once(ctx: &WorkerContext, now: DateTime<Utc>) -> anyhow::Resu
     }
     if outcome.events > 0 && ctx.events.is_some() {
         ctx.wake.events.notify_one();
+    }
+    if outcome.events > 0 && ctx.inventory.is_some() {
+        ctx.wake.inventory.notify_one();
     }
     Ok(usize::try_from(outcome.events).unwrap_or(usize::MAX))
 }
@@ -34,7 +41,13 @@ pub async fn measure_once(ctx: &WorkerContext, now: DateTime<Utc>) -> anyhow::Re
     let mut all = ctx.store.queue().stats(now).await?;
     // An empty queue is absent from the stats; report it as zeros so its
     // gauges do not keep their last values.
-    for queue in [super::fulfillment::QUEUE, super::webhooks::QUEUE, super::events::QUEUE] {
+    for queue in [
+        super::checkout::QUEUE,
+        super::inventory::QUEUE,
+        super::fulfillment::QUEUE,
+        super::webhooks::QUEUE,
+        super::events::QUEUE,
+    ] {
         if !all.iter().any(|s| s.queue == queue) {
             all.push(QueueStats {
                 queue: queue.to_owned(),

@@ -31,6 +31,7 @@ async fn worker_context(app: &TestApp) -> WorkerContext {
                 .await
                 .expect("nats client"),
         )),
+        inventory: None,
         webhook_sender: WebhookSender::new(deadline).expect("client"),
         dependencies: Arc::new(app.config.dependencies.registry().expect("policies")),
         worker_id: "test-worker".into(),

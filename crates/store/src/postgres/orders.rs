@@ -69,10 +69,12 @@ pub(super) async fn place_order(pool: &PgPool, order: &NewOrder) -> Result<Order
     Ok(placed)
 }
 
-pub(super) async fn accept_order(pool: &PgPool, order: &NewOrder, job: &NewJob) -> Result<Order, PlaceOrderError> {
+pub(super) async fn accept_order(pool: &PgPool, order: &NewOrder, jobs: &[NewJob]) -> Result<Order, PlaceOrderError> {
     let mut tx = super::begin(pool).await?;
     let accepted = insert_order(&mut tx, ACCEPT, order, &[]).await?;
-    enqueue_in_tx(&mut tx, job).await?;
+    for job in jobs {
+        enqueue_in_tx(&mut tx, job).await?;
+    }
     tx.commit().await?;
     Ok(accepted)
 }
@@ -290,10 +292,13 @@ pub(super) async fn transition_order(pool: &PgPool, change: &StatusChange) -> Re
     if change.tracking_number.is_some() {
         order.tracking_number.clone_from(&change.tracking_number);
     }
+    if change.expires_at.is_some() {
+        order.expires_at = change.expires_at;
+    }
     apply_stock_effect(&mut tx, &change.order_id, change.to).await?;
     sqlx::query(concat!(
         "WITH updated AS (UPDATE orders SET status = $2, updated_at = $4, ",
-        "  tracking_number = coalesce($9, tracking_number) WHERE id = $1), ",
+        "  tracking_number = coalesce($9, tracking_number), expires_at = coalesce($10, expires_at) WHERE id = $1), ",
         "timeline AS (INSERT INTO order_events (order_id, seq, from_status, to_status, cause, at) ",
         "  SELECT $1, coalesce(max(seq), 0) + 1, $3, $2, $5, $4 FROM order_events WHERE order_id = $1) ",
         "INSERT INTO outbox_events (id, aggregate_id, event_type, payload, created_at) VALUES ($6, $1, $7, $8, $4)"
@@ -307,6 +312,7 @@ pub(super) async fn transition_order(pool: &PgPool, change: &StatusChange) -> Re
     .bind(change.to.event_type())
     .bind(order_event_payload(&order))
     .bind(change.tracking_number.as_deref())
+    .bind(change.expires_at)
     .execute(&mut *tx)
     .await?;
     for job in &change.enqueue {

@@ -7,7 +7,7 @@ use sqlx::{Postgres, Transaction};
 
 use super::PgStore;
 use super::queue::enqueue_in_tx;
-use crate::outbox::{OutboxRow, delivery_job_payload, event_job_payload};
+use crate::outbox::{OutboxRow, delivery_job_payload, event_job_payload, has_stock_effect};
 use crate::webhooks::EndpointRow;
 use crate::{JobTemplate, Outbox, OutboxEvent, OutboxLag, RelayOptions, RelayOutcome, Result, WebhookEndpoint};
 
@@ -52,6 +52,12 @@ impl Outbox for PgStore {
                 deliveries += 1;
             }
             if let Some(template) = &options.events {
+                let job = template
+                    .job(&event.aggregate_id, event_job_payload(&event.id), options.now)
+                    .dedup_key(&event.id);
+                enqueue_in_tx(&mut tx, &job).await?;
+            }
+            if let Some(template) = options.inventory.as_ref().filter(|_| has_stock_effect(&event.event_type)) {
                 let job = template
                     .job(&event.aggregate_id, event_job_payload(&event.id), options.now)
                     .dedup_key(&event.id);

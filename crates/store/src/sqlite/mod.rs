@@ -211,8 +211,8 @@ impl Store for SqliteStore {
         orders::place_order(&self.write, order).await
     }
 
-    async fn accept_order(&self, order: &NewOrder, job: &crate::NewJob) -> Result<Order, PlaceOrderError> {
-        orders::accept_order(&self.write, order, job).await
+    async fn accept_order(&self, order: &NewOrder, jobs: &[crate::NewJob]) -> Result<Order, PlaceOrderError> {
+        orders::accept_order(&self.write, order, jobs).await
     }
 
     async fn reserve_accepted(

@@ -78,10 +78,12 @@ pub(super) async fn place_order(pool: &SqlitePool, order: &NewOrder) -> Result<O
     Ok(placed)
 }
 
-pub(super) async fn accept_order(pool: &SqlitePool, order: &NewOrder, job: &NewJob) -> Result<Order, PlaceOrderError> {
+pub(super) async fn accept_order(pool: &SqlitePool, order: &NewOrder, jobs: &[NewJob]) -> Result<Order, PlaceOrderError> {
     let mut tx = begin_write(pool).await?;
     let accepted = insert_order(&mut tx, order, false).await?;
-    enqueue_in_tx(&mut tx, job).await?;
+    for job in jobs {
+        enqueue_in_tx(&mut tx, job).await?;
+    }
     tx.commit().await?;
     Ok(accepted)
 }
@@ -217,14 +219,19 @@ pub(super) async fn transition_order(pool: &SqlitePool, change: &StatusChange) -
     if change.tracking_number.is_some() {
         order.tracking_number.clone_from(&change.tracking_number);
     }
+    if change.expires_at.is_some() {
+        order.expires_at = change.expires_at;
+    }
     apply_stock_effect(&mut tx, &change.order_id, change.to).await?;
     sqlx::query(
-        "UPDATE orders SET status = ?2, updated_at = ?3, tracking_number = coalesce(?4, tracking_number) WHERE id = ?1",
+        "UPDATE orders SET status = ?2, updated_at = ?3, tracking_number = coalesce(?4, tracking_number), \
+         expires_at = coalesce(?5, expires_at) WHERE id = ?1",
     )
     .bind(change.order_id.as_str())
     .bind(change.to.as_str())
     .bind(change.at)
     .bind(change.tracking_number.as_deref())
+    .bind(change.expires_at)
     .execute(&mut *tx)
     .await?;
     for job in &change.enqueue {

@@ -93,6 +93,7 @@ both_backends!(
                             now: Utc::now(),
                             webhooks: JobTemplate::new("webhooks"),
                             events: Some(JobTemplate::new("events")),
+                            inventory: None,
                         };
                         let outcome = store.outbox().relay_batch(&options).await.expect("relay");
                         relayed += outcome.events;

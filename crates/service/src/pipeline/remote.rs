@@ -1,0 +1,125 @@
+//! Calls to a remote inventory node (`inventory.mode = "remote"`), each under
+//! the `inventory` policy: its deadline (and what is left of the request's),
+//! bulkhead, retry budget and breaker. Holds are keyed by the order id, so
+//! their calls are idempotent and may be retried.
+
+use axum::http::{Method, StatusCode};
+use chrono::{DateTime, Utc};
+use holdfast_domain::{FieldError, OrderId, Quantity, Sku, StockEffect};
+use holdfast_resilience::{CallError, CallOptions, Registry};
+use serde::Serialize;
+
+use super::checkout::policy;
+use crate::http::error::ApiError;
+use crate::http::state::AppState;
+use crate::providers::inventory::{HoldOut, InventoryError, LevelOut, RemoteInventory};
+
+/// Holds `lines` for `order_id` on the inventory node.
+pub async fn hold(
+    dependencies: &Registry,
+    inventory: &RemoteInventory,
+    order_id: &OrderId,
+    lines: &[(Sku, Quantity)],
+    expires_at: DateTime<Utc>,
+) -> Result<HoldOut, CallError<InventoryError>> {
+    let policy = policy(dependencies, "inventory").map_err(|e| CallError::Failed(InventoryError::Unavailable(e.to_string())))?;
+    let options = CallOptions::idempotent().with_deadline(crate::deadline::request_deadline());
+    policy
+        .call(options, || inventory.hold(order_id, lines, expires_at))
+        .await
+}
+
+/// Applies a status change's stock effect to the order's hold.
+pub async fn settle(
+    dependencies: &Registry,
+    inventory: &RemoteInventory,
+    order_id: &OrderId,
+    effect: StockEffect,
+) -> Result<HoldOut, CallError<InventoryError>> {
+    let action = match effect {
+        StockEffect::Commit => "commit",
+        StockEffect::Consume => "consume",
+        StockEffect::Release => "release",
+    };
+    let policy = policy(dependencies, "inventory").map_err(|e| CallError::Failed(InventoryError::Unavailable(e.to_string())))?;
+    let options = CallOptions::idempotent().with_deadline(crate::deadline::request_deadline());
+    policy.call(options, || inventory.settle(order_id, action)).await
+}
+
+/// A SKU's stock levels, read through from the inventory node.
+pub async fn level(state: &AppState, sku: &Sku) -> Result<LevelOut, ApiError> {
+    let inventory = remote(state)?;
+    let policy = policy(&state.dependencies, "inventory").map_err(ApiError::internal)?;
+    let options = CallOptions::idempotent().with_deadline(crate::deadline::request_deadline());
+    match policy.call(options, || inventory.level(sku)).await {
+        Ok(level) => Ok(level),
+        Err(CallError::Failed(InventoryError::NotFound)) => Err(ApiError::not_found("product")),
+        Err(error) => Err(unavailable(error)),
+    }
+}
+
+/// Sends an admin call on to the inventory node; its answer comes back as is.
+pub async fn forward(
+    state: &AppState,
+    method: Method,
+    path: &str,
+    body: &impl Serialize,
+) -> Result<(StatusCode, serde_json::Value), ApiError> {
+    let inventory = remote(state)?;
+    let body = serde_json::to_value(body).map_err(ApiError::internal)?;
+    let policy = policy(&state.dependencies, "inventory").map_err(ApiError::internal)?;
+    let options = CallOptions::non_idempotent().with_deadline(crate::deadline::request_deadline());
+    policy
+        .call(options, || inventory.forward(method.clone(), path, &body))
+        .await
+        .map_err(unavailable)
+}
+
+/// The inventory node refused a forwarded call: the same status, its detail
+/// and field errors.
+pub fn refused(status: StatusCode, body: &serde_json::Value) -> ApiError {
+    let text = |key: &str| body.get(key).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    let mut error = ApiError::new(
+        status,
+        "inventory_refused",
+        format!("the inventory node refused: {}: {}", text("code"), text("detail")),
+    );
+    if let Some(fields) = body.get("errors").and_then(|v| v.as_array()) {
+        error.errors = fields
+            .iter()
+            .map(|f| {
+                let get = |key: &str| f.get(key).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+                FieldError::new(get("field"), get("message"))
+            })
+            .collect();
+    }
+    error
+}
+
+/// 503 with `Retry-After`: the inventory node is unreachable, slow, failing,
+/// saturated, or its breaker is open.
+pub fn unavailable(error: CallError<InventoryError>) -> ApiError {
+    crate::telemetry::dependency_error("inventory", error.reason());
+    let retry_after_s = error.retry_after().map_or(1, |after| after.as_secs().max(1));
+    let (code, detail) = match &error {
+        CallError::BulkheadFull => ("overloaded", "too many inventory calls in flight; retry shortly".to_owned()),
+        CallError::Failed(InventoryError::Rejected { status, detail }) => (
+            "dependency_unavailable",
+            format!("the inventory node refused this node's call (HTTP {status}: {detail})"),
+        ),
+        _ => (
+            "dependency_unavailable",
+            "the inventory node is not answering; retry later".to_owned(),
+        ),
+    };
+    let mut api_error = ApiError::unavailable(code, detail, retry_after_s);
+    api_error.cause = Some(anyhow::Error::new(error));
+    api_error
+}
+
+fn remote(state: &AppState) -> Result<&RemoteInventory, ApiError> {
+    state
+        .inventory
+        .as_deref()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("inventory.mode is not \"remote\"")))
+}
