@@ -45,6 +45,16 @@ impl Database {
 }
 
 pub async fn start(database: &Database, tweak: impl FnOnce(&mut Config)) -> anyhow::Result<RunningService> {
+    start_as(database, Role::All, tweak).await
+}
+
+/// [`start`] with only the parts `role` runs (`Role::Inventory`: an
+/// inventory node for order nodes in `inventory.mode = "remote"`).
+pub async fn start_as(
+    database: &Database,
+    role: Role,
+    tweak: impl FnOnce(&mut Config),
+) -> anyhow::Result<RunningService> {
     let (database_url, cleanup) = match database {
         Database::Sqlite => {
             let dir = std::env::temp_dir().join(format!("holdfast-run-{}", uuid::Uuid::now_v7().simple()));
@@ -68,7 +78,7 @@ pub async fn start(database: &Database, tweak: impl FnOnce(&mut Config)) -> anyh
     config.database.url = holdfast_service::config::Secret::new(database_url.clone());
     config.log.level = "warn".into();
     tweak(&mut config);
-    let app = Application::build(config, Role::All).await?;
+    let app = Application::build(config, role).await?;
     let admin_key = holdfast_service::http::auth::generate_key();
     app.bootstrap_admin_key(Some(&admin_key)).await?;
     let store = app.store();

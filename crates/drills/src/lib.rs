@@ -11,3 +11,4 @@ pub mod harness;
 pub mod load;
 pub mod partner;
 pub mod proxy;
+pub mod topology;

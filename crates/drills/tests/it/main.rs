@@ -6,6 +6,7 @@
 
 mod api;
 mod http;
+mod inventory_hang;
 mod queue_bench;
 mod support;
 mod tcp;
