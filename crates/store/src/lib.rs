@@ -11,6 +11,8 @@ mod rows;
 mod outbox;
 #[macro_use]
 mod webhooks;
+#[macro_use]
+mod holds;
 mod connect;
 pub mod deadline;
 mod error;
@@ -28,6 +30,7 @@ use holdfast_domain::{OrderId, Sku};
 
 pub use connect::{Backend, ConnectOptions, PoolOptions, Pools, connect, describe_target};
 pub use error::{PlaceOrderError, StoreError};
+pub use holds::{Hold, HoldAction, HoldStatus, NewHold, StockHolds};
 pub use model::*;
 pub use outbox::{Outbox, OutboxEvent, OutboxLag, RelayOptions, RelayOutcome};
 pub use queue::*;
@@ -58,6 +61,8 @@ pub trait Store: Send + Sync + 'static {
     fn outbox(&self) -> &dyn Outbox;
     /// Partner webhook endpoints and their delivery log.
     fn webhooks(&self) -> &dyn WebhookStore;
+    /// The inventory node's stock holds (see `StockHolds`).
+    fn holds(&self) -> &dyn StockHolds;
 
     async fn count_api_keys(&self) -> Result<i64>;
     async fn insert_api_key(&self, key: &NewApiKey) -> Result<()>;

@@ -12,6 +12,17 @@ use crate::rows::{ProductRow, replayed, spread};
 /// concurrent buyers of one SKU mostly lock different rows.
 pub(crate) const BUCKETS: i64 = 16;
 
+/// The units of SKU `$1` held by active reservations: orders' (awaiting
+/// payment or paid) and stock holds' (held or committed).
+macro_rules! reserved_units {
+    () => {
+        "((SELECT coalesce(sum(qty), 0)::bigint FROM stock_reservations \
+            WHERE sku = $1 AND status IN ('held', 'committed')) \
+         + (SELECT coalesce(sum(l.qty), 0)::bigint FROM stock_hold_lines l JOIN stock_holds h ON h.id = l.hold_id \
+            WHERE l.sku = $1 AND h.status IN ('held', 'committed')))"
+    };
+}
+
 pub(super) async fn create_product(pool: &PgPool, product: &NewProduct) -> Result<Product> {
     let mut tx = super::begin(pool).await?;
     let row: ProductRow = sqlx::query_as(
@@ -55,11 +66,10 @@ pub(super) async fn get_products(pool: &PgPool, skus: &[Sku]) -> Result<Vec<Prod
 }
 
 pub(super) async fn get_inventory(pool: &PgPool, sku: &Sku) -> Result<Option<InventoryLevel>> {
-    let row: (Option<i64>, i64) = sqlx::query_as(
-        "SELECT (SELECT sum(available)::bigint FROM stock_buckets WHERE sku = $1), \
-                (SELECT coalesce(sum(qty), 0)::bigint FROM stock_reservations \
-                  WHERE sku = $1 AND status IN ('held', 'committed'))",
-    )
+    let row: (Option<i64>, i64) = sqlx::query_as(concat!(
+        "SELECT (SELECT sum(available)::bigint FROM stock_buckets WHERE sku = $1), ",
+        reserved_units!()
+    ))
     .bind(sku.as_str())
     .fetch_one(pool)
     .await?;
@@ -71,8 +81,8 @@ pub(super) async fn get_inventory(pool: &PgPool, sku: &Sku) -> Result<Option<Inv
 }
 
 /// Sets on-hand levels. Each SKU's buckets are locked in bucket order (the
-/// order checkout uses), the units held by reservations are subtracted, and
-/// the rest is spread evenly again.
+/// order checkout uses), the units held by reservations and stock holds are
+/// subtracted, and the rest is spread evenly again.
 pub(super) async fn sync_inventory(pool: &PgPool, batch: &InventoryBatch) -> Result<SyncOutcome> {
     let mut tx = super::begin(pool).await?;
     let claimed = sqlx::query(
@@ -107,12 +117,10 @@ pub(super) async fn sync_inventory(pool: &PgPool, batch: &InventoryBatch) -> Res
             outcome.unknown.push(sku.to_string());
             continue;
         }
-        let reserved: i64 = sqlx::query_scalar(
-            "SELECT coalesce(sum(qty), 0)::bigint FROM stock_reservations WHERE sku = $1 AND status IN ('held', 'committed')",
-        )
-        .bind(sku.as_str())
-        .fetch_one(&mut *tx)
-        .await?;
+        let reserved: i64 = sqlx::query_scalar(concat!("SELECT ", reserved_units!()))
+            .bind(sku.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
         let available = (i64::from(*on_hand) - reserved).max(0);
         let shares: Vec<i32> = spread(available, buckets.len() as i64)
             .into_iter()

@@ -1,6 +1,7 @@
 //! The PostgreSQL backend: production, directly or through PgBouncer.
 
 mod catalogue;
+mod holds;
 mod orders;
 mod outbox;
 mod queue;
@@ -146,6 +147,10 @@ impl Store for PgStore {
     }
 
     fn webhooks(&self) -> &dyn crate::WebhookStore {
+        self
+    }
+
+    fn holds(&self) -> &dyn crate::StockHolds {
         self
     }
 

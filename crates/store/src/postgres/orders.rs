@@ -14,10 +14,10 @@ use crate::model::*;
 use crate::rows::{CustomerRow, OrderEventRow, OrderRow, like_pattern, orders};
 
 /// Stock taken for one line: which bucket and how many units.
-struct Taken {
-    sku: Sku,
-    bucket: i16,
-    qty: i32,
+pub(super) struct Taken {
+    pub(super) sku: Sku,
+    pub(super) bucket: i16,
+    pub(super) qty: i32,
 }
 
 /// The statement that writes an order with its customer, timeline entry and
@@ -176,7 +176,8 @@ pub(super) async fn reserve_accepted(
 /// bucket so concurrent buyers spread out. Only when no unlocked bucket holds
 /// enough does it lock every bucket of the SKU (in bucket order) and decide
 /// from the true total, so "out of stock" is never answered while stock exists.
-async fn reserve_line(
+/// Checkout and stock holds both take stock through it.
+pub(super) async fn reserve_line(
     tx: &mut Transaction<'static, Postgres>,
     sku: &Sku,
     qty: Quantity,

@@ -9,6 +9,16 @@ use crate::error::StoreError;
 use crate::model::{InventoryBatch, InventoryLevel, NewProduct, Product, SyncOutcome};
 use crate::rows::{ProductRow, replayed};
 
+/// The units of SKU `?1` held by active reservations: orders' (awaiting
+/// payment or paid) and stock holds' (held or committed).
+macro_rules! reserved_units {
+    () => {
+        "((SELECT coalesce(sum(qty), 0) FROM stock_reservations WHERE sku = ?1 AND status IN ('held', 'committed')) \
+         + (SELECT coalesce(sum(l.qty), 0) FROM stock_hold_lines l JOIN stock_holds h ON h.id = l.hold_id \
+           WHERE l.sku = ?1 AND h.status IN ('held', 'committed')))"
+    };
+}
+
 pub(super) async fn create_product(pool: &SqlitePool, product: &NewProduct) -> Result<Product> {
     let mut tx = begin_write(pool).await?;
     let row: ProductRow = sqlx::query_as(
@@ -47,11 +57,10 @@ pub(super) async fn get_products(pool: &SqlitePool, skus: &[Sku]) -> Result<Vec<
 }
 
 pub(super) async fn get_inventory(pool: &SqlitePool, sku: &Sku) -> Result<Option<InventoryLevel>> {
-    let row: (Option<i64>, i64) = sqlx::query_as(
-        "SELECT (SELECT sum(available) FROM stock_buckets WHERE sku = ?1), \
-                (SELECT coalesce(sum(qty), 0) FROM stock_reservations \
-                  WHERE sku = ?1 AND status IN ('held', 'committed'))",
-    )
+    let row: (Option<i64>, i64) = sqlx::query_as(concat!(
+        "SELECT (SELECT sum(available) FROM stock_buckets WHERE sku = ?1), ",
+        reserved_units!()
+    ))
     .bind(sku.as_str())
     .fetch_one(pool)
     .await?;
@@ -78,10 +87,11 @@ pub(super) async fn sync_inventory(pool: &SqlitePool, batch: &InventoryBatch) ->
         replayed: false,
     };
     for (sku, on_hand) in &batch.levels {
-        let updated = sqlx::query(
-            "UPDATE stock_buckets SET available = max(0, ?2 - (SELECT coalesce(sum(qty), 0) FROM stock_reservations \
-               WHERE sku = ?1 AND status IN ('held', 'committed'))) WHERE sku = ?1",
-        )
+        let updated = sqlx::query(concat!(
+            "UPDATE stock_buckets SET available = max(0, ?2 - ",
+            reserved_units!(),
+            ") WHERE sku = ?1"
+        ))
         .bind(sku.as_str())
         .bind(i64::from(*on_hand))
         .execute(&mut *tx)

@@ -7,6 +7,7 @@
 //! through read-only connections that WAL lets run beside the writer.
 
 mod catalogue;
+mod holds;
 mod orders;
 mod outbox;
 mod queue;
@@ -151,6 +152,10 @@ impl Store for SqliteStore {
     }
 
     fn webhooks(&self) -> &dyn crate::WebhookStore {
+        self
+    }
+
+    fn holds(&self) -> &dyn crate::StockHolds {
         self
     }
 

@@ -132,11 +132,28 @@ pub(super) async fn reserve_accepted(
     Ok(order)
 }
 
-/// Takes `qty` units of `sku` from its single bucket, or fails with the
-/// amount available. The write lock is held, so check-then-update is safe.
+/// Takes `qty` units of `sku` for an order and records its reservation.
 async fn reserve_line(
     tx: &mut Transaction<'static, Sqlite>,
     order_id: &OrderId,
+    sku: &Sku,
+    qty: i64,
+) -> Result<(), PlaceOrderError> {
+    take_stock(tx, sku, qty).await?;
+    sqlx::query("INSERT INTO stock_reservations (order_id, sku, bucket, qty, status) VALUES (?1, ?2, 0, ?3, 'held')")
+        .bind(order_id.as_str())
+        .bind(sku.as_str())
+        .bind(qty)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Takes `qty` units of `sku` from its single bucket (bucket 0), or fails
+/// with the amount available. The write lock is held, so check-then-update
+/// is safe. Checkout and stock holds both take stock through it.
+pub(super) async fn take_stock(
+    tx: &mut Transaction<'static, Sqlite>,
     sku: &Sku,
     qty: i64,
 ) -> Result<(), PlaceOrderError> {
@@ -161,12 +178,6 @@ async fn reserve_line(
             },
         });
     }
-    sqlx::query("INSERT INTO stock_reservations (order_id, sku, bucket, qty, status) VALUES (?1, ?2, 0, ?3, 'held')")
-        .bind(order_id.as_str())
-        .bind(sku.as_str())
-        .bind(qty)
-        .execute(&mut **tx)
-        .await?;
     Ok(())
 }
 

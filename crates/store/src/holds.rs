@@ -1,0 +1,218 @@
+//! Stock holds: the inventory node's reservations, keyed by the order id the
+//! order node sends.
+//!
+//! The inventory node keeps no orders, so its reservations cannot live in
+//! `stock_reservations` (which references `orders`). A hold takes units from
+//! the same `stock_buckets` as checkout, with checkout's algorithm, all or
+//! nothing, and carries one status for all its lines: `held` (awaiting
+//! payment), `committed` (paid), `consumed` (shipped) or `released` (units
+//! returned). Units of held and committed holds count as reserved.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use holdfast_domain::{OrderId, Quantity, Sku};
+
+use crate::Result;
+use crate::error::{PlaceOrderError, StoreError, corrupt};
+
+/// A hold to take: every line or none.
+#[derive(Debug, Clone)]
+pub struct NewHold {
+    pub id: OrderId,
+    pub lines: Vec<(Sku, Quantity)>,
+    pub expires_at: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldStatus {
+    /// Units taken, awaiting payment; released by the sweeper after expiry.
+    Held,
+    /// Paid: the units stay taken until shipped or released.
+    Committed,
+    /// Shipped: the units left the warehouse.
+    Consumed,
+    /// The units went back to their buckets.
+    Released,
+}
+
+impl HoldStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Held => "held",
+            Self::Committed => "committed",
+            Self::Consumed => "consumed",
+            Self::Released => "released",
+        }
+    }
+}
+
+impl fmt::Display for HoldStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for HoldStatus {
+    type Err = StoreError;
+
+    /// Parses a stored status; anything else is a corrupt row.
+    fn from_str(raw: &str) -> Result<Self> {
+        match raw {
+            "held" => Ok(Self::Held),
+            "committed" => Ok(Self::Committed),
+            "consumed" => Ok(Self::Consumed),
+            "released" => Ok(Self::Released),
+            _ => Err(corrupt("hold status", raw)),
+        }
+    }
+}
+
+/// What the order node tells the inventory node about a hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldAction {
+    /// The order was paid.
+    Commit,
+    /// The order shipped.
+    Consume,
+    /// The order failed, was cancelled or expired: give the units back.
+    Release,
+}
+
+impl HoldAction {
+    /// The status a hold in `from` moves to, `None` when it is already there
+    /// (a repeated call), or `Conflict` when the hold can no longer get there.
+    pub(crate) fn apply(self, id: &OrderId, from: HoldStatus) -> Result<Option<HoldStatus>> {
+        use HoldStatus::*;
+        let to = match (self, from) {
+            (Self::Commit, Held) => Committed,
+            (Self::Commit, Committed | Consumed) => return Ok(None),
+            (Self::Consume, Held | Committed) => Consumed,
+            (Self::Consume, Consumed) => return Ok(None),
+            (Self::Release, Held | Committed) => Released,
+            (Self::Release, Released) => return Ok(None),
+            (Self::Commit | Self::Consume, Released) | (Self::Release, Consumed) => {
+                return Err(StoreError::Conflict(format!("hold {id} is {from}")));
+            }
+        };
+        Ok(Some(to))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    pub id: OrderId,
+    pub status: HoldStatus,
+    /// The requested units per SKU (summed over buckets), sorted by SKU.
+    pub lines: Vec<(Sku, Quantity)>,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[async_trait]
+pub trait StockHolds: Send + Sync {
+    /// Takes every line's units in one transaction (all or nothing), with
+    /// checkout's algorithm. A hold with this id that already exists comes
+    /// back unchanged when its lines are the same, whatever its status, and
+    /// is a `Conflict` when they differ.
+    async fn hold(&self, hold: &NewHold) -> Result<Hold, PlaceOrderError>;
+    /// Commits, consumes or releases a hold; repeating an action changes
+    /// nothing. Releasing returns the units to their buckets. `Conflict` when
+    /// a released hold is committed or consumed, or a consumed one released.
+    async fn settle(&self, id: &OrderId, action: HoldAction, now: DateTime<Utc>) -> Result<Hold>;
+    async fn get(&self, id: &OrderId) -> Result<Option<Hold>>;
+    /// Held holds whose expiry is at or before `now`, oldest expiry first.
+    async fn expired(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<OrderId>>;
+}
+
+/// The lines of a new hold merged per SKU and sorted by SKU, the order every
+/// checkout takes stock rows in, so a hold and a checkout never deadlock.
+pub(crate) fn merged_lines(hold: &NewHold) -> Result<Vec<(Sku, Quantity)>, PlaceOrderError> {
+    let mut merged: BTreeMap<&Sku, i64> = BTreeMap::new();
+    for (sku, qty) in &hold.lines {
+        *merged.entry(sku).or_default() += i64::from(qty.get());
+    }
+    let mut lines = Vec::with_capacity(merged.len());
+    for (sku, total) in merged {
+        // A cart caps each SKU's total the same way; only a caller that skips
+        // the cart gets here.
+        let qty = Quantity::parse(total).map_err(|_| {
+            StoreError::Conflict(format!(
+                "hold {}: {sku} totals {total} units, more than {} per SKU",
+                hold.id,
+                Quantity::MAX
+            ))
+        })?;
+        lines.push((sku.clone(), qty));
+    }
+    Ok(lines)
+}
+
+/// The answer to a `hold` whose id exists: the same hold again, or a
+/// `Conflict` if the lines differ.
+pub(crate) fn existing_or_conflict(existing: Hold, lines: &[(Sku, Quantity)]) -> Result<Hold, PlaceOrderError> {
+    if existing.lines == lines {
+        Ok(existing)
+    } else {
+        Err(StoreError::Conflict(format!("hold {} exists with other lines", existing.id)).into())
+    }
+}
+
+/// The columns `HoldLineRow` reads: one row per SKU of the hold (one row
+/// with no SKU if it has no lines).
+macro_rules! hold_by_id_sql {
+    ($param:literal) => {
+        concat!(
+            "SELECT h.id, h.status, h.expires_at, h.created_at, h.updated_at, l.sku, sum(l.qty) AS qty ",
+            "FROM stock_holds h LEFT JOIN stock_hold_lines l ON l.hold_id = h.id ",
+            "WHERE h.id = ",
+            $param,
+            " GROUP BY h.id, l.sku"
+        )
+    };
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct HoldLineRow {
+    id: String,
+    status: String,
+    expires_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    sku: Option<String>,
+    qty: Option<i64>,
+}
+
+/// Builds a hold from its rows (`hold_by_id_sql!`); `None` if there are none.
+pub(crate) fn hold_from_rows(rows: Vec<HoldLineRow>) -> Result<Option<Hold>> {
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let mut hold = Hold {
+        id: OrderId::from_trusted(first.id.clone()),
+        status: first.status.parse()?,
+        lines: Vec::with_capacity(rows.len()),
+        expires_at: first.expires_at,
+        created_at: first.created_at,
+        updated_at: first.updated_at,
+    };
+    for row in rows {
+        let (Some(sku), Some(qty)) = (row.sku, row.qty) else {
+            continue;
+        };
+        let qty = Quantity::parse(qty).map_err(|_| corrupt("hold line qty", &qty.to_string()))?;
+        let sku = Sku::parse(&sku).map_err(|_| corrupt("hold line sku", &sku))?;
+        hold.lines.push((sku, qty));
+    }
+    // Sorted here, not in SQL: PostgreSQL orders text by its collation, the
+    // domain by bytes.
+    hold.lines.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(Some(hold))
+}
