@@ -15,6 +15,8 @@ pub struct RunningService {
     pub admin_key: String,
     pub store: SharedStore,
     pub database_url: String,
+    /// The configuration it runs with.
+    pub config: Config,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
     cleanup: Cleanup,
@@ -78,7 +80,7 @@ pub async fn start_as(
     config.database.url = holdfast_service::config::Secret::new(database_url.clone());
     config.log.level = "warn".into();
     tweak(&mut config);
-    let app = Application::build(config, role).await?;
+    let app = Application::build(config.clone(), role).await?;
     let admin_key = holdfast_service::http::auth::generate_key();
     app.bootstrap_admin_key(Some(&admin_key)).await?;
     let store = app.store();
@@ -93,6 +95,7 @@ pub async fn start_as(
         admin_key,
         store,
         database_url,
+        config,
         shutdown: Some(tx),
         task: Some(task),
         cleanup,

@@ -52,6 +52,11 @@ impl RemoteInventory {
         })
     }
 
+    /// The order node's configuration.
+    pub fn orders_config(&self) -> &Config {
+        &self.orders.config
+    }
+
     /// The inventory node accepts connections and never answers (open ones
     /// included): INC-2847's hung dependency.
     pub fn hang(&self) -> anyhow::Result<()> {

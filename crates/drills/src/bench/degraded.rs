@@ -74,7 +74,12 @@ async fn measure(topology: &RemoteInventory, args: &DegradedArgs, is_postgres: b
             Some(&uuid::Uuid::now_v7().to_string()),
         )
         .await?;
-    anyhow::ensure!(first.status == 201, "the first checkout answered {}: {}", first.status, first.body);
+    anyhow::ensure!(
+        first.status == 201,
+        "the first checkout answered {}: {}",
+        first.status,
+        first.body
+    );
     let order_id = first.body["order_id"].as_str().unwrap_or_default().to_owned();
     let config = topology.orders_config();
     let inventory_deadline = Duration::from_millis(config.dependencies.inventory.deadline_ms);
@@ -93,7 +98,8 @@ async fn measure(topology: &RemoteInventory, args: &DegradedArgs, is_postgres: b
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
-    for client in 0..args.clients {
+    let clients = args.clients;
+    for client in 0..clients {
         let (shop, stop) = (shop.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             let mut samples = Vec::new();
@@ -109,7 +115,7 @@ async fn measure(topology: &RemoteInventory, args: &DegradedArgs, is_postgres: b
                     took: answer.elapsed,
                     status: answer.status,
                 });
-                n += args.clients;
+                n += clients;
             }
             anyhow::Ok((true, samples))
         }));
@@ -192,7 +198,10 @@ async fn measure(topology: &RemoteInventory, args: &DegradedArgs, is_postgres: b
         ),
         None => {
             met = false;
-            println!("  hung: the inventory breaker never opened within {} s", args.fault_seconds);
+            println!(
+                "  hung: the inventory breaker never opened within {} s",
+                args.fault_seconds
+            );
         }
     }
     met &= p99_before <= ceiling_before;

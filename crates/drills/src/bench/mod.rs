@@ -2,6 +2,7 @@
 //! a ceiling measured in the same run.
 
 mod checkout;
+mod degraded;
 mod hot_sku;
 mod queue;
 
@@ -21,6 +22,9 @@ use holdfast_store::{NewOrder, PlaceOrderError, SharedStore};
 pub enum BenchCommand {
     /// Orders/s through HTTP, end to end, against the same checkout SQL run directly.
     Checkout(checkout::CheckoutArgs),
+    /// Checkout and order reads while the remote inventory node hangs: p99 before and after the
+    /// breaker opens, GET p99 against the no-fault baseline, requests past the deadline.
+    Degraded(degraded::DegradedArgs),
     /// 32 buyers of one SKU with limited stock, against the single-row FOR UPDATE ceiling.
     HotSku(hot_sku::HotSkuArgs),
     /// Durable no-op jobs/s through the PostgreSQL job queue, beside BullMQ on Redis at equal concurrency.
@@ -33,6 +37,7 @@ pub enum BenchCommand {
 pub async fn run(command: BenchCommand) -> anyhow::Result<u8> {
     match command {
         BenchCommand::Checkout(args) => checkout::run(args).await,
+        BenchCommand::Degraded(args) => degraded::run(args).await,
         BenchCommand::HotSku(args) => hot_sku::run(args).await,
         BenchCommand::Queue(args) => queue::run(args).await,
         BenchCommand::Webhooks(args) => webhooks::run(args).await,

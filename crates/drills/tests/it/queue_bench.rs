@@ -2,8 +2,6 @@
 //! processed exactly once. Timing is not checked; on a shared machine it
 //! proves nothing.
 
-use std::time::Duration;
-
 use clap::Parser;
 use holdfast_drills::bench::{BenchCommand, QueueArgs, measure_queue};
 

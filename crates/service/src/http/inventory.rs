@@ -113,7 +113,11 @@ pub async fn create_hold(
 #[utoipa::path(get, path = "/api/v1/inventory/holds/{id}", tag = "inventory",
     params(("id" = String, Path, description = "the order id")),
     responses((status = 200, body = HoldOut), (status = 404, body = Problem)))]
-pub async fn get_hold(State(state): State<AppState>, _admin: Admin, Path(id): Path<String>) -> ApiResult<Json<HoldOut>> {
+pub async fn get_hold(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> ApiResult<Json<HoldOut>> {
     let id = parse_id(&id, "id").map_err(|e| ApiError::field("invalid_id", "id", e.message))?;
     let hold = state.store.holds().get(&id).await?;
     Ok(Json(hold.ok_or_else(|| ApiError::not_found("hold"))?.into()))

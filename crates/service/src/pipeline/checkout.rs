@@ -215,7 +215,11 @@ async fn hold_remotely(
     remote: &RemoteInventory,
     new_order: NewOrder,
 ) -> Result<Order, ApiError> {
-    let lines: Vec<(Sku, Quantity)> = new_order.lines.iter().map(|(sku, qty, _)| (sku.clone(), *qty)).collect();
+    let lines: Vec<(Sku, Quantity)> = new_order
+        .lines
+        .iter()
+        .map(|(sku, qty, _)| (sku.clone(), *qty))
+        .collect();
     let grace = chrono::Duration::seconds(i64::try_from(state.config.inventory.hold_grace_s).unwrap_or(300));
     let held = remote::hold(
         &state.dependencies,

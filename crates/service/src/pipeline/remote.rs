@@ -22,7 +22,8 @@ pub async fn hold(
     lines: &[(Sku, Quantity)],
     expires_at: DateTime<Utc>,
 ) -> Result<HoldOut, CallError<InventoryError>> {
-    let policy = policy(dependencies, "inventory").map_err(|e| CallError::Failed(InventoryError::Unavailable(e.to_string())))?;
+    let policy =
+        policy(dependencies, "inventory").map_err(|e| CallError::Failed(InventoryError::Unavailable(e.to_string())))?;
     let options = CallOptions::idempotent().with_deadline(crate::deadline::request_deadline());
     policy
         .call(options, || inventory.hold(order_id, lines, expires_at))
@@ -41,7 +42,8 @@ pub async fn settle(
         StockEffect::Consume => "consume",
         StockEffect::Release => "release",
     };
-    let policy = policy(dependencies, "inventory").map_err(|e| CallError::Failed(InventoryError::Unavailable(e.to_string())))?;
+    let policy =
+        policy(dependencies, "inventory").map_err(|e| CallError::Failed(InventoryError::Unavailable(e.to_string())))?;
     let options = CallOptions::idempotent().with_deadline(crate::deadline::request_deadline());
     policy.call(options, || inventory.settle(order_id, action)).await
 }
@@ -102,7 +104,10 @@ pub fn unavailable(error: CallError<InventoryError>) -> ApiError {
     crate::telemetry::dependency_error("inventory", error.reason());
     let retry_after_s = error.retry_after().map_or(1, |after| after.as_secs().max(1));
     let (code, detail) = match &error {
-        CallError::BulkheadFull => ("overloaded", "too many inventory calls in flight; retry shortly".to_owned()),
+        CallError::BulkheadFull => (
+            "overloaded",
+            "too many inventory calls in flight; retry shortly".to_owned(),
+        ),
         CallError::Failed(InventoryError::Rejected { status, detail }) => (
             "dependency_unavailable",
             format!("the inventory node refused this node's call (HTTP {status}: {detail})"),

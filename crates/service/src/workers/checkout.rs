@@ -121,11 +121,18 @@ async fn hold_remotely(
         Err(CallError::Failed(InventoryError::UnknownSku(sku))) => return Err(PlaceOrderError::UnknownSku(sku)),
         Err(unavailable) => {
             crate::telemetry::dependency_error("inventory", unavailable.reason());
-            return Err(StoreError::Unavailable(format!("inventory node: {:#}", anyhow::Error::new(unavailable))).into());
+            return Err(
+                StoreError::Unavailable(format!("inventory node: {:#}", anyhow::Error::new(unavailable))).into(),
+            );
         }
     }
-    let change = StatusChange::new(order.id.clone(), OrderStatus::PendingPayment, "stock held by the inventory node", now)
-        .expires_at(expires_at);
+    let change = StatusChange::new(
+        order.id.clone(),
+        OrderStatus::PendingPayment,
+        "stock held by the inventory node",
+        now,
+    )
+    .expires_at(expires_at);
     match ctx.store.transition_order(&change).await {
         Ok(_) | Err(StoreError::InvalidTransition(_)) => {}
         Err(error) => return Err(error.into()),

@@ -57,7 +57,11 @@ impl Outbox for PgStore {
                     .dedup_key(&event.id);
                 enqueue_in_tx(&mut tx, &job).await?;
             }
-            if let Some(template) = options.inventory.as_ref().filter(|_| has_stock_effect(&event.event_type)) {
+            if let Some(template) = options
+                .inventory
+                .as_ref()
+                .filter(|_| has_stock_effect(&event.event_type))
+            {
                 let job = template
                     .job(&event.aggregate_id, event_job_payload(&event.id), options.now)
                     .dedup_key(&event.id);

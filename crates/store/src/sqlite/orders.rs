@@ -78,7 +78,11 @@ pub(super) async fn place_order(pool: &SqlitePool, order: &NewOrder) -> Result<O
     Ok(placed)
 }
 
-pub(super) async fn accept_order(pool: &SqlitePool, order: &NewOrder, jobs: &[NewJob]) -> Result<Order, PlaceOrderError> {
+pub(super) async fn accept_order(
+    pool: &SqlitePool,
+    order: &NewOrder,
+    jobs: &[NewJob],
+) -> Result<Order, PlaceOrderError> {
     let mut tx = begin_write(pool).await?;
     let accepted = insert_order(&mut tx, order, false).await?;
     for job in jobs {
