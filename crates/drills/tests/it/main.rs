@@ -8,5 +8,6 @@ mod api;
 mod http;
 mod inventory_hang;
 mod queue_bench;
+mod remote_inventory;
 mod support;
 mod tcp;

@@ -26,9 +26,39 @@ pub struct Readiness {
     pub ready: bool,
     pub database: String,
     pub migrations: String,
+    /// What is saturated right now, so new requests would be shed with 503
+    /// (a database pool with every connection in use, a dependency's
+    /// bulkhead at `max_concurrency`); empty when nothing is.
+    pub shedding: Vec<String>,
 }
 
-/// Ready to take traffic: the database answers and migrations are current.
+/// Saturated pools and bulkheads: a balancer that sees them sends new
+/// requests elsewhere instead of to a node that would shed them.
+fn shedding(state: &AppState) -> Vec<String> {
+    let pools = state
+        .store
+        .pool_usage()
+        .into_iter()
+        // Workers' pool saturating sheds no request; SQLite's one shared
+        // writer is busy whenever anything writes and queues rather than sheds.
+        .filter(|pool| pool.pool != "worker" && pool.max > 1 && pool.in_use >= pool.max)
+        .map(|pool| format!("database pool {} ({}/{} in use)", pool.pool, pool.in_use, pool.max));
+    let bulkheads = state
+        .dependencies
+        .snapshots()
+        .into_iter()
+        .filter(|breaker| breaker.in_flight >= breaker.config.max_concurrency)
+        .map(|breaker| {
+            format!(
+                "{} bulkhead ({}/{} calls in flight)",
+                breaker.name, breaker.in_flight, breaker.config.max_concurrency
+            )
+        });
+    pools.chain(bulkheads).collect()
+}
+
+/// Ready to take traffic: the database answers, migrations are current and
+/// nothing is shedding load.
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
@@ -40,7 +70,8 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         ),
         Err(error) => (format!("unreachable: {error}"), "unknown".to_owned()),
     };
-    let ready = database == "ok" && migrations == "current";
+    let shedding = shedding(&state);
+    let ready = database == "ok" && migrations == "current" && shedding.is_empty();
     let code = if ready {
         StatusCode::OK
     } else {
@@ -52,6 +83,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             ready,
             database,
             migrations,
+            shedding,
         }),
     )
         .into_response()

@@ -9,6 +9,7 @@ mod checkout;
 mod concurrency;
 mod events;
 mod expiry;
+mod holds;
 mod idempotency;
 mod locks;
 mod ops;

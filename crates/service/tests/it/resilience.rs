@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use holdfast_resilience::BreakerConfig;
+use holdfast_resilience::{BreakerConfig, OnUnavailable};
 use holdfast_sandbox::{PaymentsConfig, SandboxPayments};
 use serde_json::json;
 
@@ -64,6 +64,7 @@ both_backends!(
             };
             payments.retry.base_ms = 1;
             payments.retry.max_ms = 5;
+            payments.on_unavailable = OnUnavailable::Reject;
         })
         .await;
         app.create_product("OAR", 3_000, 100).await;
@@ -115,6 +116,70 @@ both_backends!(
         let again = app.shop.checkout(&order(&[("OAR", 1)], "pm_card_visa"), "oar-0").await;
         assert_eq!(again.body["order_id"], placed.body["order_id"], "replayed");
         assert_eq!(sandbox.stats().intents_created, 1, "no double intent");
+        app.stop().await;
+    }
+);
+
+both_backends!(
+    a_payments_outage_takes_orders_and_a_worker_creates_their_intents,
+    |backend| async move {
+        let (sandbox, url) = provider().await;
+        let app = spawn_app_with(backend, |config| {
+            config.payments.url = url.clone();
+            let payments = &mut config.dependencies.payments;
+            payments.breaker = BreakerConfig {
+                failure_rate: 0.5,
+                window_s: 30,
+                min_calls: 2,
+                slow_call_ms: 5_000,
+                open_s: 1,
+                half_open_probes: 1,
+            };
+            payments.retry.base_ms = 1;
+            payments.retry.max_ms = 5;
+            payments.on_unavailable = OnUnavailable::Queue;
+        })
+        .await;
+        app.create_product("KAYAK", 30_000, 10).await;
+        sandbox.set_failure_rate(1.0);
+
+        let mut taken = Vec::new();
+        for n in 0..3 {
+            let started = Instant::now();
+            let answer = app
+                .shop
+                .checkout(&order(&[("KAYAK", 1)], "pm_card_visa"), &format!("kayak-{n}"))
+                .await;
+            assert_eq!(answer.status, 202, "{}", answer.body);
+            // The stock is held; only the intent is left for later.
+            assert_eq!(answer.body["status"], "pending_payment", "{}", answer.body);
+            assert!(answer.body["expires_at"].is_string(), "{}", answer.body);
+            assert!(answer.body["client_secret"].is_null(), "{}", answer.body);
+            if n == 2 {
+                assert!(
+                    started.elapsed() < Duration::from_millis(500),
+                    "with the breaker open the order is taken at once"
+                );
+            }
+            taken.push(answer.body["order_id"].as_str().expect("order id").to_owned());
+        }
+        assert_eq!(breaker(&app, "payments").await["state"], "open");
+        assert_eq!(app.inventory("KAYAK").await, (10, 3, 7), "the taken orders hold their stock");
+        // A replay of the same key answers the same 202.
+        let replay = app.shop.checkout(&order(&[("KAYAK", 1)], "pm_card_visa"), "kayak-0").await;
+        assert_eq!((replay.status, &replay.body["order_id"]), (202, &json!(taken[0])));
+
+        sandbox.set_failure_rate(0.0);
+        for order_id in &taken {
+            let paid = app.wait_for_status(order_id, "paid").await;
+            assert!(paid["payment_intent_id"].is_string() || paid["status"] == "paid", "{paid}");
+        }
+        assert_eq!(
+            sandbox.stats().intents_created,
+            3,
+            "one intent per order, however often the worker tried"
+        );
+        assert_eq!(app.inventory("KAYAK").await.2, 7, "paid orders keep their stock");
         app.stop().await;
     }
 );
