@@ -66,6 +66,9 @@ pub async fn run(config: &Config) -> Vec<Check> {
     if !config.database.pgbouncer_admin_url.expose().is_empty() {
         checks.push(pgbouncer(config).await);
     }
+    if config.inventory.mode == crate::config::InventoryMode::Remote {
+        checks.push(inventory(config).await);
+    }
     checks.push(payments(config).await);
     checks.push(warehouse(config).await);
     checks.push(events(config).await);
@@ -194,6 +197,40 @@ async fn payments(config: &Config) -> Check {
     }
     let deadline = Duration::from_millis(config.dependencies.payments.deadline_ms);
     http_reachable("payments", "payments.url", &payments.url, deadline).await
+}
+
+/// The inventory node answers, and accepts this node's key: reading a SKU
+/// that cannot exist answers 404 only past authentication.
+async fn inventory(config: &Config) -> Check {
+    use crate::providers::inventory::{InventoryError, RemoteInventory};
+    let deadline = Duration::from_millis(config.dependencies.inventory.deadline_ms);
+    let url = &config.inventory.url;
+    let client = match RemoteInventory::new(url, config.inventory.api_key.clone(), deadline) {
+        Ok(client) => client,
+        Err(error) => return Check::fail("inventory", error.to_string()),
+    };
+    let started = Instant::now();
+    let probe = holdfast_domain::Sku::parse("PREFLIGHT-PROBE").map_err(|e| e.message);
+    let Ok(probe) = probe else {
+        return Check::fail("inventory", "the probe SKU does not parse");
+    };
+    match client.level(&probe).await {
+        Ok(_) | Err(InventoryError::NotFound) => Check::pass(
+            "inventory",
+            format!("{url} answered in {} ms", started.elapsed().as_millis()),
+        ),
+        Err(InventoryError::Rejected { status, detail }) if status == 401 || status == 403 => Check::fail(
+            "inventory",
+            format!("config key `inventory.api_key`: {url} refused the key (HTTP {status}: {detail})"),
+        ),
+        Err(error) => Check::fail(
+            "inventory",
+            format!(
+                "config key `inventory.url`: {url} did not answer within {} ms: {error}",
+                deadline.as_millis()
+            ),
+        ),
+    }
 }
 
 async fn warehouse(config: &Config) -> Check {

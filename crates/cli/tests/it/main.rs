@@ -8,6 +8,7 @@ mod kill;
 mod preflight;
 mod queue;
 mod reload;
+mod roles;
 mod startup;
 
 use std::process::Output;

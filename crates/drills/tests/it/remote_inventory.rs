@@ -62,7 +62,12 @@ async fn scenario(topology: &RemoteInventory) -> TestResult {
     // The order node keeps no stock of its own; the inventory node has it all.
     assert_eq!(level(topology, "SAIL").await?, (10, 0, 10));
     let read = admin.get("/api/v1/inventory/SAIL").await?;
-    assert_eq!((read.status, &read.body["available"]), (200, &json!(10)), "{}", read.body);
+    assert_eq!(
+        (read.status, &read.body["available"]),
+        (200, &json!(10)),
+        "{}",
+        read.body
+    );
     let shop = admin.with_key(&admin.storefront_key().await?);
     let checkout = |n: &str, qty: u32, method: &str| {
         let body = order_body(&[("SAIL".into(), qty)], &format!("{n}@example.com"), method);

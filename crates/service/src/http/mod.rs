@@ -132,6 +132,9 @@ fn assemble((api, openapi): (Router<AppState>, utoipa::openapi::OpenApi), state:
     .with_state(state)
 }
 
+/// Kept back from a request's steps for answering after one runs out of time.
+const WRAP_UP: Duration = Duration::from_millis(100);
+
 /// One deadline for the whole request: past it the client gets 503 at once
 /// instead of waiting on whatever is slow. Another Holdfast node calling
 /// this one sends what is left of its own request's budget
@@ -145,7 +148,12 @@ async fn deadline(State(state): State<AppState>, request: Request, next: Next) -
         .and_then(|value| value.trim().parse::<u64>().ok())
         .map_or(configured, |ms| configured.min(Duration::from_millis(ms)));
     let until = tokio::time::Instant::now() + budget;
-    match crate::deadline::scope(until, tokio::time::timeout_at(until, next.run(request))).await {
+    // The steps inside see a deadline a little earlier than the response's,
+    // so a step that runs out of time still has a moment to answer for it
+    // (take the order for later, give reserved stock back) before the
+    // request as a whole is cut off.
+    let wrap_up = (budget / 10).min(WRAP_UP);
+    match crate::deadline::scope(until - wrap_up, tokio::time::timeout_at(until, next.run(request))).await {
         Ok(response) => response,
         Err(_) => ApiError::unavailable(
             "deadline_exceeded",

@@ -414,7 +414,9 @@ fn payments_unavailable(error: CallError<ProviderError>) -> ApiError {
 }
 
 /// A checkout that cannot get its intent gives its stock back at once
-/// instead of holding it until the reservation expires.
+/// instead of holding it until the reservation expires. The release runs in
+/// a task of its own, outside the request's deadline (which may be what ran
+/// out), so it finishes even when the request is cut off meanwhile.
 async fn release_after_failure(state: &AppState, order: &Order, error: &ApiError) {
     let change = StatusChange::new(
         order.id.clone(),
@@ -422,8 +424,13 @@ async fn release_after_failure(state: &AppState, order: &Order, error: &ApiError
         format!("checkout failed: {}", error.code),
         Utc::now(),
     );
-    if let Err(release_error) = state.store.transition_order(&change).await {
-        // The expiry sweeper releases it later; nothing is lost.
-        tracing::warn!(order_id = %order.id, error = %release_error, "could not release a failed checkout now");
-    }
+    let store = state.store.clone();
+    let release = tokio::spawn(async move { store.transition_order(&change).await });
+    let failed = match release.await {
+        Ok(Ok(_)) => return,
+        Ok(Err(error)) => error.to_string(),
+        Err(join) => join.to_string(),
+    };
+    // The expiry sweeper releases it later; nothing is lost.
+    tracing::warn!(order_id = %order.id, error = failed, "could not release a failed checkout now");
 }

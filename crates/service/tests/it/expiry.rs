@@ -12,6 +12,7 @@ both_backends!(expired_reservations_release_their_stock, |backend| async move {
     let app = spawn_app_with(backend, |config| {
         config.payments.url = "http://127.0.0.1:9".into();
         config.dependencies.payments.deadline_ms = 200;
+        config.dependencies.payments.on_unavailable = holdfast_resilience::OnUnavailable::Reject;
     })
     .await;
     app.create_product("TENT", 25_000, 4).await;
@@ -40,7 +41,8 @@ both_backends!(expired_reservations_release_their_stock, |backend| async move {
         "a second sweep finds nothing"
     );
 
-    // A checkout whose provider is unreachable gives its stock back at once.
+    // With on_unavailable = "reject", a checkout whose provider is
+    // unreachable gives its stock back at once.
     let failed = app
         .shop
         .checkout(&order(&[("TENT", 2)], "pm_card_visa"), "no-provider")

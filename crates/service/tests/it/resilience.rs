@@ -164,22 +164,44 @@ both_backends!(
             taken.push(answer.body["order_id"].as_str().expect("order id").to_owned());
         }
         assert_eq!(breaker(&app, "payments").await["state"], "open");
-        assert_eq!(app.inventory("KAYAK").await, (10, 3, 7), "the taken orders hold their stock");
+        assert_eq!(
+            app.inventory("KAYAK").await,
+            (10, 3, 7),
+            "the taken orders hold their stock"
+        );
         // A replay of the same key answers the same 202.
-        let replay = app.shop.checkout(&order(&[("KAYAK", 1)], "pm_card_visa"), "kayak-0").await;
+        let replay = app
+            .shop
+            .checkout(&order(&[("KAYAK", 1)], "pm_card_visa"), "kayak-0")
+            .await;
         assert_eq!((replay.status, &replay.body["order_id"]), (202, &json!(taken[0])));
 
         sandbox.set_failure_rate(0.0);
+        // This provider sends no webhooks: the intent existing is the end.
         for order_id in &taken {
-            let paid = app.wait_for_status(order_id, "paid").await;
-            assert!(paid["payment_intent_id"].is_string() || paid["status"] == "paid", "{paid}");
+            let until = Instant::now() + Duration::from_secs(20);
+            loop {
+                let answer = app.shop.get(&format!("/api/v1/orders/{order_id}")).await;
+                if answer.body["payment_intent_id"].is_string() {
+                    assert_eq!(answer.body["status"], "pending_payment", "{}", answer.body);
+                    break;
+                }
+                assert!(Instant::now() < until, "no intent for {order_id}: {}", answer.body);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
+        let intent = app
+            .admin
+            .post("/api/v1/payments/intent", &json!({"order_id": taken[0]}))
+            .await;
+        assert_eq!(intent.status, 200, "the client fetches its intent: {}", intent.body);
+        assert!(intent.body["client_secret"].is_string(), "{}", intent.body);
         assert_eq!(
             sandbox.stats().intents_created,
             3,
             "one intent per order, however often the worker tried"
         );
-        assert_eq!(app.inventory("KAYAK").await.2, 7, "paid orders keep their stock");
+        assert_eq!(app.inventory("KAYAK").await, (10, 3, 7), "the orders keep their stock");
         app.stop().await;
     }
 );
@@ -189,6 +211,8 @@ both_backends!(a_full_bulkhead_sheds_at_once, |backend| async move {
     let app = spawn_app_with(backend, |config| {
         config.payments.url = url.clone();
         config.dependencies.payments.max_concurrency = 1;
+        // Shedding is the point here; "queue" would take the order for later.
+        config.dependencies.payments.on_unavailable = OnUnavailable::Reject;
     })
     .await;
     app.create_product("SAIL", 9_000, 10).await;
@@ -245,5 +269,54 @@ both_backends!(thresholds_change_at_runtime, |backend| async move {
         text.contains("holdfast_breaker_state"),
         "the breaker gauge the alert rule reads"
     );
+    app.stop().await;
+});
+
+both_backends!(a_callers_remaining_budget_bounds_the_request, |backend| async move {
+    // Another Holdfast node calling this one passes what is left of its own
+    // request's budget; a slow provider then costs at most that.
+    let (sandbox, url) = provider().await;
+    let app = spawn_app_with(backend, |config| {
+        config.payments.url = url.clone();
+        config.dependencies.payments.on_unavailable = OnUnavailable::Reject;
+    })
+    .await;
+    app.create_product("ROPE", 800, 5).await;
+    sandbox.set_latency(Duration::from_millis(1_000));
+    let started = Instant::now();
+    let budgeted = app
+        .shop
+        .send(
+            app.shop
+                .request(reqwest::Method::POST, "/api/v1/orders")
+                .header("Idempotency-Key", "rope-budgeted")
+                .header("holdfast-deadline-ms", "200")
+                .json(&order(&[("ROPE", 1)], "pm_card_visa")),
+        )
+        .await;
+    assert_eq!(budgeted.status, 503, "{}", budgeted.body);
+    assert!(
+        started.elapsed() < Duration::from_millis(800),
+        "the caller's 200 ms budget applied: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        app.inventory("ROPE").await,
+        (5, 0, 5),
+        "the failed checkout released its stock"
+    );
+    // A header that is not a number is ignored, not trusted: the configured
+    // deadline applies and the slow provider is waited for.
+    let garbled = app
+        .shop
+        .send(
+            app.shop
+                .request(reqwest::Method::POST, "/api/v1/orders")
+                .header("Idempotency-Key", "rope-garbled")
+                .header("holdfast-deadline-ms", "soon")
+                .json(&order(&[("ROPE", 1)], "pm_card_visa")),
+        )
+        .await;
+    assert_eq!(garbled.status, 201, "{}", garbled.body);
     app.stop().await;
 });
