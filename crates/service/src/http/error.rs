@@ -15,8 +15,9 @@ pub struct ApiError {
     pub detail: String,
     pub errors: Vec<FieldError>,
     pub retry_after_s: Option<u64>,
-    /// Which SKU fell short, for `out_of_stock` and `unknown_sku`.
-    pub stock: Option<StockProblem>,
+    /// Which SKU fell short, for `out_of_stock` and `unknown_sku` (boxed:
+    /// every handler returns this type, and most never set it).
+    pub stock: Option<Box<StockProblem>>,
     /// The internal cause of a 5xx, logged and never sent.
     pub cause: Option<anyhow::Error>,
 }
@@ -122,7 +123,7 @@ impl ApiError {
                     message: e.message.clone(),
                 })
                 .collect(),
-            stock: self.stock.clone(),
+            stock: self.stock.as_deref().cloned(),
         }
     }
 
@@ -194,20 +195,20 @@ impl From<PlaceOrderError> for ApiError {
                     format!("items[sku={sku}].qty"),
                     format!("only {available} available"),
                 )];
-                error.stock = Some(StockProblem {
+                error.stock = Some(Box::new(StockProblem {
                     sku: sku.to_string(),
                     requested: Some(u64::from(requested)),
                     available: Some(available),
-                });
+                }));
                 error
             }
             PlaceOrderError::UnknownSku(sku) => {
                 let mut error = Self::field("unknown_sku", "items", format!("unknown SKU {sku}"));
-                error.stock = Some(StockProblem {
+                error.stock = Some(Box::new(StockProblem {
                     sku: sku.to_string(),
                     requested: None,
                     available: None,
-                });
+                }));
                 error
             }
             PlaceOrderError::Store(store) => store.into(),
