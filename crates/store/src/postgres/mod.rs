@@ -1,6 +1,7 @@
 //! The PostgreSQL backend: production, directly or through PgBouncer.
 
 mod catalogue;
+mod journal;
 mod orders;
 mod outbox;
 mod queue;
@@ -142,6 +143,10 @@ impl Store for PgStore {
     }
 
     fn outbox(&self) -> &dyn crate::Outbox {
+        self
+    }
+
+    fn journal(&self) -> &dyn crate::Journal {
         self
     }
 

@@ -7,6 +7,7 @@
 //! through read-only connections that WAL lets run beside the writer.
 
 mod catalogue;
+mod journal;
 mod orders;
 mod outbox;
 mod queue;
@@ -147,6 +148,10 @@ impl Store for SqliteStore {
     }
 
     fn outbox(&self) -> &dyn crate::Outbox {
+        self
+    }
+
+    fn journal(&self) -> &dyn crate::Journal {
         self
     }
 

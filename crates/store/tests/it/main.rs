@@ -1,9 +1,10 @@
-//! The store's integration suite: the job queue and the outbox relay on
-//! SQLite and PostgreSQL.
+//! The store's integration suite: the job queue, the outbox relay and the
+//! operational journal on SQLite and PostgreSQL.
 
 mod batches;
 mod deadline;
 mod helpers;
+mod journal;
 mod lifecycle;
 mod outbox;
 mod workers;
