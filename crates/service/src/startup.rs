@@ -143,6 +143,14 @@ impl Application {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut background = Vec::new();
         let inbox_ready = Arc::new(Notify::new());
+        // Every role journals its breakers' transitions, subscribed before
+        // any call can make one.
+        background.push(crate::journal::spawn(
+            self.store.clone(),
+            &self.dependencies,
+            crate::journal::node_name(local),
+            stop_rx.clone(),
+        ));
         let payments = self.payment_provider(local, &stop_rx, &mut background).await?;
         holdfast_resilience::describe_metrics();
         let state = AppState::new(

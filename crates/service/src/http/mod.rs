@@ -8,6 +8,7 @@ pub mod catalogue;
 pub mod customers;
 pub mod error;
 pub mod extract;
+pub mod journal;
 pub mod ops;
 pub mod orders;
 pub mod payments;
@@ -61,6 +62,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(ops::router())
         .merge(queues::router())
         .merge(breakers::router())
+        .merge(journal::router())
         .merge(webhooks::router())
         .split_for_parts()
 }

@@ -10,6 +10,7 @@ mod concurrency;
 mod events;
 mod expiry;
 mod idempotency;
+mod journal;
 mod locks;
 mod ops;
 mod partners;
