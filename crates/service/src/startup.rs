@@ -153,6 +153,14 @@ impl Application {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut background = Vec::new();
         let inbox_ready = Arc::new(Notify::new());
+        // Every role journals its breakers' transitions, subscribed before
+        // any call can make one.
+        background.push(crate::journal::spawn(
+            self.store.clone(),
+            &self.dependencies,
+            crate::journal::node_name(local),
+            stop_rx.clone(),
+        ));
         let payments: Arc<dyn PaymentProvider> = if self.role == Role::Inventory {
             Arc::new(NoPayments)
         } else {

@@ -13,6 +13,7 @@ mod outbox;
 mod webhooks;
 #[macro_use]
 mod holds;
+mod journal;
 mod connect;
 pub mod deadline;
 mod error;
@@ -31,6 +32,7 @@ use holdfast_domain::{OrderId, Sku};
 pub use connect::{Backend, ConnectOptions, PoolOptions, Pools, connect, describe_target};
 pub use error::{PlaceOrderError, StoreError};
 pub use holds::{Hold, HoldAction, HoldStatus, NewHold, StockHolds};
+pub use journal::{Journal, JournalEntry, JournalQuery, NewJournalEntry};
 pub use model::*;
 pub use outbox::{Outbox, OutboxEvent, OutboxLag, RelayOptions, RelayOutcome};
 pub use queue::*;
@@ -59,6 +61,8 @@ pub trait Store: Send + Sync + 'static {
     fn queue(&self) -> &dyn JobQueue;
     /// The transactional outbox's relay side (see `Outbox`).
     fn outbox(&self) -> &dyn Outbox;
+    /// The operational event journal (breaker transitions, …).
+    fn journal(&self) -> &dyn Journal;
     /// Partner webhook endpoints and their delivery log.
     fn webhooks(&self) -> &dyn WebhookStore;
     /// The inventory node's stock holds (see `StockHolds`).

@@ -9,6 +9,7 @@ pub mod customers;
 pub mod error;
 pub mod extract;
 pub mod inventory;
+pub mod journal;
 pub mod ops;
 pub mod orders;
 pub mod payments;
@@ -62,6 +63,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(ops::router())
         .merge(queues::router())
         .merge(breakers::router())
+        .merge(journal::router())
         .merge(webhooks::router())
         .merge(inventory::router())
         .split_for_parts()

@@ -11,6 +11,7 @@ mod events;
 mod expiry;
 mod holds;
 mod idempotency;
+mod journal;
 mod locks;
 mod ops;
 mod partners;

@@ -14,7 +14,7 @@ use crate::both_backends;
 use crate::helpers::{Answer, TestApp, order, spawn_app_with};
 
 /// A sandbox provider the test controls, on a loopback port.
-async fn provider() -> (SandboxPayments, String) {
+pub async fn provider() -> (SandboxPayments, String) {
     let sandbox = SandboxPayments::new(PaymentsConfig::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));

@@ -2,6 +2,7 @@
 
 mod catalogue;
 mod holds;
+mod journal;
 mod orders;
 mod outbox;
 mod queue;
@@ -143,6 +144,10 @@ impl Store for PgStore {
     }
 
     fn outbox(&self) -> &dyn crate::Outbox {
+        self
+    }
+
+    fn journal(&self) -> &dyn crate::Journal {
         self
     }
 

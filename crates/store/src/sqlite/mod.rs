@@ -8,6 +8,7 @@
 
 mod catalogue;
 mod holds;
+mod journal;
 mod orders;
 mod outbox;
 mod queue;
@@ -148,6 +149,10 @@ impl Store for SqliteStore {
     }
 
     fn outbox(&self) -> &dyn crate::Outbox {
+        self
+    }
+
+    fn journal(&self) -> &dyn crate::Journal {
         self
     }
 
