@@ -13,6 +13,7 @@ mod outbox;
 mod webhooks;
 #[macro_use]
 mod holds;
+#[macro_use]
 mod journal;
 mod connect;
 pub mod deadline;
