@@ -4,7 +4,6 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use holdfast_domain::{FieldError, ValidationErrors};
 use holdfast_store::{JournalEntry, JournalQuery};
@@ -71,7 +70,7 @@ pub struct JournalOut {
 }
 
 #[utoipa::path(get, path = "/api/v1/ops/journal", tag = "ops", params(JournalParams),
-    responses((status = 200, body = JournalOut), (status = 400, body = Problem)))]
+    responses((status = 200, body = JournalOut), (status = 422, body = Problem)))]
 pub async fn list_journal(
     State(state): State<AppState>,
     _admin: Admin,
@@ -126,11 +125,9 @@ fn parse_query(params: JournalParams) -> ApiResult<JournalQuery> {
         },
     };
     if !errors.is_empty() {
-        // A query parameter is not a body field: 400, with the parameter
-        // named in `errors[].field`.
-        let mut error = ApiError::validation("invalid_query", errors);
-        error.status = StatusCode::BAD_REQUEST;
-        return Err(error);
+        // 422 with the parameter named in `errors[].field`, as the other
+        // list endpoints answer a bad query parameter.
+        return Err(ApiError::validation("invalid_query", errors));
     }
     Ok(JournalQuery {
         since,

@@ -279,7 +279,9 @@ async fn take_for_later<E: std::error::Error + Send + Sync + 'static>(
         error.cause = Some(anyhow::Error::new(why));
         return Err(error);
     }
-    tracing::warn!(order_id = %order.id, reason = why.reason(), "inventory unavailable: order accepted for later");
+    // Per order at info: during an outage the breaker's own warning and
+    // `holdfast_dependency_errors_total` say it once, not once per order.
+    tracing::info!(order_id = %order.id, reason = why.reason(), "inventory unavailable: order accepted for later");
     order.status = OrderStatus::Accepted;
     order.cause = format!("accepted while inventory was unavailable ({})", why.reason());
     let template = state.config.queues.checkout.template(crate::workers::checkout::QUEUE);
@@ -344,7 +346,7 @@ async fn intent_for_later(
     let job = crate::workers::checkout::job(&template, &order.id, Utc::now());
     match state.store.queue().enqueue(&job).await {
         Ok(_) | Err(StoreError::Conflict(_)) => {
-            tracing::warn!(order_id = %order.id, reason = error.reason(), "payments unavailable: intent left to a worker");
+            tracing::info!(order_id = %order.id, reason = error.reason(), "payments unavailable: intent left to a worker");
             Some(Ok(Checkout::Accepted(order.clone())))
         }
         // The job could not be written: fail now, giving the stock back.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use holdfast_resilience::BreakerConfig;
+use holdfast_resilience::{BreakerConfig, OnUnavailable};
 use serde_json::Value;
 
 use crate::both_backends;
@@ -64,6 +64,7 @@ both_backends!(
             };
             payments.retry.base_ms = 1;
             payments.retry.max_ms = 5;
+            payments.on_unavailable = OnUnavailable::Reject;
         })
         .await;
         app.create_product("KEEL", 2_000, 100).await;
@@ -146,7 +147,7 @@ both_backends!(
 both_backends!(bad_journal_parameters_are_named, |backend| async move {
     let app = spawn_app(backend).await;
     let bad_since = app.admin.get("/api/v1/ops/journal?since=yesterday").await;
-    assert_eq!(bad_since.status, 400, "{}", bad_since.body);
+    assert_eq!(bad_since.status, 422, "{}", bad_since.body);
     assert_eq!(
         bad_since.headers["content-type"], "application/problem+json",
         "{}",
@@ -156,13 +157,13 @@ both_backends!(bad_journal_parameters_are_named, |backend| async move {
     assert_eq!(bad_since.body["errors"][0]["field"], "since", "{}", bad_since.body);
 
     let bad_limit = app.admin.get("/api/v1/ops/journal?limit=1001").await;
-    assert_eq!(bad_limit.status, 400, "{}", bad_limit.body);
+    assert_eq!(bad_limit.status, 422, "{}", bad_limit.body);
     assert_eq!(bad_limit.body["errors"][0]["field"], "limit", "{}", bad_limit.body);
     let backwards = app
         .admin
         .get("/api/v1/ops/journal?since=2025-01-02T00:00:00Z&until=2025-01-01T00:00:00Z")
         .await;
-    assert_eq!(backwards.status, 400, "{}", backwards.body);
+    assert_eq!(backwards.status, 422, "{}", backwards.body);
     assert_eq!(backwards.body["errors"][0]["field"], "until", "{}", backwards.body);
 
     let empty = app.admin.get("/api/v1/ops/journal").await;
