@@ -27,9 +27,13 @@ pub struct DegradedArgs {
     /// Concurrent checkout clients.
     #[arg(long, default_value_t = 16)]
     pub clients: u64,
-    /// Concurrent clients reading one order.
+    /// Concurrent clients reading one order, each pausing `--read-pause-ms`
+    /// between reads (a storefront polling, not a flood that would starve
+    /// checkout of CPU).
     #[arg(long, default_value_t = 4)]
     pub readers: u64,
+    #[arg(long, default_value_t = 10)]
+    pub read_pause_ms: u64,
     /// Seconds of load before the fault.
     #[arg(long, default_value_t = 5)]
     pub baseline_seconds: u64,
@@ -124,6 +128,7 @@ async fn measure(topology: &RemoteInventory, args: &DegradedArgs, is_postgres: b
             anyhow::Ok((true, samples))
         }));
     }
+    let pause = Duration::from_millis(args.read_pause_ms);
     for _ in 0..args.readers {
         let (shop, stop, path) = (shop.clone(), stop.clone(), format!("/api/v1/orders/{order_id}"));
         tasks.push(tokio::spawn(async move {
@@ -136,6 +141,7 @@ async fn measure(topology: &RemoteInventory, args: &DegradedArgs, is_postgres: b
                     took: answer.elapsed,
                     status: answer.status,
                 });
+                tokio::time::sleep(pause).await;
             }
             anyhow::Ok((false, samples))
         }));
