@@ -77,11 +77,7 @@ pub struct StripeClient {
 
 impl StripeClient {
     pub fn new(base_url: &str, api_key: Secret, deadline: Duration) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(deadline)
-            .connect_timeout(deadline.min(Duration::from_secs(2)))
-            .pool_max_idle_per_host(64)
-            .build()?;
+        let http = super::http_client(deadline).pool_max_idle_per_host(64).build()?;
         Ok(Self {
             http,
             base_url: base_url.trim_end_matches('/').to_owned(),

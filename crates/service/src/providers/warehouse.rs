@@ -64,10 +64,7 @@ pub struct HttpWarehouse {
 
 impl HttpWarehouse {
     pub fn new(base_url: &str, api_key: Secret, deadline: Duration) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(deadline)
-            .connect_timeout(deadline.min(Duration::from_secs(2)))
-            .build()?;
+        let http = super::http_client(deadline).build()?;
         Ok(Self {
             http,
             base_url: base_url.trim_end_matches('/').to_owned(),

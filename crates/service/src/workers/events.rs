@@ -11,7 +11,7 @@ use holdfast_resilience::CallOptions;
 use holdfast_store::ClaimedJob;
 
 use super::WorkerContext;
-use super::jobs::{JobOutcome, backoff, payload_str};
+use super::jobs::{JobOutcome, backoff, job_event};
 use crate::providers::events::Published;
 
 pub const QUEUE: &str = "events";
@@ -25,17 +25,9 @@ pub async fn handle(ctx: &WorkerContext, job: ClaimedJob) -> JobOutcome {
         // job for a node that has it, rather than dropping the event.
         return retry("events.nats_url is not set on this node".into());
     };
-    let Some(event_id) = payload_str(&job, "event_id") else {
-        tracing::error!(job = %job.job.id, "event job without an event_id; dropped");
-        return JobOutcome::Done;
-    };
-    let event = match ctx.store.outbox().event(event_id).await {
-        Ok(Some(event)) => event,
-        Ok(None) => {
-            tracing::error!(event_id, "event job for an unknown event; dropped");
-            return JobOutcome::Done;
-        }
-        Err(error) => return retry(error.to_string()),
+    let event = match job_event(ctx, &job, MAX_BACKOFF).await {
+        Ok(event) => event,
+        Err(outcome) => return outcome,
     };
     let Some(policy) = ctx.dependencies.breaker_for("events") else {
         return retry("no policy for the events dependency".into());
@@ -45,7 +37,7 @@ pub async fn handle(ctx: &WorkerContext, job: ClaimedJob) -> JobOutcome {
         .await
     {
         Ok(Published { duplicate, sequence }) => {
-            tracing::debug!(event_id, sequence, duplicate, "event published");
+            tracing::debug!(event_id = %event.id, sequence, duplicate, "event published");
             let outcome = if duplicate { "duplicate" } else { "published" };
             metrics::counter!("holdfast_events_published_total", "outcome" => outcome).increment(1);
             JobOutcome::Done

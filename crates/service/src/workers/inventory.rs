@@ -14,7 +14,7 @@ use holdfast_resilience::CallError;
 use holdfast_store::ClaimedJob;
 
 use super::WorkerContext;
-use super::jobs::{JobOutcome, backoff, payload_str};
+use super::jobs::{JobOutcome, backoff, job_event};
 use crate::pipeline::remote;
 use crate::providers::inventory::InventoryError;
 
@@ -29,21 +29,13 @@ pub async fn handle(ctx: &WorkerContext, job: ClaimedJob) -> JobOutcome {
         // node that still does, rather than dropping the change.
         return retry("inventory.mode is not \"remote\" on this node".into());
     };
-    let Some(event_id) = payload_str(&job, "event_id") else {
-        tracing::error!(job = %job.job.id, "inventory job without an event_id; dropped");
-        return JobOutcome::Done;
-    };
-    let event = match ctx.store.outbox().event(event_id).await {
-        Ok(Some(event)) => event,
-        Ok(None) => {
-            tracing::error!(event_id, "inventory job for an unknown event; dropped");
-            return JobOutcome::Done;
-        }
-        Err(error) => return retry(error.to_string()),
+    let event = match job_event(ctx, &job, MAX_BACKOFF).await {
+        Ok(event) => event,
+        Err(outcome) => return outcome,
     };
     let effect = OrderStatus::from_event_type(&event.event_type).and_then(OrderStatus::stock_effect);
     let (Some(effect), Ok(order_id)) = (effect, OrderId::parse(&event.aggregate_id)) else {
-        tracing::error!(event_id, event_type = %event.event_type, "inventory job for an event without a stock effect; dropped");
+        tracing::error!(event_id = %event.id, event_type = %event.event_type, "inventory job for an event without a stock effect; dropped");
         return JobOutcome::Done;
     };
     match remote::settle(&ctx.dependencies, inventory, &order_id, effect).await {

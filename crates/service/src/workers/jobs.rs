@@ -295,6 +295,28 @@ where
     }
 }
 
+/// The outbox event a relayed job (`{"event_id": …}`) is about. A job
+/// naming no event, or one that does not exist, can never succeed: it is
+/// dropped (`Err(Done)`); a read that fails is retried.
+pub async fn job_event(
+    ctx: &super::WorkerContext,
+    job: &ClaimedJob,
+    max_backoff: Duration,
+) -> Result<holdfast_store::OutboxEvent, JobOutcome> {
+    let Some(event_id) = payload_str(job, "event_id") else {
+        tracing::error!(job = %job.job.id, queue = %job.job.queue, "job without an event_id; dropped");
+        return Err(JobOutcome::Done);
+    };
+    match ctx.store.outbox().event(event_id).await {
+        Ok(Some(event)) => Ok(event),
+        Ok(None) => {
+            tracing::error!(event_id, queue = %job.job.queue, "job for an unknown event; dropped");
+            Err(JobOutcome::Done)
+        }
+        Err(error) => Err(JobOutcome::retry(backoff(job.job.receive_count, max_backoff), error)),
+    }
+}
+
 /// The payload field `key` of a job as a string.
 pub fn payload_str<'a>(job: &'a ClaimedJob, key: &str) -> Option<&'a str> {
     job.job.payload.get(key).and_then(|v| v.as_str())
