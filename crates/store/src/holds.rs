@@ -157,6 +157,14 @@ pub(crate) fn merged_lines(hold: &NewHold) -> Result<Vec<(Sku, Quantity)>, Place
 
 /// The answer to a `hold` whose id exists: the same hold again, or a
 /// `Conflict` if the lines differ.
+/// Whether a repeated hold moves the existing one's expiry later: only a
+/// hold still `held`, and never earlier. An order completed long after a
+/// first (hung) call held its stock asks again with its new payment
+/// deadline, and its hold must not expire before that.
+pub(crate) fn extends(existing: &Hold, hold: &NewHold) -> bool {
+    existing.status == HoldStatus::Held && hold.expires_at > existing.expires_at
+}
+
 pub(crate) fn existing_or_conflict(existing: Hold, lines: &[(Sku, Quantity)]) -> Result<Hold, PlaceOrderError> {
     if existing.lines == lines {
         Ok(existing)

@@ -60,9 +60,23 @@ async fn take_hold(pool: &PgPool, hold: &NewHold) -> Result<Hold, PlaceOrderErro
     .await?;
     if claimed.rows_affected() == 0 {
         // Read committed: this statement sees the hold that won the insert.
-        let existing = read_hold(&mut tx, &hold.id).await?;
-        tx.rollback().await?;
-        return existing_or_conflict(existing, &lines);
+        let existing = existing_or_conflict(read_hold(&mut tx, &hold.id).await?, &lines)?;
+        if !extends(&existing, hold) {
+            tx.rollback().await?;
+            return Ok(existing);
+        }
+        sqlx::query(
+            "UPDATE stock_holds SET expires_at = $2, updated_at = $3 \
+             WHERE id = $1 AND status = 'held' AND expires_at < $2",
+        )
+        .bind(hold.id.as_str())
+        .bind(hold.expires_at)
+        .bind(hold.now)
+        .execute(&mut *tx)
+        .await?;
+        let extended = read_hold(&mut tx, &hold.id).await?;
+        tx.commit().await?;
+        return Ok(extended);
     }
     let mut taken = Vec::with_capacity(lines.len());
     for (sku, qty) in &lines {

@@ -49,8 +49,22 @@ async fn take_hold(pool: &SqlitePool, hold: &NewHold) -> Result<Hold, PlaceOrder
     let lines = merged_lines(hold)?;
     let mut tx = begin_write(pool).await?;
     if let Some(existing) = find_hold(&mut tx, &hold.id).await? {
-        tx.rollback().await?;
-        return existing_or_conflict(existing, &lines);
+        let existing = existing_or_conflict(existing, &lines)?;
+        if !extends(&existing, hold) {
+            tx.rollback().await?;
+            return Ok(existing);
+        }
+        sqlx::query("UPDATE stock_holds SET expires_at = ?2, updated_at = ?3 WHERE id = ?1 AND status = 'held'")
+            .bind(hold.id.as_str())
+            .bind(hold.expires_at)
+            .bind(hold.now)
+            .execute(&mut *tx)
+            .await?;
+        let extended = find_hold(&mut tx, &hold.id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("hold {}", hold.id)))?;
+        tx.commit().await?;
+        return Ok(extended);
     }
     sqlx::query(
         "INSERT INTO stock_holds (id, status, expires_at, created_at, updated_at) VALUES (?1, 'held', ?2, ?3, ?3)",

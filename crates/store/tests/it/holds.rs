@@ -133,7 +133,7 @@ both_backends!(
             .expect("held");
         let again = store
             .holds()
-            .hold(&new_hold(&id, &[("APPLE", 2), ("BANANA", 1)], now + secs(5)))
+            .hold(&new_hold(&id, &[("APPLE", 2), ("BANANA", 1)], now - secs(5)))
             .await
             .expect("retry");
         assert_eq!(again, first, "a retry gets the first hold back unchanged");
@@ -427,6 +427,42 @@ both_backends!(
             (13, 7, 20),
             "available = on hand − reserved"
         );
+        db.drop_database().await;
+    }
+);
+
+both_backends!(
+    a_repeated_hold_moves_its_expiry_later_never_earlier,
+    |backend| async move {
+        let db = open(backend).await;
+        let store = &db.store;
+        product(store, "MAST", 5).await;
+        let id = OrderId::generate();
+        let first = store
+            .holds()
+            .hold(&new_hold(&id, &[("MAST", 2)], t0()))
+            .await
+            .expect("hold");
+        // An order completed later asks again with its new payment deadline.
+        let mut later = new_hold(&id, &[("MAST", 2)], t0() + secs(600));
+        let extended = store.holds().hold(&later).await.expect("hold again");
+        assert_eq!(extended.expires_at, later.expires_at);
+        assert_eq!(extended.created_at, first.created_at, "the same hold");
+        assert_eq!(levels(store, "MAST").await, (3, 2, 5), "held once");
+        // An earlier deadline never shortens it.
+        let earlier = new_hold(&id, &[("MAST", 2)], t0());
+        let kept = store.holds().hold(&earlier).await.expect("hold again");
+        assert_eq!(kept.expires_at, later.expires_at);
+        // A committed hold no longer expires: a repeat leaves it as it is.
+        store
+            .holds()
+            .settle(&id, HoldAction::Commit, t0() + secs(700))
+            .await
+            .expect("commit");
+        later.expires_at = later.expires_at + secs(600);
+        let committed = store.holds().hold(&later).await.expect("hold again");
+        assert_eq!(committed.status, HoldStatus::Committed);
+        assert_eq!(committed.expires_at, extended.expires_at);
         db.drop_database().await;
     }
 );
