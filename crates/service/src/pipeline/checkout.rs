@@ -5,13 +5,12 @@ use chrono::{DateTime, Utc};
 use holdfast_domain::{
     Address, Cart, CustomerName, Email, FieldError, Money, OrderId, OrderStatus, Quantity, Sku, ValidationErrors,
 };
-
-use super::remote;
-use crate::providers::inventory::{InventoryError, RemoteInventory};
 use holdfast_store::{NewOrder, Order, PaymentIntentRef, PlaceOrderError, StatusChange, StoreError};
 
+use super::remote;
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
+use crate::providers::inventory::{InventoryError, RemoteInventory};
 use crate::providers::payments::{IntentRequest, PaymentProvider, ProviderError};
 use holdfast_resilience::{CallError, CallOptions, OnUnavailable, Policy, Registry};
 
