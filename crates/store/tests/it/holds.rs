@@ -459,7 +459,7 @@ both_backends!(
             .settle(&id, HoldAction::Commit, t0() + secs(700))
             .await
             .expect("commit");
-        later.expires_at = later.expires_at + secs(600);
+        later.expires_at += secs(600);
         let committed = store.holds().hold(&later).await.expect("hold again");
         assert_eq!(committed.status, HoldStatus::Committed);
         assert_eq!(committed.expires_at, extended.expires_at);
