@@ -21,6 +21,9 @@ use crate::providers::inventory::{HoldIn, HoldItem, HoldOut};
 /// Most lines one hold may carry, as a cart.
 const MAX_LINES: usize = 100;
 
+/// Longest a hold may last: stock held longer is stock lost to the shop.
+const MAX_HOLD_DAYS: i64 = 7;
+
 impl From<Hold> for HoldOut {
     fn from(hold: Hold) -> Self {
         HoldOut {
@@ -67,13 +70,20 @@ impl HoldIn {
             }
         }
         lines.sort_by(|a, b| a.0.cmp(&b.0));
+        // Storage keeps microseconds: `create_hold` compares this.
+        let now = Utc::now().trunc_subsecs(6);
+        if self.expires_at <= now || self.expires_at > now + chrono::Duration::days(MAX_HOLD_DAYS) {
+            errors.push(FieldError::new(
+                "expires_at",
+                format!("must be in the future and at most {MAX_HOLD_DAYS} days away"),
+            ));
+        }
         match id {
             Some(id) if errors.is_empty() => Ok(NewHold {
                 id,
                 lines,
                 expires_at: self.expires_at,
-                // Storage keeps microseconds: `create_hold` compares this.
-                now: Utc::now().trunc_subsecs(6),
+                now,
             }),
             _ => Err(errors),
         }

@@ -16,6 +16,13 @@ fn hold(id: &str, items: &[(&str, i64)]) -> Value {
     })
 }
 
+/// A one-line hold of CLEAT expiring `from_now`.
+fn expiring(id: &str, from_now: chrono::Duration) -> Value {
+    let mut body = hold(id, &[("CLEAT", 1)]);
+    body["expires_at"] = json!((chrono::Utc::now() + from_now).to_rfc3339());
+    body
+}
+
 both_backends!(holds_are_all_or_nothing_and_idempotent, |backend| async move {
     let app = spawn_app(backend).await;
     app.create_product("ANCHOR", 5_000, 5).await;
@@ -107,6 +114,8 @@ both_backends!(bad_holds_are_clear_4xx, |backend| async move {
         (hold(&id, &[("CLEAT", 0)]), 422, "invalid_hold"),
         (hold(&id, &[("CLEAT", 1), ("CLEAT", 1)]), 422, "invalid_hold"),
         (hold(&id, &[("NOSUCH", 1)]), 422, "unknown_sku"),
+        (expiring(&id, chrono::Duration::minutes(-1)), 422, "invalid_hold"),
+        (expiring(&id, chrono::Duration::days(30)), 422, "invalid_hold"),
     ];
     for (body, status, code) in cases {
         let answer = app.admin.post("/api/v1/inventory/holds", &body).await;
