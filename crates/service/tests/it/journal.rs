@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use holdfast_resilience::{BreakerConfig, OnUnavailable};
+use holdfast_resilience::OnUnavailable;
 use serde_json::Value;
 
 use crate::both_backends;
-use crate::helpers::{TestApp, order, spawn_app, spawn_app_with};
-use crate::resilience::provider;
+use crate::helpers::{TestApp, order, spawn_app};
+use crate::resilience::{provider, spawn_with_quick_breaker};
 
 /// `(from, to)` of each `payments` breaker entry, oldest first.
 fn payments_changes(entries: &[Value]) -> Vec<(String, String)> {
@@ -51,22 +51,7 @@ both_backends!(
     a_breaker_opening_and_closing_is_journaled_in_order,
     |backend| async move {
         let (sandbox, url) = provider().await;
-        let app = spawn_app_with(backend, |config| {
-            config.payments.url = url.clone();
-            let payments = &mut config.dependencies.payments;
-            payments.breaker = BreakerConfig {
-                failure_rate: 0.5,
-                window_s: 30,
-                min_calls: 4,
-                slow_call_ms: 5_000,
-                open_s: 1,
-                half_open_probes: 1,
-            };
-            payments.retry.base_ms = 1;
-            payments.retry.max_ms = 5;
-            payments.on_unavailable = OnUnavailable::Reject;
-        })
-        .await;
+        let app = spawn_with_quick_breaker(backend, &url, 4, OnUnavailable::Reject).await;
         app.create_product("KEEL", 2_000, 100).await;
         sandbox.set_failure_rate(1.0);
         for n in 0..4 {

@@ -22,6 +22,33 @@ pub async fn provider() -> (SandboxPayments, String) {
     (sandbox, url)
 }
 
+/// The app against `url`'s provider, with a payments breaker that opens
+/// after `min_calls` failures in a row and tries again after one second,
+/// fast retries, and `on_unavailable` as given.
+pub async fn spawn_with_quick_breaker(
+    backend: crate::helpers::Backend,
+    url: &str,
+    min_calls: u64,
+    on_unavailable: OnUnavailable,
+) -> TestApp {
+    spawn_app_with(backend, |config| {
+        config.payments.url = url.to_owned();
+        let payments = &mut config.dependencies.payments;
+        payments.breaker = BreakerConfig {
+            failure_rate: 0.5,
+            window_s: 30,
+            min_calls,
+            slow_call_ms: 5_000,
+            open_s: 1,
+            half_open_probes: 1,
+        };
+        payments.retry.base_ms = 1;
+        payments.retry.max_ms = 5;
+        payments.on_unavailable = on_unavailable;
+    })
+    .await
+}
+
 async fn breaker(app: &TestApp, name: &str) -> serde_json::Value {
     let listed = app.admin.get("/api/v1/ops/breakers").await;
     assert_eq!(listed.status, 200, "{}", listed.body);
@@ -51,22 +78,7 @@ both_backends!(
     a_failing_provider_trips_the_breaker_and_recovery_closes_it,
     |backend| async move {
         let (sandbox, url) = provider().await;
-        let app = spawn_app_with(backend, |config| {
-            config.payments.url = url.clone();
-            let payments = &mut config.dependencies.payments;
-            payments.breaker = BreakerConfig {
-                failure_rate: 0.5,
-                window_s: 30,
-                min_calls: 4,
-                slow_call_ms: 5_000,
-                open_s: 1,
-                half_open_probes: 1,
-            };
-            payments.retry.base_ms = 1;
-            payments.retry.max_ms = 5;
-            payments.on_unavailable = OnUnavailable::Reject;
-        })
-        .await;
+        let app = spawn_with_quick_breaker(backend, &url, 4, OnUnavailable::Reject).await;
         app.create_product("OAR", 3_000, 100).await;
         sandbox.set_failure_rate(1.0);
 
@@ -124,22 +136,7 @@ both_backends!(
     a_payments_outage_takes_orders_and_a_worker_creates_their_intents,
     |backend| async move {
         let (sandbox, url) = provider().await;
-        let app = spawn_app_with(backend, |config| {
-            config.payments.url = url.clone();
-            let payments = &mut config.dependencies.payments;
-            payments.breaker = BreakerConfig {
-                failure_rate: 0.5,
-                window_s: 30,
-                min_calls: 2,
-                slow_call_ms: 5_000,
-                open_s: 1,
-                half_open_probes: 1,
-            };
-            payments.retry.base_ms = 1;
-            payments.retry.max_ms = 5;
-            payments.on_unavailable = OnUnavailable::Queue;
-        })
-        .await;
+        let app = spawn_with_quick_breaker(backend, &url, 2, OnUnavailable::Queue).await;
         app.create_product("KAYAK", 30_000, 10).await;
         sandbox.set_failure_rate(1.0);
 
