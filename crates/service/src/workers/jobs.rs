@@ -40,6 +40,19 @@ pub struct QueueRun {
     pub worker_id: String,
     /// Jobs claimed (and worked on concurrently) per round.
     pub batch: u32,
+    /// The dependency every job of the queue calls. While its breaker is
+    /// open the pool claims nothing: a job would only fail at once and spend
+    /// one of its receives (dead-lettering it early) and a write for nothing.
+    pub depends_on: Option<holdfast_resilience::Policy>,
+}
+
+/// How long to wait before claiming, while `run`'s dependency is refusing calls.
+fn paused_for(run: &QueueRun) -> Option<Duration> {
+    let state = run.depends_on.as_ref()?.state();
+    (state.state == holdfast_resilience::BreakerState::Open).then(|| {
+        let left = state.retry_after.unwrap_or(Duration::from_secs(1));
+        left.clamp(Duration::from_millis(50), Duration::from_secs(5))
+    })
 }
 
 /// Claims up to `run.batch` visible jobs and handles them concurrently;
@@ -101,6 +114,15 @@ pub async fn run_pool<F, Fut>(
             slot = slots.clone().acquire_owned() => match slot { Ok(slot) => slot, Err(_) => break },
             _ = shutdown.changed() => break,
         };
+        if let Some(pause) = paused_for(&run) {
+            drop(first);
+            tracing::debug!(queue = %run.queue, pause_ms = pause.as_millis(), "dependency breaker open: not claiming");
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
         let mut free = vec![first];
         while let Ok(slot) = slots.clone().try_acquire_owned() {
             free.push(slot);

@@ -66,18 +66,21 @@ impl WorkerContext {
 
     /// How `queue`'s worker claims: this process's id and the queue's concurrency.
     fn queue_run(&self, queue: &str) -> anyhow::Result<QueueRun> {
-        let settings = match queue {
-            checkout::QUEUE => self.config.queues.checkout,
-            inventory::QUEUE => self.config.queues.inventory,
-            fulfillment::QUEUE => self.config.queues.fulfillment,
-            webhooks::QUEUE => self.config.queues.webhooks,
-            events::QUEUE => self.config.queues.events,
+        // Partner webhooks have no shared breaker: each endpoint is its own
+        // failure domain (its queue group).
+        let (settings, dependency) = match queue {
+            checkout::QUEUE => (self.config.queues.checkout, Some("inventory")),
+            inventory::QUEUE => (self.config.queues.inventory, Some("inventory")),
+            fulfillment::QUEUE => (self.config.queues.fulfillment, Some("warehouse")),
+            webhooks::QUEUE => (self.config.queues.webhooks, None),
+            events::QUEUE => (self.config.queues.events, Some("events")),
             other => anyhow::bail!("no worker handles queue {other:?}"),
         };
         Ok(QueueRun {
             queue: queue.to_owned(),
             worker_id: self.worker_id.clone(),
             batch: settings.concurrency,
+            depends_on: dependency.and_then(|name| self.dependencies.breaker_for(name)),
         })
     }
 

@@ -317,3 +317,59 @@ both_backends!(a_callers_remaining_budget_bounds_the_request, |backend| async mo
     assert_eq!(garbled.status, 201, "{}", garbled.body);
     app.stop().await;
 });
+
+both_backends!(
+    a_queue_claims_nothing_while_its_dependency_is_open,
+    |backend| async move {
+        // The warehouse refuses every connection; its breaker opens after two
+        // failed shipments and stays open. Retried fulfillment jobs must then
+        // wait for it, not fail against it one receive after another.
+        let app = spawn_app_with(backend, |config| {
+            config.warehouse.url = "http://127.0.0.1:9".into();
+            let warehouse = &mut config.dependencies.warehouse;
+            warehouse.breaker.min_calls = 2;
+            warehouse.breaker.window_s = 60;
+            warehouse.breaker.open_s = 60;
+            warehouse.retry.max_attempts = 1;
+        })
+        .await;
+        app.create_product("HULL", 50_000, 10).await;
+        for n in 0..3 {
+            let placed = app
+                .shop
+                .checkout(&order(&[("HULL", 1)], "pm_card_visa"), &format!("hull-{n}"))
+                .await;
+            assert_eq!(placed.status, 201, "{}", placed.body);
+            app.wait_for_status(placed.body["order_id"].as_str().expect("id"), "paid")
+                .await;
+        }
+        let until = Instant::now() + Duration::from_secs(15);
+        while breaker(&app, "warehouse").await["state"] != "open" {
+            assert!(Instant::now() < until, "the warehouse breaker never opened");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let refused = breaker(&app, "warehouse").await["rejected_breaker_open"].clone();
+        // The jobs' first retries fall due within about two seconds.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let after = breaker(&app, "warehouse").await;
+        assert_eq!(after["state"], "open");
+        assert_eq!(
+            after["rejected_breaker_open"], refused,
+            "no job was handed to the open breaker"
+        );
+        let queues = app.admin.get("/api/v1/ops/queues").await;
+        assert_eq!(queues.status, 200, "{}", queues.body);
+        let fulfillment = queues.body["queues"]
+            .as_array()
+            .and_then(|all| all.iter().find(|q| q["queue"] == "fulfillment"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no fulfillment queue: {}", queues.body));
+        assert_eq!(fulfillment["dead"], 0, "{fulfillment}");
+        let waiting = ["ready", "in_flight", "delayed"]
+            .iter()
+            .map(|k| fulfillment[*k].as_i64().unwrap_or(0))
+            .sum::<i64>();
+        assert_eq!(waiting, 3, "every shipment still waits: {fulfillment}");
+        app.stop().await;
+    }
+);
