@@ -187,10 +187,10 @@ impl Application {
             }
         }
         tracing::info!(address = %local, backend = self.store.backend().as_str(), role = ?self.role, "serving");
-        let app = if self.role == Role::Inventory {
-            crate::http::inventory_router(state)
-        } else {
-            crate::http::router(state)
+        let app = match self.role {
+            Role::All | Role::Api => crate::http::router(state),
+            Role::Workers => crate::http::workers_router(state),
+            Role::Inventory => crate::http::inventory_router(state),
         };
         let grace = Duration::from_secs(self.config.server.shutdown_grace_s);
         let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();

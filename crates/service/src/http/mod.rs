@@ -80,9 +80,25 @@ pub fn inventory_api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-/// The whole API (roles `all`, `api` and `workers`).
+/// A worker node's routes (`serve --role workers`): health, metrics and the
+/// operators' endpoints, no storefront API.
+pub fn workers_api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(ops::router())
+        .merge(queues::router())
+        .merge(breakers::router())
+        .merge(journal::router())
+        .split_for_parts()
+}
+
+/// The whole API (roles `all` and `api`).
 pub fn router(state: AppState) -> Router {
     assemble(api(), state)
+}
+
+/// A worker node's API (role `workers`).
+pub fn workers_router(state: AppState) -> Router {
+    assemble(workers_api(), state)
 }
 
 /// The inventory node's API (role `inventory`).

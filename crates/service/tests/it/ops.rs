@@ -40,3 +40,19 @@ both_backends!(a_key_over_its_rate_gets_429_with_retry_after, |backend| async mo
     assert_eq!(statuses[0].status, 200);
     app.stop().await;
 });
+
+both_backends!(a_worker_node_serves_operators_not_shoppers, |backend| async move {
+    let app = crate::helpers::spawn_app_as(backend, holdfast_service::Role::Workers, |_| {}).await;
+    let ready = app.shop.anonymous().get("/readyz").await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert_eq!(ready.body["shedding"], serde_json::json!([]), "{}", ready.body);
+    let queues = app.admin.get("/api/v1/ops/queues").await;
+    assert_eq!(queues.status, 200, "{}", queues.body);
+    let breakers = app.admin.get("/api/v1/ops/breakers").await;
+    assert_eq!(breakers.status, 200, "{}", breakers.body);
+    for path in ["/api/v1/orders", "/api/v1/products/ANY", "/api/v1/inventory/ANY"] {
+        let answer = app.shop.get(path).await;
+        assert_eq!(answer.status, 404, "{path}: {}", answer.body);
+    }
+    app.stop().await;
+});
