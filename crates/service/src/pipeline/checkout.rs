@@ -7,10 +7,10 @@ use holdfast_domain::{
 };
 use holdfast_store::{NewOrder, Order, PaymentIntentRef, PlaceOrderError, StatusChange, StoreError};
 
-use super::remote;
+use super::remote::{self, HoldRefused};
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
-use crate::providers::inventory::{InventoryError, RemoteInventory};
+use crate::providers::inventory::RemoteInventory;
 use crate::providers::payments::{IntentRequest, PaymentProvider, ProviderError};
 use holdfast_resilience::{CallError, CallOptions, OnUnavailable, Policy, Registry};
 
@@ -219,33 +219,23 @@ async fn hold_remotely(
         .iter()
         .map(|(sku, qty, _)| (sku.clone(), *qty))
         .collect();
-    let grace = chrono::Duration::seconds(i64::try_from(state.config.inventory.hold_grace_s).unwrap_or(300));
     let held = remote::hold(
+        &state.config,
         &state.dependencies,
         remote,
         &new_order.id,
         &lines,
-        new_order.expires_at + grace,
+        new_order.expires_at,
     )
     .await;
     match held {
-        Ok(_) => match state.store.accept_order(&new_order, &[]).await {
+        Ok(()) => match state.store.accept_order(&new_order, &[]).await {
             Ok(order) => Ok(order),
             Err(PlaceOrderError::Store(StoreError::Conflict(_))) => resume(state, &new_order.id).await,
             Err(error) => Err(error.into()),
         },
-        Err(CallError::Failed(InventoryError::OutOfStock {
-            sku,
-            requested,
-            available,
-        })) => Err(PlaceOrderError::OutOfStock {
-            sku,
-            requested: u32::try_from(requested).unwrap_or(u32::MAX),
-            available,
-        }
-        .into()),
-        Err(CallError::Failed(InventoryError::UnknownSku(sku))) => Err(PlaceOrderError::UnknownSku(sku).into()),
-        Err(unavailable) => take_for_later(state, inventory, new_order, unavailable).await,
+        Err(HoldRefused::Stock(refused)) => Err(refused.into()),
+        Err(HoldRefused::Unavailable(unavailable)) => take_for_later(state, inventory, new_order, unavailable).await,
     }
 }
 

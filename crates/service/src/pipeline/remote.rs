@@ -7,27 +7,57 @@ use axum::http::{Method, StatusCode};
 use chrono::{DateTime, Utc};
 use holdfast_domain::{FieldError, OrderId, Quantity, Sku, StockEffect};
 use holdfast_resilience::{CallError, CallOptions, Registry};
+use holdfast_store::PlaceOrderError;
 use serde::Serialize;
 
 use super::checkout::policy;
+use crate::config::Config;
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
 use crate::providers::inventory::{HoldOut, InventoryError, LevelOut, RemoteInventory};
 
-/// Holds `lines` for `order_id` on the inventory node.
+/// Why the inventory node did not hold an order's stock.
+#[derive(Debug)]
+pub enum HoldRefused {
+    /// It answered: too little stock, or a SKU it does not know.
+    Stock(PlaceOrderError),
+    /// It could not answer in time, is refusing calls, or refused this
+    /// node's call: the order can be taken for later.
+    Unavailable(CallError<InventoryError>),
+}
+
+/// Holds `lines` for `order_id` on the inventory node, until
+/// `inventory.hold_grace_s` after the order's payment deadline `paid_by`, so
+/// this node's expiry always releases the hold before the inventory node's.
 pub async fn hold(
+    config: &Config,
     dependencies: &Registry,
     inventory: &RemoteInventory,
     order_id: &OrderId,
     lines: &[(Sku, Quantity)],
-    expires_at: DateTime<Utc>,
-) -> Result<HoldOut, CallError<InventoryError>> {
-    let policy =
-        policy(dependencies, "inventory").map_err(|e| CallError::Failed(InventoryError::Unavailable(e.to_string())))?;
+    paid_by: DateTime<Utc>,
+) -> Result<(), HoldRefused> {
+    let grace = chrono::Duration::seconds(i64::try_from(config.inventory.hold_grace_s).unwrap_or(i64::MAX));
+    let until = paid_by.checked_add_signed(grace).unwrap_or(paid_by);
+    let policy = policy(dependencies, "inventory")
+        .map_err(|e| HoldRefused::Unavailable(CallError::Failed(InventoryError::Unavailable(e.to_string()))))?;
     let options = CallOptions::idempotent().with_deadline(crate::deadline::request_deadline());
-    policy
-        .call(options, || inventory.hold(order_id, lines, expires_at))
-        .await
+    match policy.call(options, || inventory.hold(order_id, lines, until)).await {
+        Ok(_) => Ok(()),
+        Err(CallError::Failed(InventoryError::OutOfStock {
+            sku,
+            requested,
+            available,
+        })) => Err(HoldRefused::Stock(PlaceOrderError::OutOfStock {
+            sku,
+            requested: u32::try_from(requested).unwrap_or(u32::MAX),
+            available,
+        })),
+        Err(CallError::Failed(InventoryError::UnknownSku(sku))) => {
+            Err(HoldRefused::Stock(PlaceOrderError::UnknownSku(sku)))
+        }
+        Err(unavailable) => Err(HoldRefused::Unavailable(unavailable)),
+    }
 }
 
 /// Applies a status change's stock effect to the order's hold.

@@ -16,8 +16,8 @@ use holdfast_store::{ClaimedJob, JobTemplate, NewJob, Order, PlaceOrderError, St
 use super::WorkerContext;
 use super::jobs::{JobOutcome, for_order, order_job};
 use crate::pipeline::checkout::{request_intent, reservation_ttl};
-use crate::pipeline::remote;
-use crate::providers::inventory::{InventoryError, RemoteInventory};
+use crate::pipeline::remote::{self, HoldRefused};
+use crate::providers::inventory::RemoteInventory;
 use crate::providers::payments::ProviderError;
 
 pub const QUEUE: &str = "checkout";
@@ -104,26 +104,13 @@ async fn hold_remotely(
 ) -> Result<Order, PlaceOrderError> {
     let lines = stored_lines(order)?;
     let expires_at = now + reservation_ttl(&ctx.config);
-    let grace = chrono::Duration::seconds(i64::try_from(ctx.config.inventory.hold_grace_s).unwrap_or(300));
-    match remote::hold(&ctx.dependencies, remote, &order.id, &lines, expires_at + grace).await {
-        Ok(_) => {}
-        Err(CallError::Failed(InventoryError::OutOfStock {
-            sku,
-            requested,
-            available,
-        })) => {
-            return Err(PlaceOrderError::OutOfStock {
-                sku,
-                requested: u32::try_from(requested).unwrap_or(u32::MAX),
-                available,
-            });
-        }
-        Err(CallError::Failed(InventoryError::UnknownSku(sku))) => return Err(PlaceOrderError::UnknownSku(sku)),
-        Err(unavailable) => {
+    match remote::hold(&ctx.config, &ctx.dependencies, remote, &order.id, &lines, expires_at).await {
+        Ok(()) => {}
+        Err(HoldRefused::Stock(refused)) => return Err(refused),
+        Err(HoldRefused::Unavailable(unavailable)) => {
             crate::telemetry::dependency_error("inventory", unavailable.reason());
-            return Err(
-                StoreError::Unavailable(format!("inventory node: {:#}", anyhow::Error::new(unavailable))).into(),
-            );
+            let why = format!("inventory node: {:#}", anyhow::Error::new(unavailable));
+            return Err(StoreError::Unavailable(why).into());
         }
     }
     let change = StatusChange::new(
