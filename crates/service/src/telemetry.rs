@@ -72,3 +72,19 @@ pub fn render(store: &SharedStore, dependencies: &holdfast_resilience::Registry)
 pub fn dependency_error(dependency: &'static str, kind: &'static str) {
     metrics::counter!("holdfast_dependency_errors_total", "dependency" => dependency, "kind" => kind).increment(1);
 }
+
+/// Counts a guarded call that did not get the dependency's answer: `kind`
+/// is the policy's reason (`bulkhead`, `breaker_open`, `deadline`), or for a
+/// failed call `unavailable` (worth retrying) or `rejected` (refused).
+pub fn dependency_failed<E: holdfast_resilience::Classify>(
+    dependency: &'static str,
+    error: &holdfast_resilience::CallError<E>,
+) {
+    use holdfast_resilience::CallError;
+    let kind = match error {
+        CallError::Failed(failed) if failed.is_transient() => "unavailable",
+        CallError::Failed(_) => "rejected",
+        other => other.reason(),
+    };
+    dependency_error(dependency, kind);
+}

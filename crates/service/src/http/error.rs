@@ -5,6 +5,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use holdfast_domain::{FieldError, ValidationErrors};
+use holdfast_resilience::{CallError, Classify};
 use holdfast_store::{PlaceOrderError, StoreError};
 use serde::Serialize;
 
@@ -96,6 +97,44 @@ impl ApiError {
         let mut error = Self::new(StatusCode::SERVICE_UNAVAILABLE, code, detail);
         error.retry_after_s = Some(retry_after_s);
         error
+    }
+
+    /// 503 with `Retry-After` for a guarded call that did not get
+    /// `dependency`'s answer: `overloaded` when its bulkhead is full,
+    /// `dependency_unavailable` when its breaker is open, the deadline ran
+    /// out or it failed. `what` names it for the client ("the payment
+    /// provider"). Counted in `holdfast_dependency_errors_total`.
+    pub fn dependency<E>(dependency: &'static str, what: &str, error: CallError<E>) -> Self
+    where
+        E: Classify + std::error::Error + Send + Sync + 'static,
+    {
+        crate::telemetry::dependency_failed(dependency, &error);
+        let (code, detail, retry_after_s) = match &error {
+            CallError::BulkheadFull => (
+                "overloaded",
+                format!("too many calls to {what} in flight; retry shortly"),
+                1,
+            ),
+            CallError::BreakerOpen { retry_after } => (
+                "dependency_unavailable",
+                format!("{what} is failing; calls to it are paused"),
+                retry_after.as_secs().max(1),
+            ),
+            CallError::DeadlineExceeded => (
+                "dependency_unavailable",
+                format!("{what} did not answer within the request's deadline"),
+                1,
+            ),
+            CallError::Failed(failed) if failed.is_transient() => (
+                "dependency_unavailable",
+                format!("{what} is not answering; retry later"),
+                2,
+            ),
+            CallError::Failed(_) => ("dependency_unavailable", format!("{what} refused this node's call"), 2),
+        };
+        let mut api_error = Self::unavailable(code, detail, retry_after_s);
+        api_error.cause = Some(anyhow::Error::new(error).context(dependency));
+        api_error
     }
 
     pub fn internal(cause: impl Into<anyhow::Error>) -> Self {

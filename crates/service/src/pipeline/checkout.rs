@@ -12,7 +12,7 @@ use crate::http::error::ApiError;
 use crate::http::state::AppState;
 use crate::providers::inventory::RemoteInventory;
 use crate::providers::payments::{IntentRequest, PaymentProvider, ProviderError};
-use holdfast_resilience::{CallError, CallOptions, OnUnavailable, Policy, Registry};
+use holdfast_resilience::{CallError, CallOptions, Classify, OnUnavailable, Policy, Registry};
 
 /// A checkout request after parsing at the boundary.
 #[derive(Debug, Clone)]
@@ -251,23 +251,16 @@ async fn resume(state: &AppState, order_id: &OrderId) -> Result<Order, ApiError>
 
 /// Inventory is unavailable: take the order as `accepted`, with the job
 /// that completes it, in a transaction that touches no stock table.
-async fn take_for_later<E: std::error::Error + Send + Sync + 'static>(
+async fn take_for_later<E: Classify + std::error::Error + Send + Sync + 'static>(
     state: &AppState,
     inventory: &Policy,
     mut order: NewOrder,
     why: CallError<E>,
 ) -> Result<Order, ApiError> {
-    crate::telemetry::dependency_error("inventory", why.reason());
     if inventory.config().on_unavailable == OnUnavailable::Reject {
-        let retry_after_s = why.retry_after().map_or(1, |after| after.as_secs().max(1));
-        let mut error = ApiError::unavailable(
-            "dependency_unavailable",
-            "stock cannot be reserved right now; retry later",
-            retry_after_s,
-        );
-        error.cause = Some(anyhow::Error::new(why));
-        return Err(error);
+        return Err(ApiError::dependency("inventory", "inventory", why));
     }
+    crate::telemetry::dependency_failed("inventory", &why);
     // Per order at info: during an outage the breaker's own warning and
     // `holdfast_dependency_errors_total` say it once, not once per order.
     tracing::info!(order_id = %order.id, reason = why.reason(), "inventory unavailable: order accepted for later");
@@ -309,7 +302,7 @@ fn intent_error(error: CallError<ProviderError>) -> ApiError {
             "payment_provider_error",
             format!("the payment provider refused the intent: {code}: {message}"),
         ),
-        unavailable => payments_unavailable(unavailable),
+        unavailable => ApiError::dependency("payments", "the payment provider", unavailable),
     }
 }
 
@@ -330,7 +323,7 @@ async fn intent_for_later(
     if payments.config().on_unavailable != OnUnavailable::Queue {
         return None;
     }
-    crate::telemetry::dependency_error("payments", error.reason());
+    crate::telemetry::dependency_failed("payments", error);
     let template = state.config.queues.checkout.template(crate::workers::checkout::QUEUE);
     let job = crate::workers::checkout::job(&template, &order.id, Utc::now());
     match state.store.queue().enqueue(&job).await {
@@ -374,34 +367,6 @@ pub async fn request_intent(
         intent_id: intent.id,
         client_secret: intent.client_secret,
     })
-}
-
-/// 503 with `Retry-After`: the provider failed, is refusing calls (breaker
-/// open), is at its concurrency limit, or ran out of the request's time.
-fn payments_unavailable(error: CallError<ProviderError>) -> ApiError {
-    let kind = error.reason();
-    crate::telemetry::dependency_error("payments", if kind == "failed" { "unavailable" } else { kind });
-    let (code, detail, retry_after_s) = match &error {
-        CallError::BulkheadFull => ("overloaded", "too many payment calls in flight; retry shortly", 1),
-        CallError::BreakerOpen { retry_after } => (
-            "dependency_unavailable",
-            "the payment provider is failing; checkout is paused for it",
-            retry_after.as_secs().max(1),
-        ),
-        CallError::DeadlineExceeded => (
-            "dependency_unavailable",
-            "the payment provider did not answer within the request's deadline",
-            1,
-        ),
-        CallError::Failed(_) => (
-            "dependency_unavailable",
-            "the payment provider is not answering; retry later",
-            2,
-        ),
-    };
-    let mut api_error = ApiError::unavailable(code, detail, retry_after_s);
-    api_error.cause = Some(anyhow::anyhow!("payments: {error}: {:?}", error.reason()));
-    api_error
 }
 
 /// A checkout that cannot get its intent gives its stock back at once

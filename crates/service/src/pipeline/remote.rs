@@ -129,27 +129,9 @@ pub fn refused(status: StatusCode, body: &serde_json::Value) -> ApiError {
 }
 
 /// 503 with `Retry-After`: the inventory node is unreachable, slow, failing,
-/// saturated, or its breaker is open.
-pub fn unavailable(error: CallError<InventoryError>) -> ApiError {
-    crate::telemetry::dependency_error("inventory", error.reason());
-    let retry_after_s = error.retry_after().map_or(1, |after| after.as_secs().max(1));
-    let (code, detail) = match &error {
-        CallError::BulkheadFull => (
-            "overloaded",
-            "too many inventory calls in flight; retry shortly".to_owned(),
-        ),
-        CallError::Failed(InventoryError::Rejected { status, detail }) => (
-            "dependency_unavailable",
-            format!("the inventory node refused this node's call (HTTP {status}: {detail})"),
-        ),
-        _ => (
-            "dependency_unavailable",
-            "the inventory node is not answering; retry later".to_owned(),
-        ),
-    };
-    let mut api_error = ApiError::unavailable(code, detail, retry_after_s);
-    api_error.cause = Some(anyhow::Error::new(error));
-    api_error
+/// saturated, refusing this node, or its breaker is open.
+fn unavailable(error: CallError<InventoryError>) -> ApiError {
+    ApiError::dependency("inventory", "the inventory node", error)
 }
 
 fn remote(state: &AppState) -> Result<&RemoteInventory, ApiError> {

@@ -87,7 +87,7 @@ pub async fn complete(ctx: &WorkerContext, order_id: &OrderId) -> anyhow::Result
             .await
         }
         Err(unavailable) => {
-            crate::telemetry::dependency_error("payments", unavailable.reason());
+            crate::telemetry::dependency_failed("payments", &unavailable);
             Err(anyhow::Error::new(unavailable))
         }
     }
@@ -108,7 +108,7 @@ async fn hold_remotely(
         Ok(()) => {}
         Err(HoldRefused::Stock(refused)) => return Err(refused),
         Err(HoldRefused::Unavailable(unavailable)) => {
-            crate::telemetry::dependency_error("inventory", unavailable.reason());
+            crate::telemetry::dependency_failed("inventory", &unavailable);
             let why = format!("inventory node: {:#}", anyhow::Error::new(unavailable));
             return Err(StoreError::Unavailable(why).into());
         }

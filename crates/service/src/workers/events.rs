@@ -43,7 +43,7 @@ pub async fn handle(ctx: &WorkerContext, job: ClaimedJob) -> JobOutcome {
             JobOutcome::Done
         }
         Err(error) => {
-            crate::telemetry::dependency_error("events", error.reason());
+            crate::telemetry::dependency_failed("events", &error);
             retry(format!("{:#}", anyhow::Error::new(error)))
         }
     }

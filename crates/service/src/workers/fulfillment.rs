@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use holdfast_domain::{OrderId, OrderStatus};
-use holdfast_resilience::{CallError, CallOptions};
+use holdfast_resilience::CallOptions;
 use holdfast_store::{ClaimedJob, JobTemplate, NewJob, Order, StatusChange, StoreError};
 
 use super::WorkerContext;
 use super::jobs::{JobOutcome, for_order, order_job};
-use crate::providers::warehouse::{ShipmentItem, ShipmentRequest, WarehouseError};
+use crate::providers::warehouse::{ShipmentItem, ShipmentRequest};
 
 pub const QUEUE: &str = "fulfillment";
 
@@ -62,12 +62,7 @@ pub async fn fulfill(ctx: &WorkerContext, order_id: &OrderId) -> anyhow::Result<
         .call(CallOptions::idempotent(), || ctx.warehouse.create_shipment(&request))
         .await
         .map_err(|error| {
-            let kind = match &error {
-                CallError::Failed(WarehouseError::Rejected { .. }) => "rejected",
-                CallError::Failed(WarehouseError::Unavailable(_)) => "unavailable",
-                other => other.reason(),
-            };
-            crate::telemetry::dependency_error("warehouse", kind);
+            crate::telemetry::dependency_failed("warehouse", &error);
             anyhow::Error::new(error)
         })?;
     if order.status == OrderStatus::Paid {

@@ -58,7 +58,7 @@ pub async fn handle(ctx: &WorkerContext, job: ClaimedJob) -> JobOutcome {
             JobOutcome::Done
         }
         Err(error) => {
-            crate::telemetry::dependency_error("inventory", error.reason());
+            crate::telemetry::dependency_failed("inventory", &error);
             retry(format!("{:#}", anyhow::Error::new(error)))
         }
     }
