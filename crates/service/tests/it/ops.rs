@@ -50,9 +50,11 @@ both_backends!(a_worker_node_serves_operators_not_shoppers, |backend| async move
     assert_eq!(queues.status, 200, "{}", queues.body);
     let breakers = app.admin.get("/api/v1/ops/breakers").await;
     assert_eq!(breakers.status, 200, "{}", breakers.body);
+    // Not "product not found": the routes themselves are absent here.
     for path in ["/api/v1/orders", "/api/v1/products/ANY", "/api/v1/inventory/ANY"] {
         let answer = app.shop.get(path).await;
         assert_eq!(answer.status, 404, "{path}: {}", answer.body);
+        assert_eq!(answer.body["detail"], "route not found", "{path}: {}", answer.body);
     }
     app.stop().await;
 });
