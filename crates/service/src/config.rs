@@ -159,6 +159,9 @@ pub struct QueueConfig {
     pub visibility_timeout_s: u64,
     pub max_receives: u32,
     pub concurrency: u32,
+    /// Jobs of one group a worker claims and works through in order under
+    /// one lease (1: one at a time).
+    pub run_length: u32,
 }
 
 impl QueueConfig {
@@ -449,6 +452,12 @@ impl Config {
                 return Err(ConfigError::new(
                     &format!("{name}.concurrency"),
                     "must be greater than 0",
+                ));
+            }
+            if !(1..=1000).contains(&queue.run_length) {
+                return Err(ConfigError::new(
+                    &format!("{name}.run_length"),
+                    "must be between 1 and 1000",
                 ));
             }
         }

@@ -297,7 +297,33 @@ pub trait JobQueue: Send + Sync {
         worker_id: &str,
         limit: u32,
         now: DateTime<Utc>,
-    ) -> Result<Vec<ClaimedJob>>;
+    ) -> Result<Vec<ClaimedJob>> {
+        let runs = self.claim_runs(queue, worker_id, limit, 1, now).await?;
+        Ok(runs.into_iter().flatten().collect())
+    }
+
+    /// Leases runs of jobs: for up to `groups` groups, the group's head (as
+    /// `claim_batch` chooses it) and up to `run_length - 1` of the jobs right
+    /// behind it, for one worker to work through in order under one lease.
+    /// A run stops before the first job that is not visible yet or that has
+    /// used up its receives. Each run is in enqueue order; runs are in the
+    /// order of their heads. Claiming a run is one transaction however long
+    /// it is, which is what lets one group (one partner endpoint) move at the
+    /// speed of its consumer rather than one claim per job.
+    async fn claim_runs(
+        &self,
+        queue: &str,
+        worker_id: &str,
+        groups: u32,
+        run_length: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Vec<ClaimedJob>>>;
+
+    /// Gives back leased jobs that were never worked on (the rest of a run
+    /// after a job that failed): ready again at once, their receive not
+    /// counted, keeping their place behind the group's head. Returns how many
+    /// it gave back; a stale lease leaves its job alone.
+    async fn release(&self, jobs: &[(JobId, LeaseToken)], now: DateTime<Utc>) -> Result<u64>;
 
     /// Extends a lease to `now + extend_by` if `lease` still owns the job.
     async fn heartbeat(&self, job: &JobId, lease: &LeaseToken, extend_by: Duration, now: DateTime<Utc>)
@@ -357,6 +383,60 @@ pub(crate) fn timeout_column(value: i64) -> Result<Duration> {
     u64::try_from(value)
         .map(Duration::from_millis)
         .map_err(|_| corrupt("visibility timeout", &value.to_string()))
+}
+
+/// The followers of one run's head, as a claim reads them: enough to decide
+/// where the run must stop.
+pub(crate) struct Follower {
+    pub id: String,
+    pub visible: bool,
+    pub receives_left: bool,
+}
+
+/// The followers a run may take: the longest prefix that is visible now and
+/// has receives left. A job past a gap must wait for the jobs before it.
+pub(crate) fn run_prefix(followers: Vec<Follower>) -> Vec<String> {
+    followers
+        .into_iter()
+        .take_while(|f| f.visible && f.receives_left)
+        .map(|f| f.id)
+        .collect()
+}
+
+/// Splits leased jobs into runs: one per group, in enqueue order, with runs
+/// ordered by their heads. `heads` lists the group keys in claim order; a run
+/// keeps only the jobs up to the first one the lease missed, and the rest
+/// (`strays`) are to be released.
+pub(crate) fn into_runs(
+    heads: &[String],
+    expected: &std::collections::HashMap<String, Vec<String>>,
+    leased: Vec<Job>,
+    token: &LeaseToken,
+) -> (Vec<Vec<ClaimedJob>>, Vec<JobId>) {
+    let mut by_id: std::collections::HashMap<String, Job> = leased
+        .into_iter()
+        .map(|job| (job.id.as_str().to_owned(), job))
+        .collect();
+    let mut runs = Vec::new();
+    let mut strays = Vec::new();
+    for group in heads {
+        let mut run = Vec::new();
+        let mut broken = false;
+        for id in expected.get(group).into_iter().flatten() {
+            match by_id.remove(id) {
+                Some(job) if !broken && job.state == JobState::InFlight => run.push(ClaimedJob {
+                    job,
+                    lease_token: token.clone(),
+                }),
+                Some(job) if job.state == JobState::InFlight => strays.push(job.id),
+                _ => broken = true,
+            }
+        }
+        if !run.is_empty() {
+            runs.push(run);
+        }
+    }
+    (runs, strays)
 }
 
 /// Ids as plain strings, for binding as an array.

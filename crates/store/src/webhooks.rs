@@ -172,6 +172,9 @@ pub trait WebhookStore: Send + Sync {
     /// Logs an attempt and applies its outcome to the delivery and endpoint,
     /// in one transaction.
     async fn record_attempt(&self, attempt: &WebhookAttempt, outcome: &AttemptOutcome) -> Result<()>;
+    /// `record_attempt` for several attempts, in order, in one transaction:
+    /// one commit for a whole run of an endpoint's deliveries.
+    async fn record_attempts(&self, attempts: &[(WebhookAttempt, AttemptOutcome)]) -> Result<()>;
     /// An endpoint's deliveries, newest first.
     async fn deliveries(&self, endpoint: &WebhookEndpointId, limit: i64) -> Result<Vec<WebhookDelivery>>;
     async fn delivery(&self, id: &DeliveryId) -> Result<Option<WebhookDelivery>>;

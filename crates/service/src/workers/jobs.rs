@@ -1,6 +1,8 @@
-//! Running the jobs of one queue: claim a batch, work on each job
-//! concurrently while its lease is kept alive, then complete it or schedule
-//! its retry. A worker that dies mid-job simply stops heartbeating; the job
+//! Running the jobs of one queue: claim a batch of runs (a group's head and
+//! the jobs right behind it), work on the runs concurrently, each one's jobs in
+//! order, while their leases are kept alive, then complete what finished,
+//! schedule the retry of the job that failed and give back the rest of its
+//! run untouched. A worker that dies mid-job simply stops heartbeating; the job
 //! becomes visible again after its visibility timeout and another worker
 //! takes it, so handlers must be idempotent (they carry idempotency keys to
 //! every outside call).
@@ -38,8 +40,10 @@ impl JobOutcome {
 pub struct QueueRun {
     pub queue: String,
     pub worker_id: String,
-    /// Jobs claimed (and worked on concurrently) per round.
+    /// Runs claimed (and worked on concurrently) per round.
     pub batch: u32,
+    /// Jobs of one group per run (1: one job at a time).
+    pub run_length: u32,
     /// The dependency every job of the queue calls. While its breaker is
     /// open the pool claims nothing: a job would only fail at once and spend
     /// one of its receives (dead-lettering it early) and a write for nothing.
@@ -55,9 +59,9 @@ fn paused_for(run: &QueueRun) -> Option<Duration> {
     })
 }
 
-/// Claims up to `run.batch` visible jobs and handles them concurrently;
-/// returns how many it claimed. `now` is the claim time, passed in so tests
-/// can move past visibility timeouts without sleeping.
+/// Claims up to `run.batch` runs and handles them concurrently; returns how
+/// many jobs it claimed. `now` is the claim time, passed in so tests can move
+/// past visibility timeouts without sleeping.
 pub async fn run_once<F, Fut>(
     store: &SharedStore,
     run: &QueueRun,
@@ -65,37 +69,81 @@ pub async fn run_once<F, Fut>(
     handle: F,
 ) -> anyhow::Result<usize>
 where
-    F: Fn(ClaimedJob) -> Fut,
-    Fut: Future<Output = JobOutcome>,
+    F: Fn(Vec<ClaimedJob>) -> Fut,
+    Fut: Future<Output = Vec<JobOutcome>>,
 {
-    let claimed = store
+    let runs = store
         .queue()
-        .claim_batch(&run.queue, &run.worker_id, run.batch, now)
+        .claim_runs(&run.queue, &run.worker_id, run.batch, run.run_length, now)
         .await?;
-    let count = claimed.len();
+    let count = runs.iter().map(Vec::len).sum();
     let outcomes = join_all(
-        claimed
-            .iter()
-            .map(|job| with_heartbeat(store, job, handle(job.clone()))),
+        runs.iter()
+            .map(|jobs| with_heartbeat(store, jobs, handle(jobs.clone()))),
     )
     .await;
     // Finished jobs leave in one transaction; retries are scheduled one by one.
     let mut done = Vec::new();
-    for (job, outcome) in claimed.into_iter().zip(outcomes) {
-        match outcome {
-            JobOutcome::Done => done.push(job),
-            JobOutcome::Retry { after, error } => schedule_retry(store, &job, after, &error, now).await?,
-        }
+    for (jobs, outcomes) in runs.into_iter().zip(outcomes) {
+        done.extend(settle_run(store, jobs, outcomes, now).await?);
     }
     complete_all(store, &done).await?;
     Ok(count)
 }
 
-/// Keeps up to `run.batch` jobs of the queue in hand until `shutdown`: each
-/// job runs in its own task and settles on its own, and a freed slot is
-/// filled by the next claim at once, so one slow job (a partner endpoint
-/// that hangs until its deadline) never holds back the jobs beside it. Idle,
-/// it waits `poll` or until `wake`; on shutdown it lets jobs in hand finish.
+/// Handles a run one job after another, stopping at the first job that is
+/// to be retried: the jobs behind it must wait for it.
+pub async fn one_by_one<F, Fut>(jobs: Vec<ClaimedJob>, handle: F) -> Vec<JobOutcome>
+where
+    F: Fn(ClaimedJob) -> Fut,
+    Fut: Future<Output = JobOutcome>,
+{
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let outcome = handle(job).await;
+        let stop = outcome != JobOutcome::Done;
+        outcomes.push(outcome);
+        if stop {
+            break;
+        }
+    }
+    outcomes
+}
+
+/// Settles a handled run: returns its finished jobs (to be completed), and
+/// schedules the retry of the job that failed. The jobs behind a failure, or
+/// past the outcomes the handler gave, were never worked on: they go back to
+/// the queue with their receive uncounted, behind the failed job.
+async fn settle_run(
+    store: &SharedStore,
+    jobs: Vec<ClaimedJob>,
+    outcomes: Vec<JobOutcome>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Vec<ClaimedJob>> {
+    let mut done = Vec::new();
+    let mut jobs = jobs.into_iter();
+    for outcome in outcomes {
+        let Some(job) = jobs.next() else { break };
+        match outcome {
+            JobOutcome::Done => done.push(job),
+            JobOutcome::Retry { after, error } => {
+                schedule_retry(store, &job, after, &error, now).await?;
+                break;
+            }
+        }
+    }
+    let untouched: Vec<_> = jobs.map(|job| (job.job.id, job.lease_token)).collect();
+    if !untouched.is_empty() {
+        store.queue().release(&untouched, Utc::now()).await?;
+    }
+    Ok(done)
+}
+
+/// Keeps up to `run.batch` runs of the queue in hand until `shutdown`: each
+/// run is worked on in its own task and settles on its own, and a freed slot
+/// is filled by the next claim at once, so one slow job (a partner endpoint
+/// that hangs until its deadline) never holds back the runs beside it. Idle,
+/// it waits `poll` or until `wake`; on shutdown it lets runs in hand finish.
 pub async fn run_pool<F, Fut>(
     store: SharedStore,
     run: QueueRun,
@@ -104,8 +152,8 @@ pub async fn run_pool<F, Fut>(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
     handle: F,
 ) where
-    F: Fn(ClaimedJob) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = JobOutcome> + Send + 'static,
+    F: Fn(Vec<ClaimedJob>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Vec<JobOutcome>> + Send + 'static,
 {
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(run.batch.max(1) as usize));
     let (finished, completer) = spawn_completer(store.clone(), wake.clone());
@@ -128,18 +176,18 @@ pub async fn run_pool<F, Fut>(
             free.push(slot);
         }
         let limit = u32::try_from(free.len()).unwrap_or(u32::MAX);
-        let claimed = match store
+        let runs = match store
             .queue()
-            .claim_batch(&run.queue, &run.worker_id, limit, Utc::now())
+            .claim_runs(&run.queue, &run.worker_id, limit, run.run_length, Utc::now())
             .await
         {
-            Ok(claimed) => claimed,
+            Ok(runs) => runs,
             Err(error) => {
                 tracing::warn!(queue = %run.queue, %error, "claim failed");
                 Vec::new()
             }
         };
-        if claimed.is_empty() {
+        if runs.is_empty() {
             drop(free);
             tokio::select! {
                 _ = tokio::time::sleep(poll) => {}
@@ -148,27 +196,29 @@ pub async fn run_pool<F, Fut>(
             }
             continue;
         }
-        for (job, slot) in claimed.into_iter().zip(free) {
+        for (jobs, slot) in runs.into_iter().zip(free) {
             let (store, handle, wake, finished) = (store.clone(), handle.clone(), wake.clone(), finished.clone());
             tokio::spawn(async move {
-                match with_heartbeat(&store, &job, handle(job.clone())).await {
-                    // Completed together with the jobs finishing beside it.
-                    JobOutcome::Done => {
-                        let _ = finished.send(job);
-                    }
-                    JobOutcome::Retry { after, error } => {
-                        if let Err(failed) = schedule_retry(&store, &job, after, &error, Utc::now()).await {
-                            // The lease runs out and the job comes back: nothing is lost.
-                            tracing::warn!(job = %job.job.id, error = format!("{failed:#}"), "could not schedule a retry");
+                let outcomes = with_heartbeat(&store, &jobs, handle(jobs.clone())).await;
+                let retried = outcomes.iter().any(|o| *o != JobOutcome::Done) || outcomes.len() < jobs.len();
+                match settle_run(&store, jobs, outcomes, Utc::now()).await {
+                    // Completed together with the jobs finishing beside them.
+                    Ok(done) => {
+                        for job in done {
+                            let _ = finished.send(job);
                         }
-                        wake.notify_one();
                     }
+                    // Their leases run out and the jobs come back: nothing is lost.
+                    Err(error) => tracing::warn!(error = format!("{error:#}"), "could not settle a run"),
+                }
+                if retried {
+                    wake.notify_one();
                 }
                 drop(slot);
             });
         }
     }
-    // Jobs in hand finish (or their leases run out if this takes too long),
+    // Runs in hand finish (or their leases run out if this takes too long),
     // then the last completions are written.
     let _ = tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(run.batch.max(1))).await;
     drop(finished);
@@ -207,13 +257,16 @@ fn spawn_completer(
     (finished, completer)
 }
 
-/// Runs `work` while extending the job's lease every third of its
-/// visibility timeout, so a slow but live handler keeps its job.
-async fn with_heartbeat<Fut>(store: &SharedStore, job: &ClaimedJob, work: Fut) -> JobOutcome
+/// Runs `work` while extending the leases of the run's jobs every third of
+/// the visibility timeout, so a slow but live handler keeps its jobs.
+async fn with_heartbeat<Fut>(store: &SharedStore, jobs: &[ClaimedJob], work: Fut) -> Vec<JobOutcome>
 where
-    Fut: Future<Output = JobOutcome>,
+    Fut: Future<Output = Vec<JobOutcome>>,
 {
-    let timeout = job.job.visibility_timeout;
+    let Some(first) = jobs.first() else {
+        return work.await;
+    };
+    let timeout = first.job.visibility_timeout;
     let every = (timeout / 3).max(Duration::from_millis(100));
     tokio::pin!(work);
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -221,10 +274,12 @@ where
         tokio::select! {
             outcome = &mut work => return outcome,
             _ = ticker.tick() => {
-                match store.queue().heartbeat(&job.job.id, &job.lease_token, timeout, Utc::now()).await {
-                    Ok(true) => {}
-                    Ok(false) => tracing::warn!(job = %job.job.id, "lease lost while working; another worker may repeat this job"),
-                    Err(error) => tracing::warn!(job = %job.job.id, %error, "heartbeat failed"),
+                for job in jobs {
+                    match store.queue().heartbeat(&job.job.id, &job.lease_token, timeout, Utc::now()).await {
+                        Ok(true) => {}
+                        Ok(false) => tracing::warn!(job = %job.job.id, "lease lost while working; another worker may repeat this job"),
+                        Err(error) => tracing::warn!(job = %job.job.id, %error, "heartbeat failed"),
+                    }
                 }
             }
         }

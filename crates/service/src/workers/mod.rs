@@ -80,32 +80,37 @@ impl WorkerContext {
             queue: queue.to_owned(),
             worker_id: self.worker_id.clone(),
             batch: settings.concurrency,
+            run_length: settings.run_length,
             depends_on: dependency.and_then(|name| self.dependencies.breaker_for(name)),
         })
     }
 
-    /// The handler of a job, by its queue.
-    async fn handle(&self, job: ClaimedJob) -> JobOutcome {
-        let queue = job.job.queue.clone();
-        let outcome = match queue.as_str() {
-            checkout::QUEUE => checkout::handle(self, job).await,
-            inventory::QUEUE => inventory::handle(self, job).await,
-            fulfillment::QUEUE => fulfillment::handle(self, job).await,
-            webhooks::QUEUE => webhooks::handle(self, job).await,
-            _ => events::handle(self, job).await,
+    /// The handler of a run of jobs, by their queue. Partner webhooks are
+    /// handled as a run (one endpoint's deliveries, recorded together); the
+    /// other queues one job after another.
+    async fn handle(&self, jobs: Vec<ClaimedJob>) -> Vec<JobOutcome> {
+        let Some(queue) = jobs.first().map(|job| job.job.queue.clone()) else {
+            return Vec::new();
+        };
+        let outcomes = match queue.as_str() {
+            webhooks::QUEUE => webhooks::handle_run(self, jobs).await,
+            checkout::QUEUE => jobs::one_by_one(jobs, |job| checkout::handle(self, job)).await,
+            inventory::QUEUE => jobs::one_by_one(jobs, |job| inventory::handle(self, job)).await,
+            fulfillment::QUEUE => jobs::one_by_one(jobs, |job| fulfillment::handle(self, job)).await,
+            _ => jobs::one_by_one(jobs, |job| events::handle(self, job)).await,
         };
         if queue == fulfillment::QUEUE || queue == checkout::QUEUE {
-            // The job wrote outbox events: relay them now.
+            // The jobs wrote outbox events: relay them now.
             self.wake.relay.notify_one();
         }
-        outcome
+        outcomes
     }
 
     /// One round of `queue`'s worker: claim a batch, handle it, settle it.
     /// What tests call to drive a queue step by step.
     pub async fn run_queue_once(&self, queue: &str, now: DateTime<Utc>) -> anyhow::Result<usize> {
         let run = self.queue_run(queue)?;
-        jobs::run_once(&self.store, &run, now, |job| self.handle(job)).await
+        jobs::run_once(&self.store, &run, now, |jobs| self.handle(jobs)).await
     }
 
     /// `queue`'s worker inside `holdfast serve`, until `shutdown`.
@@ -119,9 +124,9 @@ impl WorkerContext {
         let poll = Duration::from_millis(self.config.workers.poll_interval_ms);
         let store = self.store.clone();
         tracing::debug!(worker = queue, "started");
-        jobs::run_pool(store, run, poll, wake, shutdown, move |job| {
+        jobs::run_pool(store, run, poll, wake, shutdown, move |jobs| {
             let ctx = self.clone();
-            async move { ctx.handle(job).await }
+            async move { ctx.handle(jobs).await }
         })
         .await;
         tracing::debug!(worker = queue, "stopped");

@@ -19,51 +19,102 @@ use crate::providers::webhooks::{Answer, Outgoing, secret_key};
 
 pub const QUEUE: &str = "webhooks";
 
-pub async fn handle(ctx: &WorkerContext, job: ClaimedJob) -> JobOutcome {
-    let Some(delivery_id) = payload_str(&job, "delivery_id").and_then(|raw| DeliveryId::parse(raw).ok()) else {
-        tracing::error!(job = %job.job.id, "webhook job without a valid delivery_id; dropped");
-        return JobOutcome::Done;
-    };
-    match deliver(ctx, &delivery_id, Utc::now()).await {
-        Ok(outcome) => outcome,
-        // Our own database failed, not the endpoint: try again soon.
-        Err(error) => JobOutcome::retry(
-            backoff(job.job.receive_count, Duration::from_secs(60)),
-            format!("{error:#}"),
-        ),
+/// Delivers one endpoint's run of deliveries in order, then records every
+/// attempt in one transaction. The run stops at the first delivery that must
+/// be retried; the deliveries behind it wait for it. If the attempts cannot
+/// be recorded, nothing of the run counts as done: the whole run comes back
+/// and is delivered again with the same `webhook-id`s (at least once).
+pub async fn handle_run(ctx: &WorkerContext, jobs: Vec<ClaimedJob>) -> Vec<JobOutcome> {
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    let mut records = Vec::new();
+    let mut disabled: Option<String> = None;
+    for job in &jobs {
+        let Some(delivery_id) = payload_str(job, "delivery_id").and_then(|raw| DeliveryId::parse(raw).ok()) else {
+            tracing::error!(job = %job.job.id, "webhook job without a valid delivery_id; dropped");
+            outcomes.push(JobOutcome::Done);
+            continue;
+        };
+        let outcome = match attempt(ctx, &delivery_id, disabled.as_deref(), Utc::now()).await {
+            Ok(Attempted { record, outcome }) => {
+                if let Some((_, AttemptOutcome::DisableEndpoint { reason })) = &record {
+                    disabled = Some(reason.clone());
+                }
+                records.extend(record);
+                outcome
+            }
+            // Our own database failed, not the endpoint: try again soon.
+            Err(error) => JobOutcome::retry(
+                backoff(job.job.receive_count, Duration::from_secs(60)),
+                format!("{error:#}"),
+            ),
+        };
+        let stop = outcome != JobOutcome::Done;
+        outcomes.push(outcome);
+        if stop {
+            break;
+        }
+    }
+    if let Err(error) = ctx.store.webhooks().record_attempts(&records).await {
+        let first = jobs.first().map_or(0, |job| job.job.receive_count);
+        tracing::warn!(
+            error = format!("{error:#}"),
+            "could not record webhook attempts; the run will be repeated"
+        );
+        return vec![JobOutcome::retry(
+            backoff(first, Duration::from_secs(60)),
+            format!("recording attempts: {error:#}"),
+        )];
+    }
+    outcomes
+}
+
+/// What one attempt did: the attempt to record (none for a delivery settled
+/// before), and what becomes of its job.
+struct Attempted {
+    record: Option<(WebhookAttempt, AttemptOutcome)>,
+    outcome: JobOutcome,
+}
+
+impl Attempted {
+    fn done(record: Option<(WebhookAttempt, AttemptOutcome)>) -> Self {
+        Self {
+            record,
+            outcome: JobOutcome::Done,
+        }
     }
 }
 
-/// Makes one attempt of `delivery_id` and records it.
+/// Makes one attempt of `delivery_id`, unless the endpoint was disabled
+/// earlier in the same run (`disabled_in_run`), and says what to record.
 #[tracing::instrument(skip(ctx, now))]
-pub async fn deliver(ctx: &WorkerContext, delivery_id: &DeliveryId, now: DateTime<Utc>) -> anyhow::Result<JobOutcome> {
-    let webhooks = ctx.store.webhooks();
-    let Some(work) = webhooks.delivery_work(delivery_id).await? else {
+async fn attempt(
+    ctx: &WorkerContext,
+    delivery_id: &DeliveryId,
+    disabled_in_run: Option<&str>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Attempted> {
+    let Some(work) = ctx.store.webhooks().delivery_work(delivery_id).await? else {
         tracing::warn!("unknown delivery; dropped");
-        return Ok(JobOutcome::Done);
+        return Ok(Attempted::done(None));
     };
     if work.delivery.status != DeliveryStatus::Pending {
         // Settled by an earlier attempt whose job outlived its lease.
-        return Ok(JobOutcome::Done);
+        return Ok(Attempted::done(None));
     }
-    if let Some(reason) = not_deliverable(&work) {
-        let attempt = WebhookAttempt {
-            delivery_id: delivery_id.clone(),
-            at: now,
-            status_code: None,
-            latency_ms: 0,
-            error: Some(reason),
-        };
-        webhooks.record_attempt(&attempt, &AttemptOutcome::Skipped).await?;
-        return Ok(JobOutcome::Done);
+    let skip = disabled_in_run
+        .map(|reason| format!("endpoint disabled: {reason}"))
+        .or_else(|| not_deliverable(&work));
+    if let Some(reason) = skip {
+        let attempt = failed_attempt(delivery_id, now, &reason);
+        return Ok(Attempted::done(Some((attempt, AttemptOutcome::Skipped))));
     }
     let Some(key) = secret_key(&work.endpoint.secret) else {
         let reason = "the endpoint's secret is not a whsec_ secret".to_owned();
         let attempt = failed_attempt(delivery_id, now, &reason);
-        webhooks
-            .record_attempt(&attempt, &AttemptOutcome::DisableEndpoint { reason })
-            .await?;
-        return Ok(JobOutcome::Done);
+        return Ok(Attempted::done(Some((
+            attempt,
+            AttemptOutcome::DisableEndpoint { reason },
+        ))));
     };
     let body = body(&work);
     let answer = ctx
@@ -84,7 +135,6 @@ pub async fn deliver(ctx: &WorkerContext, delivery_id: &DeliveryId, now: DateTim
         latency_ms: i64::try_from(answer.latency.as_millis()).unwrap_or(i64::MAX),
         error: answer.error.clone(),
     };
-    webhooks.record_attempt(&attempt, &outcome).await?;
     let label = match &outcome {
         AttemptOutcome::Delivered => "delivered",
         AttemptOutcome::Retrying => "retrying",
@@ -96,9 +146,12 @@ pub async fn deliver(ctx: &WorkerContext, delivery_id: &DeliveryId, now: DateTim
     if let AttemptOutcome::DisableEndpoint { reason } = &outcome {
         tracing::warn!(endpoint = %work.endpoint.id, %reason, "webhook endpoint disabled");
     }
-    Ok(match next {
-        Some(after) => JobOutcome::retry(after, answer.error.unwrap_or_default()),
-        None => JobOutcome::Done,
+    Ok(Attempted {
+        record: Some((attempt, outcome)),
+        outcome: match next {
+            Some(after) => JobOutcome::retry(after, answer.error.unwrap_or_default()),
+            None => JobOutcome::Done,
+        },
     })
 }
 

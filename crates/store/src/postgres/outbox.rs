@@ -9,7 +9,7 @@ use super::PgStore;
 use super::queue::enqueue_in_tx;
 use crate::outbox::{OutboxRow, delivery_job_payload, event_job_payload, has_stock_effect};
 use crate::webhooks::EndpointRow;
-use crate::{JobTemplate, Outbox, OutboxEvent, OutboxLag, RelayOptions, RelayOutcome, Result, WebhookEndpoint};
+use crate::{JobTemplate, NewJob, Outbox, OutboxEvent, OutboxLag, RelayOptions, RelayOutcome, Result, WebhookEndpoint};
 
 /// The advisory lock that makes one relay run at a time across all nodes
 /// ("OUTBOX" folded into an i64), so events are fanned out in sequence order.
@@ -45,28 +45,55 @@ impl Outbox for PgStore {
             .map(OutboxEvent::try_from)
             .collect::<Result<Vec<_>>>()?;
         let endpoints = enabled_endpoints(&mut tx).await?;
+        // Each enqueue locks its group's head row, and completions lock theirs
+        // sorted by queue and group: enqueuing in that same order (a stable
+        // sort, so each group keeps its events' order) means the relay and a
+        // completer never wait on each other in a cycle.
         let mut deliveries = 0;
+        let mut wanted: Vec<(&WebhookEndpoint, &OutboxEvent)> = Vec::new();
+        let mut jobs = Vec::new();
         for event in &events {
-            for endpoint in endpoints.iter().filter(|e| e.wants(&event.event_type)) {
-                create_delivery(&mut tx, endpoint, event, &options.webhooks, options.now).await?;
-                deliveries += 1;
-            }
+            wanted.extend(
+                endpoints
+                    .iter()
+                    .filter(|e| e.wants(&event.event_type))
+                    .map(|e| (e, event)),
+            );
             if let Some(template) = &options.events {
-                let job = template
-                    .job(&event.aggregate_id, event_job_payload(&event.id), options.now)
-                    .dedup_key(&event.id);
-                enqueue_in_tx(&mut tx, &job).await?;
+                jobs.push(
+                    template
+                        .job(&event.aggregate_id, event_job_payload(&event.id), options.now)
+                        .dedup_key(&event.id),
+                );
             }
             if let Some(template) = options
                 .inventory
                 .as_ref()
                 .filter(|_| has_stock_effect(&event.event_type))
             {
-                let job = template
-                    .job(&event.aggregate_id, event_job_payload(&event.id), options.now)
-                    .dedup_key(&event.id);
-                enqueue_in_tx(&mut tx, &job).await?;
+                jobs.push(
+                    template
+                        .job(&event.aggregate_id, event_job_payload(&event.id), options.now)
+                        .dedup_key(&event.id),
+                );
             }
+        }
+        jobs.sort_by(|a, b| {
+            (a.queue.as_bytes(), a.group_key.as_bytes()).cmp(&(b.queue.as_bytes(), b.group_key.as_bytes()))
+        });
+        wanted.sort_by(|a, b| a.0.id.as_str().as_bytes().cmp(b.0.id.as_str().as_bytes()));
+        let (before, after): (Vec<NewJob>, Vec<NewJob>) = jobs
+            .into_iter()
+            .partition(|job| job.queue.as_str() < options.webhooks.queue.as_str());
+        for job in &before {
+            enqueue_in_tx(&mut tx, job).await?;
+        }
+        for (endpoint, event) in wanted {
+            create_delivery(&mut tx, endpoint, event, &options.webhooks, options.now).await?;
+            deliveries += 1;
+        }
+        for job in &after {
+            enqueue_in_tx(&mut tx, job).await?;
         }
         let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
         sqlx::query("UPDATE outbox_events SET published_at = $2 WHERE seq = ANY($1)")

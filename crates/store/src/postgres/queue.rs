@@ -2,6 +2,7 @@
 //! with `FOR UPDATE SKIP LOCKED`, with no leader and no coordination outside
 //! the database.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,10 +14,6 @@ use crate::Result;
 use crate::error::StoreError;
 use crate::queue::*;
 
-/// Namespace of the per-group advisory locks (the two-key form, which never
-/// collides with single-key locks such as the migrator's). "JOBS" in ASCII.
-const GROUP_LOCK_CLASS: i32 = 0x4A4F_4253;
-
 macro_rules! job_columns {
     () => {
         "id, seq, queue, group_key, payload, dedup_key, state, visible_at, receive_count, max_receives, \
@@ -24,61 +21,117 @@ macro_rules! job_columns {
     };
 }
 
-/// Candidates for a claim: each the oldest live job of its group, visible
-/// now, from a group with no unexpired lease, in enqueue order. The rows are
-/// locked with SKIP LOCKED so concurrent claimers take disjoint candidates
-/// instead of queueing behind each other. Row locks alone cannot keep a group
-/// to one job in flight, though: two claimers with different snapshots may
-/// each see a different job as the head of the same group (an enqueue that
-/// commits late with an older sequence number). So each candidate's group is
-/// also locked, with a non-blocking transaction-scoped advisory lock; a group
-/// another claimer holds is left for the next round.
+/// Candidates for a claim: the heads of `$1`'s groups (`job_heads`, one row
+/// per group with a live job), visible now, in enqueue order, from groups
+/// with no other unexpired lease. A claim walks groups, not jobs: a group
+/// with a long backlog costs it one row. The head rows are locked with SKIP
+/// LOCKED, so concurrent claimers take disjoint groups instead of queueing
+/// behind each other, and a group whose head another transaction is
+/// changing (an enqueue, a completion) is left for the next round.
 ///
-/// The in-flight probe ends in `OFFSET 0`, here and in `LEASE`, so that it
-/// stays a per-candidate lookup in `jobs_in_flight_idx`. Without it the
-/// planner may turn it into an anti-join that scans every in-flight job once
-/// per candidate: it does so whenever the statistics were gathered while few
-/// jobs were in flight (as after a burst of enqueues), and then a claim of
-/// 100 jobs with 1,600 in flight took 20 ms instead of 1.
+/// The in-flight probe ends in `OFFSET 0` so that it stays a per-candidate
+/// lookup in `jobs_in_flight_idx` rather than an anti-join that the planner
+/// may choose when statistics were gathered while few jobs were in flight.
 const CANDIDATES: &str = "\
-    WITH candidates AS MATERIALIZED ( \
-      SELECT j.id, j.seq, j.group_key FROM jobs j \
-      WHERE j.queue = $1 AND j.state <> 'dead' AND j.visible_at <= $2 \
-        AND NOT EXISTS (SELECT 1 FROM jobs o WHERE o.queue = j.queue AND o.group_key = j.group_key \
-                        AND o.state <> 'dead' AND o.seq < j.seq) \
-        AND NOT EXISTS (SELECT 1 FROM jobs f WHERE f.queue = j.queue AND f.group_key = j.group_key \
-                        AND f.state = 'in_flight' AND f.visible_at > $2 OFFSET 0) \
-      ORDER BY j.seq \
-      LIMIT $3 \
-      FOR UPDATE OF j SKIP LOCKED) \
-    SELECT id FROM candidates \
-    WHERE pg_try_advisory_xact_lock($4, hashtext($1 || chr(31) || group_key)) \
-    ORDER BY seq";
+    SELECT h.group_key, h.job_id, h.seq, j.receive_count >= j.max_receives AS exhausted \
+    FROM job_heads h JOIN jobs j ON j.id = h.job_id \
+    WHERE h.queue = $1 AND j.state <> 'dead' AND j.visible_at <= $2 \
+      AND NOT EXISTS (SELECT 1 FROM jobs f WHERE f.queue = h.queue AND f.group_key = h.group_key \
+                      AND f.state = 'in_flight' AND f.visible_at > $2 AND f.id <> h.job_id OFFSET 0) \
+    ORDER BY h.seq \
+    LIMIT $3 \
+    FOR UPDATE OF h SKIP LOCKED";
 
-/// Leases the locked candidates. It runs as a second statement so that its
-/// snapshot is taken after the group locks are held: the group conditions are
-/// checked again against every claim committed before, and no claim of these
-/// groups can be in progress elsewhere. A candidate that already used up its
-/// receives is dead-lettered instead, keeping its last error.
+/// The jobs right behind each claimed head, for runs longer than one.
+const FOLLOWERS: &str = "\
+    SELECT g.group_key, f.id, f.visible_at <= $4 AS visible, f.receive_count < f.max_receives AS receives_left \
+    FROM unnest($2::text[], $3::bigint[]) AS g(group_key, head_seq) \
+    CROSS JOIN LATERAL ( \
+      SELECT id, seq, visible_at, receive_count, max_receives FROM jobs \
+      WHERE queue = $1 AND group_key = g.group_key AND state <> 'dead' AND seq > g.head_seq \
+      ORDER BY seq LIMIT $5) f \
+    ORDER BY g.group_key, f.seq";
+
+/// Leases the chosen jobs. The group rows are locked, so no other claim,
+/// enqueue or completion can change these groups meanwhile; the conditions
+/// are checked again only against the jobs' own owners (a lease that ran out
+/// may still be completed or failed by its late worker).
 const LEASE: &str = concat!(
-    "UPDATE jobs j SET ",
-    "  state = CASE WHEN j.receive_count >= j.max_receives THEN 'dead' ELSE 'in_flight' END, ",
-    "  receive_count = CASE WHEN j.receive_count >= j.max_receives THEN j.receive_count ",
-    "    ELSE j.receive_count + 1 END, ",
-    "  visible_at = CASE WHEN j.receive_count >= j.max_receives THEN $2 ",
-    "    ELSE $2 + j.visibility_timeout_ms * interval '1 millisecond' END, ",
-    "  lease_token = CASE WHEN j.receive_count >= j.max_receives THEN NULL ELSE $3 END, ",
-    "  leased_by = CASE WHEN j.receive_count >= j.max_receives THEN j.leased_by ELSE $4 END, ",
-    "  last_error = CASE WHEN j.receive_count >= j.max_receives THEN coalesce(j.last_error, $5) ",
-    "    ELSE j.last_error END ",
-    "WHERE j.id = ANY($1) AND j.state <> 'dead' AND j.visible_at <= $2 ",
-    "  AND NOT EXISTS (SELECT 1 FROM jobs o WHERE o.queue = j.queue AND o.group_key = j.group_key ",
-    "                  AND o.state <> 'dead' AND o.seq < j.seq) ",
-    "  AND NOT EXISTS (SELECT 1 FROM jobs f WHERE f.queue = j.queue AND f.group_key = j.group_key ",
-    "                  AND f.state = 'in_flight' AND f.visible_at > $2 OFFSET 0) ",
+    "UPDATE jobs SET state = 'in_flight', receive_count = receive_count + 1, ",
+    "  visible_at = $2 + visibility_timeout_ms * interval '1 millisecond', lease_token = $3, leased_by = $4 ",
+    "WHERE id = ANY($1) AND state <> 'dead' AND visible_at <= $2 AND receive_count < max_receives ",
     "RETURNING ",
     job_columns!()
 );
+
+/// Points each listed group's head row at its oldest live job, or removes
+/// the row when the group has none left. The caller holds the rows' locks
+/// (or the groups have no row yet), so this runs with a snapshot taken after
+/// every change to these groups that committed before it.
+const REFRESH_HEADS: &str = "\
+    WITH g AS (SELECT DISTINCT queue, group_key FROM unnest($1::text[], $2::text[]) AS g(queue, group_key)), \
+    first AS ( \
+      SELECT g.queue, g.group_key, f.seq, f.id FROM g \
+      LEFT JOIN LATERAL (SELECT seq, id FROM jobs j WHERE j.queue = g.queue AND j.group_key = g.group_key \
+                         AND j.state <> 'dead' ORDER BY seq LIMIT 1) f ON true), \
+    gone AS ( \
+      DELETE FROM job_heads h USING first \
+      WHERE h.queue = first.queue AND h.group_key = first.group_key AND first.id IS NULL) \
+    INSERT INTO job_heads (queue, group_key, seq, job_id) \
+    SELECT queue, group_key, seq, id FROM first WHERE id IS NOT NULL \
+    ON CONFLICT (queue, group_key) DO UPDATE SET seq = excluded.seq, job_id = excluded.job_id";
+
+/// Locks the head rows of the groups of the listed jobs, before the jobs
+/// themselves, in the order claims lock them too (head row, then its job), and
+/// in one order of groups for every caller, so two transactions never wait on
+/// each other in a cycle.
+const LOCK_HEADS_OF_JOBS: &str = "\
+    SELECT 1 FROM job_heads \
+    WHERE (queue, group_key) IN (SELECT queue, group_key FROM jobs WHERE id = ANY($1)) \
+    ORDER BY queue COLLATE \"C\", group_key COLLATE \"C\" FOR UPDATE";
+
+/// Groups (queue and key as two parallel arrays) that changed in one write.
+#[derive(Default)]
+struct Groups {
+    queues: Vec<String>,
+    keys: Vec<String>,
+}
+
+impl Groups {
+    fn from_rows(rows: Vec<(String, String)>) -> Self {
+        let mut rows = rows;
+        rows.sort();
+        rows.dedup();
+        let (queues, keys) = rows.into_iter().unzip();
+        Self { queues, keys }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queues.is_empty()
+    }
+}
+
+/// Locks the groups of `ids` (see `LOCK_HEADS_OF_JOBS`).
+async fn lock_groups_of(tx: &mut Transaction<'_, Postgres>, ids: &[&str]) -> Result<()> {
+    sqlx::query(LOCK_HEADS_OF_JOBS).bind(ids).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// After jobs left their groups (completed, dead-lettered) or came back
+/// (redriven): point the groups' head rows at their new heads. The caller
+/// locked the rows first (`lock_groups_of`), so this statement's snapshot
+/// holds every change to these groups that committed before it.
+async fn refresh_heads(tx: &mut Transaction<'_, Postgres>, groups: &Groups) -> Result<()> {
+    if groups.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(REFRESH_HEADS)
+        .bind(&groups.queues)
+        .bind(&groups.keys)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
 
 #[derive(sqlx::FromRow)]
 struct JobRow {
@@ -122,16 +175,20 @@ impl TryFrom<JobRow> for Job {
 }
 
 /// Enqueues `job` inside the caller's transaction, so the job exists exactly
-/// when the business write that needs it commits.
+/// when the business write that needs it commits. The job becomes its
+/// group's head when the group has none, or when it is older than the head
+/// (an enqueue that commits late with an earlier sequence number); the upsert
+/// locks the head row either way, which is what orders this enqueue against
+/// a completion that is about to remove the group's last job.
 pub(crate) async fn enqueue_in_tx(tx: &mut Transaction<'_, Postgres>, job: &NewJob) -> Result<JobId> {
     // A duplicate's holder may complete between our insert and our read; a
     // second attempt then inserts. Two rounds settle any such race.
     for _ in 0..2 {
-        let inserted: Option<String> = sqlx::query_scalar(
+        let inserted: Option<(String, i64)> = sqlx::query_as(
             "INSERT INTO jobs (id, queue, group_key, payload, dedup_key, state, visible_at, max_receives, \
                visibility_timeout_ms, created_at) \
              VALUES ($1, $2, $3, $4, $5, 'ready', $6, $7, $8, $9) \
-             ON CONFLICT (queue, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING RETURNING id",
+             ON CONFLICT (queue, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING RETURNING id, seq",
         )
         .bind(job.id.as_str())
         .bind(&job.queue)
@@ -144,7 +201,18 @@ pub(crate) async fn enqueue_in_tx(tx: &mut Transaction<'_, Postgres>, job: &NewJ
         .bind(job.now)
         .fetch_optional(&mut **tx)
         .await?;
-        if let Some(id) = inserted {
+        if let Some((id, seq)) = inserted {
+            sqlx::query(
+                "INSERT INTO job_heads (queue, group_key, seq, job_id) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (queue, group_key) DO UPDATE SET seq = excluded.seq, job_id = excluded.job_id \
+                 WHERE excluded.seq < job_heads.seq",
+            )
+            .bind(&job.queue)
+            .bind(&job.group_key)
+            .bind(seq)
+            .bind(&id)
+            .execute(&mut **tx)
+            .await?;
             return Ok(JobId::from_trusted(id));
         }
         let existing: Option<String> = sqlx::query_scalar("SELECT id FROM jobs WHERE queue = $1 AND dedup_key = $2")
@@ -163,51 +231,139 @@ pub(crate) async fn enqueue_in_tx(tx: &mut Transaction<'_, Postgres>, job: &NewJ
 }
 
 struct Round {
-    claimed: Vec<ClaimedJob>,
+    runs: Vec<Vec<ClaimedJob>>,
     dead_lettered: usize,
 }
 
-async fn claim_round(pool: &PgPool, queue: &str, worker_id: &str, limit: usize, now: DateTime<Utc>) -> Result<Round> {
+#[derive(sqlx::FromRow)]
+struct Candidate {
+    group_key: String,
+    job_id: String,
+    seq: i64,
+    exhausted: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct FollowerRow {
+    group_key: String,
+    id: String,
+    visible: bool,
+    receives_left: bool,
+}
+
+struct ClaimRequest<'a> {
+    queue: &'a str,
+    worker_id: &'a str,
+    groups: usize,
+    run_length: usize,
+    now: DateTime<Utc>,
+}
+
+async fn claim_round(pool: &PgPool, request: &ClaimRequest<'_>) -> Result<Round> {
     let token = LeaseToken::generate();
     let mut tx = pool.begin().await?;
-    let ids: Vec<String> = sqlx::query_scalar(CANDIDATES)
-        .bind(queue)
-        .bind(now)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .bind(GROUP_LOCK_CLASS)
+    let candidates: Vec<Candidate> = sqlx::query_as(CANDIDATES)
+        .bind(request.queue)
+        .bind(request.now)
+        .bind(i64::try_from(request.groups).unwrap_or(i64::MAX))
         .fetch_all(&mut *tx)
         .await?;
-    if ids.is_empty() {
-        tx.commit().await?;
-        return Ok(Round {
-            claimed: Vec::new(),
-            dead_lettered: 0,
-        });
-    }
-    let rows: Vec<JobRow> = sqlx::query_as(LEASE)
-        .bind(&ids)
-        .bind(now)
-        .bind(token.as_str())
-        .bind(worker_id)
-        .bind(EXPIRED_WITHOUT_ERROR)
-        .fetch_all(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    let mut jobs = rows.into_iter().map(Job::try_from).collect::<Result<Vec<_>>>()?;
-    jobs.sort_by_key(|job| job.seq);
-    let before = jobs.len();
-    let claimed: Vec<ClaimedJob> = jobs
-        .into_iter()
-        .filter(|job| job.state == JobState::InFlight)
-        .map(|job| ClaimedJob {
-            job,
-            lease_token: token.clone(),
-        })
+    let (exhausted, live): (Vec<Candidate>, Vec<Candidate>) = candidates.into_iter().partition(|c| c.exhausted);
+    let dead_lettered = dead_letter_heads(&mut tx, request, &exhausted).await?;
+    let mut expected: HashMap<String, Vec<String>> = live
+        .iter()
+        .map(|c| (c.group_key.clone(), vec![c.job_id.clone()]))
         .collect();
-    Ok(Round {
-        dead_lettered: before - claimed.len(),
-        claimed,
-    })
+    if request.run_length > 1 && !live.is_empty() {
+        let followers: Vec<FollowerRow> = sqlx::query_as(FOLLOWERS)
+            .bind(request.queue)
+            .bind(live.iter().map(|c| c.group_key.as_str()).collect::<Vec<_>>())
+            .bind(live.iter().map(|c| c.seq).collect::<Vec<_>>())
+            .bind(request.now)
+            .bind(i64::try_from(request.run_length - 1).unwrap_or(i64::MAX))
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut by_group: HashMap<String, Vec<Follower>> = HashMap::new();
+        for row in followers {
+            by_group.entry(row.group_key).or_default().push(Follower {
+                id: row.id,
+                visible: row.visible,
+                receives_left: row.receives_left,
+            });
+        }
+        for (group, followers) in by_group {
+            if let Some(run) = expected.get_mut(&group) {
+                run.extend(run_prefix(followers));
+            }
+        }
+    }
+    let ids: Vec<&str> = expected.values().flatten().map(String::as_str).collect();
+    let leased: Vec<JobRow> = if ids.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_as(LEASE)
+            .bind(&ids)
+            .bind(request.now)
+            .bind(token.as_str())
+            .bind(request.worker_id)
+            .fetch_all(&mut *tx)
+            .await?
+    };
+    let leased = leased.into_iter().map(Job::try_from).collect::<Result<Vec<_>>>()?;
+    let heads: Vec<String> = live.into_iter().map(|c| c.group_key).collect();
+    let (runs, strays) = into_runs(&heads, &expected, leased, &token);
+    if !strays.is_empty() {
+        release_in_tx(&mut tx, &strays, &token, request.now).await?;
+    }
+    tx.commit().await?;
+    Ok(Round { runs, dead_lettered })
+}
+
+/// Dead-letters claimed heads that already used up their receives (each
+/// lease ran out without a completion), keeping their last error, and lets
+/// the next job of each group take its place.
+async fn dead_letter_heads(
+    tx: &mut Transaction<'_, Postgres>,
+    request: &ClaimRequest<'_>,
+    exhausted: &[Candidate],
+) -> Result<usize> {
+    if exhausted.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<&str> = exhausted.iter().map(|c| c.job_id.as_str()).collect();
+    let moved: Vec<(String, String)> = sqlx::query_as(
+        "UPDATE jobs SET state = 'dead', visible_at = $2, lease_token = NULL, \
+           last_error = coalesce(last_error, $3) \
+         WHERE id = ANY($1) AND state <> 'dead' RETURNING queue, group_key",
+    )
+    .bind(&ids)
+    .bind(request.now)
+    .bind(EXPIRED_WITHOUT_ERROR)
+    .fetch_all(&mut **tx)
+    .await?;
+    let count = moved.len();
+    refresh_heads(tx, &Groups::from_rows(moved)).await?;
+    Ok(count)
+}
+
+async fn release_in_tx(
+    tx: &mut Transaction<'_, Postgres>,
+    ids: &[JobId],
+    token: &LeaseToken,
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    let ids = id_strings(ids);
+    let released = sqlx::query(
+        "UPDATE jobs SET state = 'ready', receive_count = greatest(receive_count - 1, 0), visible_at = $3, \
+           lease_token = NULL \
+         WHERE id = ANY($1) AND lease_token = $2 AND state = 'in_flight'",
+    )
+    .bind(&ids)
+    .bind(token.as_str())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(released.rows_affected())
 }
 
 #[async_trait]
@@ -219,26 +375,53 @@ impl JobQueue for PgStore {
         Ok(id)
     }
 
-    async fn claim_batch(
+    async fn claim_runs(
         &self,
         queue: &str,
         worker_id: &str,
-        limit: u32,
+        groups: u32,
+        run_length: u32,
         now: DateTime<Utc>,
-    ) -> Result<Vec<ClaimedJob>> {
-        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-        let mut claimed = Vec::new();
+    ) -> Result<Vec<Vec<ClaimedJob>>> {
+        let groups = usize::try_from(groups).unwrap_or(usize::MAX);
+        let mut runs = Vec::new();
         // Dead-lettering a group's head frees the next job of that group, so
         // a round that dead-lettered something is followed by another; each
         // such round removes at least one live job, so this ends.
-        while claimed.len() < limit {
-            let round = claim_round(&self.worker, queue, worker_id, limit - claimed.len(), now).await?;
-            claimed.extend(round.claimed);
+        while runs.len() < groups {
+            let request = ClaimRequest {
+                queue,
+                worker_id,
+                groups: groups - runs.len(),
+                run_length: usize::try_from(run_length.max(1)).unwrap_or(usize::MAX),
+                now,
+            };
+            let round = claim_round(&self.worker, &request).await?;
+            runs.extend(round.runs);
             if round.dead_lettered == 0 {
                 break;
             }
         }
-        Ok(claimed)
+        Ok(runs)
+    }
+
+    async fn release(&self, jobs: &[(JobId, LeaseToken)], now: DateTime<Utc>) -> Result<u64> {
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        let (ids, tokens): (Vec<&str>, Vec<&str>) =
+            jobs.iter().map(|(id, lease)| (id.as_str(), lease.as_str())).unzip();
+        let released = sqlx::query(
+            "UPDATE jobs SET state = 'ready', receive_count = greatest(receive_count - 1, 0), visible_at = $3, \
+               lease_token = NULL \
+             WHERE state = 'in_flight' AND (id, lease_token) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+        )
+        .bind(ids)
+        .bind(tokens)
+        .bind(now)
+        .execute(&self.worker)
+        .await?;
+        Ok(released.rows_affected())
     }
 
     async fn heartbeat(
@@ -259,12 +442,7 @@ impl JobQueue for PgStore {
     }
 
     async fn complete(&self, job: &JobId, lease: &LeaseToken) -> Result<bool> {
-        let deleted = sqlx::query("DELETE FROM jobs WHERE id = $1 AND lease_token = $2 AND state = 'in_flight'")
-            .bind(job.as_str())
-            .bind(lease.as_str())
-            .execute(&self.worker)
-            .await?;
-        Ok(deleted.rows_affected() == 1)
+        Ok(self.complete_batch(&[(job.clone(), lease.clone())]).await? == 1)
     }
 
     async fn complete_batch(&self, jobs: &[(JobId, LeaseToken)]) -> Result<u64> {
@@ -276,34 +454,48 @@ impl JobQueue for PgStore {
         // removes its job once, and counts once.
         let (ids, tokens): (Vec<&str>, Vec<&str>) =
             jobs.iter().map(|(id, lease)| (id.as_str(), lease.as_str())).unzip();
-        let deleted = sqlx::query(
+        let mut tx = self.worker.begin().await?;
+        lock_groups_of(&mut tx, &ids).await?;
+        let deleted: Vec<(String, String)> = sqlx::query_as(
             "DELETE FROM jobs WHERE state = 'in_flight' \
-               AND (id, lease_token) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+               AND (id, lease_token) IN (SELECT * FROM unnest($1::text[], $2::text[])) \
+             RETURNING queue, group_key",
         )
         .bind(ids)
         .bind(tokens)
-        .execute(&self.worker)
+        .fetch_all(&mut *tx)
         .await?;
-        Ok(deleted.rows_affected())
+        let removed = deleted.len() as u64;
+        refresh_heads(&mut tx, &Groups::from_rows(deleted)).await?;
+        tx.commit().await?;
+        Ok(removed)
     }
 
     async fn fail(&self, job: &JobId, lease: &LeaseToken, error: &str, retry_at: DateTime<Utc>) -> Result<FailOutcome> {
+        let mut tx = self.worker.begin().await?;
+        lock_groups_of(&mut tx, &[job.as_str()]).await?;
         // A dead job keeps its lease end as `visible_at`: roughly when it died.
-        let row: Option<(String, DateTime<Utc>)> = sqlx::query_as(
+        let row: Option<(String, DateTime<Utc>, String, String)> = sqlx::query_as(
             "UPDATE jobs SET \
                state = CASE WHEN receive_count >= max_receives THEN 'dead' ELSE 'ready' END, \
                visible_at = CASE WHEN receive_count >= max_receives THEN visible_at ELSE $4 END, \
                last_error = $3, lease_token = NULL \
              WHERE id = $1 AND lease_token = $2 AND state = 'in_flight' \
-             RETURNING state, visible_at",
+             RETURNING state, visible_at, queue, group_key",
         )
         .bind(job.as_str())
         .bind(lease.as_str())
         .bind(error)
         .bind(retry_at)
-        .fetch_optional(&self.worker)
+        .fetch_optional(&mut *tx)
         .await?;
-        fail_outcome(row)
+        if let Some((state, _, queue, group)) = &row
+            && state == JobState::Dead.as_str()
+        {
+            refresh_heads(&mut tx, &Groups::from_rows(vec![(queue.clone(), group.clone())])).await?;
+        }
+        tx.commit().await?;
+        fail_outcome(row.map(|(state, visible_at, _, _)| (state, visible_at)))
     }
 
     async fn dead_letters(&self, queue: &str, limit: i64) -> Result<Vec<Job>> {
@@ -324,16 +516,32 @@ impl JobQueue for PgStore {
             Redrive::All => None,
             Redrive::Jobs(ids) => Some(id_strings(ids)),
         };
-        let moved = sqlx::query(
+        let mut tx = self.worker.begin().await?;
+        sqlx::query(
+            "SELECT 1 FROM job_heads WHERE (queue, group_key) IN \
+               (SELECT queue, group_key FROM jobs WHERE queue = $1 AND state = 'dead' \
+                AND ($2::text[] IS NULL OR id = ANY($2))) \
+             ORDER BY queue COLLATE \"C\", group_key COLLATE \"C\" FOR UPDATE",
+        )
+        .bind(queue)
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+        let moved: Vec<(String, String)> = sqlx::query_as(
             "UPDATE jobs SET state = 'ready', receive_count = 0, visible_at = $2, lease_token = NULL, leased_by = NULL \
-             WHERE queue = $1 AND state = 'dead' AND ($3::text[] IS NULL OR id = ANY($3))",
+             WHERE queue = $1 AND state = 'dead' AND ($3::text[] IS NULL OR id = ANY($3)) \
+             RETURNING queue, group_key",
         )
         .bind(queue)
         .bind(now)
         .bind(ids)
-        .execute(&self.worker)
+        .fetch_all(&mut *tx)
         .await?;
-        Ok(moved.rows_affected())
+        let count = moved.len() as u64;
+        // A redriven job keeps its sequence number, so it may head its group again.
+        refresh_heads(&mut tx, &Groups::from_rows(moved)).await?;
+        tx.commit().await?;
+        Ok(count)
     }
 
     async fn stats(&self, now: DateTime<Utc>) -> Result<Vec<QueueStats>> {

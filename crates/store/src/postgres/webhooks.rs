@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use holdfast_domain::{DeliveryId, WebhookEndpointId};
+use sqlx::{Postgres, Transaction};
 
 use super::PgStore;
 use super::outbox::create_delivery;
@@ -101,58 +102,16 @@ impl WebhookStore for PgStore {
     }
 
     async fn record_attempt(&self, attempt: &WebhookAttempt, outcome: &AttemptOutcome) -> Result<()> {
-        let mut tx = self.worker.begin().await?;
-        let endpoint_id: Option<String> = sqlx::query_scalar(
-            "UPDATE webhook_deliveries SET attempts = attempts + 1, status = $2, last_status_code = $3, \
-               last_latency_ms = $4, last_error = $5, \
-               completed_at = CASE WHEN $2 = 'pending' THEN NULL ELSE $6 END \
-             WHERE id = $1 RETURNING endpoint_id",
-        )
-        .bind(attempt.delivery_id.as_str())
-        .bind(delivery_status_after(outcome).as_str())
-        .bind(attempt.status_code.map(i32::from))
-        .bind(attempt.latency_ms)
-        .bind(&attempt.error)
-        .bind(attempt.at)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let endpoint_id = endpoint_id.ok_or_else(|| StoreError::NotFound(attempt.delivery_id.to_string()))?;
-        if *outcome != AttemptOutcome::Skipped {
-            sqlx::query(
-                "INSERT INTO webhook_attempts (delivery_id, attempt, at, status_code, latency_ms, error) \
-                 SELECT $1, attempts, $2, $3, $4, $5 FROM webhook_deliveries WHERE id = $1",
-            )
-            .bind(attempt.delivery_id.as_str())
-            .bind(attempt.at)
-            .bind(attempt.status_code.map(i32::from))
-            .bind(attempt.latency_ms)
-            .bind(&attempt.error)
-            .execute(&mut *tx)
-            .await?;
+        self.record_attempts(&[(attempt.clone(), outcome.clone())]).await
+    }
+
+    async fn record_attempts(&self, attempts: &[(WebhookAttempt, AttemptOutcome)]) -> Result<()> {
+        if attempts.is_empty() {
+            return Ok(());
         }
-        let update = match outcome {
-            AttemptOutcome::Delivered => {
-                Some(sqlx::query("UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1").bind(&endpoint_id))
-            }
-            AttemptOutcome::Retrying => Some(
-                sqlx::query("UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, $2) WHERE id = $1")
-                    .bind(&endpoint_id)
-                    .bind(attempt.at),
-            ),
-            AttemptOutcome::DisableEndpoint { reason } => Some(
-                sqlx::query(
-                    "UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, $2), \
-                       disabled_at = coalesce(disabled_at, $2), disabled_reason = coalesce(disabled_reason, $3) \
-                     WHERE id = $1",
-                )
-                .bind(&endpoint_id)
-                .bind(attempt.at)
-                .bind(reason),
-            ),
-            AttemptOutcome::Skipped => None,
-        };
-        if let Some(update) = update {
-            update.execute(&mut *tx).await?;
+        let mut tx = self.worker.begin().await?;
+        for (attempt, outcome) in attempts {
+            record_in_tx(&mut tx, attempt, outcome).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -249,4 +208,65 @@ impl WebhookStore for PgStore {
         tx.commit().await?;
         Ok(created)
     }
+}
+
+/// Logs one attempt and applies its outcome to the delivery and endpoint.
+async fn record_in_tx(
+    tx: &mut Transaction<'_, Postgres>,
+    attempt: &WebhookAttempt,
+    outcome: &AttemptOutcome,
+) -> Result<()> {
+    let endpoint_id: Option<String> = sqlx::query_scalar(
+        "UPDATE webhook_deliveries SET attempts = attempts + 1, status = $2, last_status_code = $3, \
+           last_latency_ms = $4, last_error = $5, \
+           completed_at = CASE WHEN $2 = 'pending' THEN NULL ELSE $6 END \
+         WHERE id = $1 RETURNING endpoint_id",
+    )
+    .bind(attempt.delivery_id.as_str())
+    .bind(delivery_status_after(outcome).as_str())
+    .bind(attempt.status_code.map(i32::from))
+    .bind(attempt.latency_ms)
+    .bind(&attempt.error)
+    .bind(attempt.at)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let endpoint_id = endpoint_id.ok_or_else(|| StoreError::NotFound(attempt.delivery_id.to_string()))?;
+    if *outcome != AttemptOutcome::Skipped {
+        sqlx::query(
+            "INSERT INTO webhook_attempts (delivery_id, attempt, at, status_code, latency_ms, error) \
+             SELECT $1, attempts, $2, $3, $4, $5 FROM webhook_deliveries WHERE id = $1",
+        )
+        .bind(attempt.delivery_id.as_str())
+        .bind(attempt.at)
+        .bind(attempt.status_code.map(i32::from))
+        .bind(attempt.latency_ms)
+        .bind(&attempt.error)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let update = match outcome {
+        AttemptOutcome::Delivered => {
+            Some(sqlx::query("UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1").bind(&endpoint_id))
+        }
+        AttemptOutcome::Retrying => Some(
+            sqlx::query("UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, $2) WHERE id = $1")
+                .bind(&endpoint_id)
+                .bind(attempt.at),
+        ),
+        AttemptOutcome::DisableEndpoint { reason } => Some(
+            sqlx::query(
+                "UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, $2), \
+                   disabled_at = coalesce(disabled_at, $2), disabled_reason = coalesce(disabled_reason, $3) \
+                 WHERE id = $1",
+            )
+            .bind(&endpoint_id)
+            .bind(attempt.at)
+            .bind(reason),
+        ),
+        AttemptOutcome::Skipped => None,
+    };
+    if let Some(update) = update {
+        update.execute(&mut **tx).await?;
+    }
+    Ok(())
 }

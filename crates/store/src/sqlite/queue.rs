@@ -7,6 +7,7 @@
 //! upgrade to a write while the checkout pool writes, and such a failure
 //! does not wait on `busy_timeout`.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,13 +26,12 @@ macro_rules! job_columns {
     };
 }
 
-/// Leases, in one statement, each group's oldest live job that is visible now
-/// and whose group has no unexpired lease, in enqueue order. The candidate
-/// list is an uncorrelated subquery, which SQLite evaluates once before it
-/// changes any row, so leasing one job cannot make another of its group look
-/// like a head. A candidate that already used up its receives is
-/// dead-lettered instead, keeping its last error.
-const CLAIM: &str = concat!(
+/// Leases, in one statement, the heads of `?1`'s groups (`job_heads`, one
+/// row per group with a live job) that are visible now and whose group has no
+/// other unexpired lease, in enqueue order. A claim walks groups, not jobs, so
+/// a long backlog in one group costs it one row. A candidate that already
+/// used up its receives is dead-lettered instead, keeping its last error.
+const CLAIM_HEADS: &str = concat!(
     "UPDATE jobs SET ",
     "  state = CASE WHEN receive_count >= max_receives THEN 'dead' ELSE 'in_flight' END, ",
     "  receive_count = CASE WHEN receive_count >= max_receives THEN receive_count ELSE receive_count + 1 END, ",
@@ -40,16 +40,64 @@ const CLAIM: &str = concat!(
     "  leased_by = CASE WHEN receive_count >= max_receives THEN leased_by ELSE ?5 END, ",
     "  last_error = CASE WHEN receive_count >= max_receives THEN coalesce(last_error, ?6) ELSE last_error END ",
     "WHERE id IN (",
-    "  SELECT j.id FROM jobs j ",
-    "  WHERE j.queue = ?1 AND j.state <> 'dead' AND j.visible_at <= ?2 ",
-    "    AND NOT EXISTS (SELECT 1 FROM jobs o WHERE o.queue = j.queue AND o.group_key = j.group_key ",
-    "                    AND o.state <> 'dead' AND o.seq < j.seq) ",
-    "    AND NOT EXISTS (SELECT 1 FROM jobs f WHERE f.queue = j.queue AND f.group_key = j.group_key ",
-    "                    AND f.state = 'in_flight' AND f.visible_at > ?2) ",
-    "  ORDER BY j.seq LIMIT ?3) ",
+    "  SELECT h.job_id FROM job_heads h JOIN jobs j ON j.id = h.job_id ",
+    "  WHERE h.queue = ?1 AND j.state <> 'dead' AND j.visible_at <= ?2 ",
+    "    AND NOT EXISTS (SELECT 1 FROM jobs f WHERE f.queue = h.queue AND f.group_key = h.group_key ",
+    "                    AND f.state = 'in_flight' AND f.visible_at > ?2 AND f.id <> h.job_id) ",
+    "  ORDER BY h.seq LIMIT ?3) ",
     "RETURNING ",
     job_columns!()
 );
+
+/// The jobs right behind one claimed head, for runs longer than one.
+const FOLLOWERS: &str = "\
+    SELECT id, visible_at <= ?4, receive_count < max_receives FROM jobs \
+    WHERE queue = ?1 AND group_key = ?2 AND state <> 'dead' AND seq > ?3 \
+    ORDER BY seq LIMIT ?5";
+
+/// Leases the followers chosen for runs.
+const LEASE: &str = concat!(
+    "UPDATE jobs SET state = 'in_flight', receive_count = receive_count + 1, ",
+    "  visible_at = ?2 + visibility_timeout_ms, lease_token = ?3, leased_by = ?4 ",
+    "WHERE id IN (SELECT value FROM json_each(?1)) AND state <> 'dead' AND visible_at <= ?2 ",
+    "  AND receive_count < max_receives ",
+    "RETURNING ",
+    job_columns!()
+);
+
+/// Points a group's head row at its oldest live job, or removes it when the
+/// group has none left. There is one writer, so nothing changes in between.
+async fn refresh_head(tx: &mut Transaction<'_, Sqlite>, queue: &str, group: &str) -> Result<()> {
+    sqlx::query("DELETE FROM job_heads WHERE queue = ?1 AND group_key = ?2")
+        .bind(queue)
+        .bind(group)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO job_heads (queue, group_key, seq, job_id) \
+         SELECT queue, group_key, seq, id FROM jobs WHERE queue = ?1 AND group_key = ?2 AND state <> 'dead' \
+         ORDER BY seq LIMIT 1",
+    )
+    .bind(queue)
+    .bind(group)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// `refresh_head` for every distinct group of `rows`.
+async fn refresh_heads(tx: &mut Transaction<'_, Sqlite>, mut rows: Vec<(String, String)>) -> Result<()> {
+    rows.sort();
+    rows.dedup();
+    for (queue, group) in rows {
+        refresh_head(tx, &queue, &group).await?;
+    }
+    Ok(())
+}
+
+fn json_ids<'a>(ids: impl Iterator<Item = &'a str>) -> Result<String> {
+    serde_json::to_string(&ids.collect::<Vec<_>>()).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
 
 #[derive(sqlx::FromRow)]
 struct JobRow {
@@ -103,11 +151,11 @@ fn from_millis(ms: i64) -> Result<DateTime<Utc>> {
 /// Enqueues `job` inside the caller's write transaction, so the job exists
 /// exactly when the business write that needs it commits.
 pub(crate) async fn enqueue_in_tx(tx: &mut Transaction<'_, Sqlite>, job: &NewJob) -> Result<JobId> {
-    let inserted: Option<String> = sqlx::query_scalar(
+    let inserted: Option<(String, i64)> = sqlx::query_as(
         "INSERT INTO jobs (id, queue, group_key, payload, dedup_key, state, visible_at, max_receives, \
            visibility_timeout_ms, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, 'ready', ?6, ?7, ?8, ?9) \
-         ON CONFLICT (queue, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING RETURNING id",
+         ON CONFLICT (queue, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING RETURNING id, seq",
     )
     .bind(job.id.as_str())
     .bind(&job.queue)
@@ -120,7 +168,18 @@ pub(crate) async fn enqueue_in_tx(tx: &mut Transaction<'_, Sqlite>, job: &NewJob
     .bind(millis(job.now))
     .fetch_optional(&mut **tx)
     .await?;
-    if let Some(id) = inserted {
+    if let Some((id, seq)) = inserted {
+        // The first live job of its group heads it; one writer, so no race.
+        sqlx::query(
+            "INSERT INTO job_heads (queue, group_key, seq, job_id) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (queue, group_key) DO NOTHING",
+        )
+        .bind(&job.queue)
+        .bind(&job.group_key)
+        .bind(seq)
+        .bind(&id)
+        .execute(&mut **tx)
+        .await?;
         return Ok(JobId::from_trusted(id));
     }
     // The write lock is held, so the job that conflicted is still there.
@@ -132,39 +191,105 @@ pub(crate) async fn enqueue_in_tx(tx: &mut Transaction<'_, Sqlite>, job: &NewJob
     Ok(JobId::from_trusted(existing))
 }
 
-async fn claim_round(
-    pool: &SqlitePool,
-    queue: &str,
-    worker_id: &str,
-    limit: usize,
+struct ClaimRequest<'a> {
+    queue: &'a str,
+    worker_id: &'a str,
+    groups: usize,
+    run_length: usize,
     now: DateTime<Utc>,
-) -> Result<(Vec<ClaimedJob>, usize)> {
+}
+
+async fn claim_round(pool: &SqlitePool, request: &ClaimRequest<'_>) -> Result<(Vec<Vec<ClaimedJob>>, usize)> {
     let token = LeaseToken::generate();
+    let now = millis(request.now);
     let mut tx = begin_write(pool).await?;
-    let rows: Vec<JobRow> = sqlx::query_as(CLAIM)
-        .bind(queue)
-        .bind(millis(now))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    let rows: Vec<JobRow> = sqlx::query_as(CLAIM_HEADS)
+        .bind(request.queue)
+        .bind(now)
+        .bind(i64::try_from(request.groups).unwrap_or(i64::MAX))
         .bind(token.as_str())
-        .bind(worker_id)
+        .bind(request.worker_id)
         .bind(EXPIRED_WITHOUT_ERROR)
         .fetch_all(&mut *tx)
         .await?;
-    tx.commit().await?;
     // RETURNING gives no order; FIFO is by enqueue sequence.
-    let mut jobs = rows.into_iter().map(Job::try_from).collect::<Result<Vec<_>>>()?;
-    jobs.sort_by_key(|job| job.seq);
-    let before = jobs.len();
-    let claimed: Vec<ClaimedJob> = jobs
-        .into_iter()
-        .filter(|job| job.state == JobState::InFlight)
-        .map(|job| ClaimedJob {
-            job,
-            lease_token: token.clone(),
-        })
-        .collect();
-    let dead_lettered = before - claimed.len();
-    Ok((claimed, dead_lettered))
+    let mut heads = rows.into_iter().map(Job::try_from).collect::<Result<Vec<_>>>()?;
+    heads.sort_by_key(|job| job.seq);
+    let (live, dead): (Vec<Job>, Vec<Job>) = heads.into_iter().partition(|job| job.state == JobState::InFlight);
+    let dead_lettered = dead.len();
+    refresh_heads(
+        &mut tx,
+        dead.into_iter().map(|job| (job.queue, job.group_key)).collect(),
+    )
+    .await?;
+    let mut expected: HashMap<String, Vec<String>> = HashMap::new();
+    let mut followers = Vec::new();
+    for head in &live {
+        let mut run = vec![head.id.as_str().to_owned()];
+        if request.run_length > 1 {
+            let rows: Vec<(String, bool, bool)> = sqlx::query_as(FOLLOWERS)
+                .bind(request.queue)
+                .bind(&head.group_key)
+                .bind(head.seq)
+                .bind(now)
+                .bind(i64::try_from(request.run_length - 1).unwrap_or(i64::MAX))
+                .fetch_all(&mut *tx)
+                .await?;
+            let prefix = run_prefix(
+                rows.into_iter()
+                    .map(|(id, visible, receives_left)| Follower {
+                        id,
+                        visible,
+                        receives_left,
+                    })
+                    .collect(),
+            );
+            followers.extend(prefix.iter().cloned());
+            run.extend(prefix);
+        }
+        expected.insert(head.group_key.clone(), run);
+    }
+    let mut leased = live.clone();
+    if !followers.is_empty() {
+        let rows: Vec<JobRow> = sqlx::query_as(LEASE)
+            .bind(json_ids(followers.iter().map(String::as_str))?)
+            .bind(now)
+            .bind(token.as_str())
+            .bind(request.worker_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        leased.extend(rows.into_iter().map(Job::try_from).collect::<Result<Vec<_>>>()?);
+    }
+    let groups: Vec<String> = live.into_iter().map(|job| job.group_key).collect();
+    let (runs, strays) = into_runs(&groups, &expected, leased, &token);
+    if !strays.is_empty() {
+        let pairs: Vec<(JobId, LeaseToken)> = strays.into_iter().map(|id| (id, token.clone())).collect();
+        release_in_tx(&mut tx, &pairs, request.now).await?;
+    }
+    tx.commit().await?;
+    Ok((runs, dead_lettered))
+}
+
+async fn release_in_tx(
+    tx: &mut Transaction<'_, Sqlite>,
+    jobs: &[(JobId, LeaseToken)],
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    let mut released = 0;
+    for (job, lease) in jobs {
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'ready', receive_count = max(receive_count - 1, 0), visible_at = ?3, \
+               lease_token = NULL \
+             WHERE id = ?1 AND lease_token = ?2 AND state = 'in_flight'",
+        )
+        .bind(job.as_str())
+        .bind(lease.as_str())
+        .bind(millis(now))
+        .execute(&mut **tx)
+        .await?;
+        released += done.rows_affected();
+    }
+    Ok(released)
 }
 
 #[async_trait]
@@ -176,27 +301,44 @@ impl JobQueue for SqliteStore {
         Ok(id)
     }
 
-    async fn claim_batch(
+    async fn claim_runs(
         &self,
         queue: &str,
         worker_id: &str,
-        limit: u32,
+        groups: u32,
+        run_length: u32,
         now: DateTime<Utc>,
-    ) -> Result<Vec<ClaimedJob>> {
-        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-        let mut claimed = Vec::new();
+    ) -> Result<Vec<Vec<ClaimedJob>>> {
+        let groups = usize::try_from(groups).unwrap_or(usize::MAX);
+        let mut runs = Vec::new();
         // Dead-lettering a group's head frees the next job of that group, so
         // a round that dead-lettered something is followed by another; each
         // such round removes at least one live job, so this ends.
-        while claimed.len() < limit {
-            let (round, dead_lettered) =
-                claim_round(&self.worker, queue, worker_id, limit - claimed.len(), now).await?;
-            claimed.extend(round);
+        while runs.len() < groups {
+            let request = ClaimRequest {
+                queue,
+                worker_id,
+                groups: groups - runs.len(),
+                run_length: usize::try_from(run_length.max(1)).unwrap_or(usize::MAX),
+                now,
+            };
+            let (round, dead_lettered) = claim_round(&self.worker, &request).await?;
+            runs.extend(round);
             if dead_lettered == 0 {
                 break;
             }
         }
-        Ok(claimed)
+        Ok(runs)
+    }
+
+    async fn release(&self, jobs: &[(JobId, LeaseToken)], now: DateTime<Utc>) -> Result<u64> {
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = begin_write(&self.worker).await?;
+        let released = release_in_tx(&mut tx, jobs, now).await?;
+        tx.commit().await?;
+        Ok(released)
     }
 
     async fn heartbeat(
@@ -219,14 +361,7 @@ impl JobQueue for SqliteStore {
     }
 
     async fn complete(&self, job: &JobId, lease: &LeaseToken) -> Result<bool> {
-        let mut tx = begin_write(&self.worker).await?;
-        let deleted = sqlx::query("DELETE FROM jobs WHERE id = ?1 AND lease_token = ?2 AND state = 'in_flight'")
-            .bind(job.as_str())
-            .bind(lease.as_str())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(deleted.rows_affected() == 1)
+        Ok(self.complete_batch(&[(job.clone(), lease.clone())]).await? == 1)
     }
 
     async fn complete_batch(&self, jobs: &[(JobId, LeaseToken)]) -> Result<u64> {
@@ -237,15 +372,20 @@ impl JobQueue for SqliteStore {
         // process from its statement cache, so the cost that matters is the
         // single commit.
         let mut tx = begin_write(&self.worker).await?;
-        let mut removed = 0;
+        let mut groups = Vec::new();
         for (job, lease) in jobs {
-            let deleted = sqlx::query("DELETE FROM jobs WHERE id = ?1 AND lease_token = ?2 AND state = 'in_flight'")
-                .bind(job.as_str())
-                .bind(lease.as_str())
-                .execute(&mut *tx)
-                .await?;
-            removed += deleted.rows_affected();
+            let deleted: Option<(String, String)> = sqlx::query_as(
+                "DELETE FROM jobs WHERE id = ?1 AND lease_token = ?2 AND state = 'in_flight' \
+                 RETURNING queue, group_key",
+            )
+            .bind(job.as_str())
+            .bind(lease.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            groups.extend(deleted);
         }
+        let removed = groups.len() as u64;
+        refresh_heads(&mut tx, groups).await?;
         tx.commit().await?;
         Ok(removed)
     }
@@ -253,13 +393,13 @@ impl JobQueue for SqliteStore {
     async fn fail(&self, job: &JobId, lease: &LeaseToken, error: &str, retry_at: DateTime<Utc>) -> Result<FailOutcome> {
         let mut tx = begin_write(&self.worker).await?;
         // A dead job keeps its lease end as `visible_at`: roughly when it died.
-        let row: Option<(String, i64)> = sqlx::query_as(
+        let row: Option<(String, i64, String, String)> = sqlx::query_as(
             "UPDATE jobs SET \
                state = CASE WHEN receive_count >= max_receives THEN 'dead' ELSE 'ready' END, \
                visible_at = CASE WHEN receive_count >= max_receives THEN visible_at ELSE ?4 END, \
                last_error = ?3, lease_token = NULL \
              WHERE id = ?1 AND lease_token = ?2 AND state = 'in_flight' \
-             RETURNING state, visible_at",
+             RETURNING state, visible_at, queue, group_key",
         )
         .bind(job.as_str())
         .bind(lease.as_str())
@@ -267,8 +407,13 @@ impl JobQueue for SqliteStore {
         .bind(millis(retry_at))
         .fetch_optional(&mut *tx)
         .await?;
+        if let Some((state, _, queue, group)) = &row
+            && state == JobState::Dead.as_str()
+        {
+            refresh_head(&mut tx, queue, group).await?;
+        }
         tx.commit().await?;
-        let Some((state, visible_at)) = row else {
+        let Some((state, visible_at, _, _)) = row else {
             return Ok(FailOutcome::LeaseLost);
         };
         Ok(match JobState::parse(&state)? {
@@ -301,17 +446,21 @@ impl JobQueue for SqliteStore {
             }
         };
         let mut tx = begin_write(&self.worker).await?;
-        let moved = sqlx::query(
+        let moved: Vec<(String, String)> = sqlx::query_as(
             "UPDATE jobs SET state = 'ready', receive_count = 0, visible_at = ?2, lease_token = NULL, leased_by = NULL \
-             WHERE queue = ?1 AND state = 'dead' AND (?3 IS NULL OR id IN (SELECT value FROM json_each(?3)))",
+             WHERE queue = ?1 AND state = 'dead' AND (?3 IS NULL OR id IN (SELECT value FROM json_each(?3))) \
+             RETURNING queue, group_key",
         )
         .bind(queue)
         .bind(millis(now))
         .bind(ids)
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
+        let count = moved.len() as u64;
+        // A redriven job keeps its sequence number, so it may head its group again.
+        refresh_heads(&mut tx, moved).await?;
         tx.commit().await?;
-        Ok(moved.rows_affected())
+        Ok(count)
     }
 
     async fn stats(&self, now: DateTime<Utc>) -> Result<Vec<QueueStats>> {
