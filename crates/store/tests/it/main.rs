@@ -8,4 +8,5 @@ mod holds;
 mod journal;
 mod lifecycle;
 mod outbox;
+mod runs;
 mod workers;

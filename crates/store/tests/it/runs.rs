@@ -1,0 +1,157 @@
+//! Group heads and runs: a claim walks groups, not a group's backlog, and a
+//! run of one group's jobs is leased, worked and given back in order.
+
+use std::collections::BTreeSet;
+
+use crate::both_backends;
+use crate::helpers::{claim_one, job, n_of, open, secs, t0};
+
+both_backends!(
+    a_long_backlog_in_one_group_does_not_hide_the_other_groups,
+    |backend| async move {
+        let db = open(backend).await;
+        let q = db.queue();
+        let now = t0();
+        // One busy group with a long backlog, enqueued first so its jobs
+        // come first in enqueue order ...
+        for n in 0..10_000 {
+            q.enqueue(&job("webhooks", "hot", n, now)).await.expect("enqueue");
+        }
+        let head = claim_one(q, "webhooks", "w1", now).await.expect("the hot group's head");
+        assert_eq!((head.job.group_key.as_str(), n_of(&head)), ("hot", 0));
+        // ... then 100 other groups with one job each.
+        for g in 0..100 {
+            q.enqueue(&job("webhooks", &format!("g{g:03}"), 0, now))
+                .await
+                .expect("enqueue");
+        }
+        // While the hot head is in flight, a claim of 100 finds exactly the
+        // other groups' jobs: not one job of the backlog, and none missed.
+        let claimed = q.claim_batch("webhooks", "w2", 100, now).await.expect("claim");
+        let groups: BTreeSet<&str> = claimed.iter().map(|c| c.job.group_key.as_str()).collect();
+        assert_eq!(claimed.len(), 100);
+        assert_eq!(groups.len(), 100);
+        assert!(!groups.contains("hot"), "the hot group has its head in flight");
+        // Once the head completes, the next job of the backlog heads its group.
+        assert!(q.complete(&head.job.id, &head.lease_token).await.expect("complete"));
+        let next = claim_one(q, "webhooks", "w3", now).await.expect("the next hot job");
+        assert_eq!((next.job.group_key.as_str(), n_of(&next)), ("hot", 1));
+        db.drop_database().await;
+    }
+);
+
+both_backends!(
+    a_run_is_a_groups_next_jobs_in_order_and_stops_at_a_gap,
+    |backend| async move {
+        let db = open(backend).await;
+        let q = db.queue();
+        let now = t0();
+        for n in 0..5 {
+            q.enqueue(&job("webhooks", "a", n, now)).await.expect("enqueue");
+        }
+        // The sixth is delayed: the run must stop before it.
+        q.enqueue(&job("webhooks", "a", 5, now).visible_at(now + secs(60)))
+            .await
+            .expect("enqueue");
+        q.enqueue(&job("webhooks", "a", 6, now)).await.expect("enqueue");
+        for n in 0..3 {
+            q.enqueue(&job("webhooks", "b", n, now)).await.expect("enqueue");
+        }
+        let runs = q.claim_runs("webhooks", "w1", 10, 4, now).await.expect("claim runs");
+        let shape: Vec<(String, Vec<u64>)> = runs
+            .iter()
+            .map(|run| (run[0].job.group_key.clone(), run.iter().map(n_of).collect()))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![("a".to_owned(), vec![0, 1, 2, 3]), ("b".to_owned(), vec![0, 1, 2])],
+            "runs in head order, each in enqueue order, at most 4 long"
+        );
+        assert!(
+            runs.iter().flatten().all(|c| c.lease_token == runs[0][0].lease_token && c.job.receive_count == 1),
+            "one lease, one receive each"
+        );
+        // Nothing of a or b is claimable while their runs are in flight.
+        assert!(q.claim_runs("webhooks", "w2", 10, 4, now).await.expect("claim").is_empty());
+
+        // The run of a: 0 and 1 done, 2 failed, 3 never started.
+        let a = &runs[0];
+        let done: Vec<_> = a[..2].iter().map(|c| (c.job.id.clone(), c.lease_token.clone())).collect();
+        assert_eq!(q.complete_batch(&done).await.expect("complete"), 2);
+        q.fail(&a[2].job.id, &a[2].lease_token, "503", now + secs(5))
+            .await
+            .expect("fail");
+        let untouched = vec![(a[3].job.id.clone(), a[3].lease_token.clone())];
+        assert_eq!(q.release(&untouched, now).await.expect("release"), 1);
+        // The released job waits behind the failed one, and its receive was
+        // given back.
+        assert!(q.claim_runs("webhooks", "w2", 10, 4, now + secs(1)).await.expect("claim").is_empty());
+        let again = q.claim_runs("webhooks", "w2", 10, 4, now + secs(5)).await.expect("claim");
+        assert_eq!(again.len(), 1);
+        let ns: Vec<u64> = again[0].iter().map(n_of).collect();
+        assert_eq!(ns, vec![2, 3, 4], "the failed job first, then the rest, stopping before the delayed one");
+        assert_eq!(
+            again[0].iter().map(|c| c.job.receive_count).collect::<Vec<_>>(),
+            vec![2, 1, 1]
+        );
+        db.drop_database().await;
+    }
+);
+
+both_backends!(
+    a_run_whose_worker_died_comes_back_whole,
+    |backend| async move {
+        let db = open(backend).await;
+        let q = db.queue();
+        let now = t0();
+        for n in 0..3 {
+            q.enqueue(&job("webhooks", "a", n, now).visibility_timeout(std::time::Duration::from_secs(10)))
+                .await
+                .expect("enqueue");
+        }
+        let first = q.claim_runs("webhooks", "w1", 1, 10, now).await.expect("claim");
+        assert_eq!(first[0].len(), 3);
+        // w1 dies. After the visibility timeout the same run comes back, in order.
+        assert!(q.claim_runs("webhooks", "w2", 1, 10, now + secs(5)).await.expect("claim").is_empty());
+        let second = q.claim_runs("webhooks", "w2", 1, 10, now + secs(11)).await.expect("claim");
+        assert_eq!(second[0].iter().map(n_of).collect::<Vec<_>>(), vec![0, 1, 2]);
+        // w1's late completion changes nothing; w2's removes the run.
+        let stale: Vec<_> = first[0].iter().map(|c| (c.job.id.clone(), c.lease_token.clone())).collect();
+        assert_eq!(q.complete_batch(&stale).await.expect("complete"), 0);
+        let fresh: Vec<_> = second[0].iter().map(|c| (c.job.id.clone(), c.lease_token.clone())).collect();
+        assert_eq!(q.complete_batch(&fresh).await.expect("complete"), 3);
+        assert!(q.stats(now + secs(11)).await.expect("stats").is_empty());
+        db.drop_database().await;
+    }
+);
+
+both_backends!(
+    a_redriven_dead_letter_heads_its_group_again,
+    |backend| async move {
+        let db = open(backend).await;
+        let q = db.queue();
+        let now = t0();
+        q.enqueue(&job("payments", "creator-1", 0, now).max_receives(1))
+            .await
+            .expect("enqueue");
+        q.enqueue(&job("payments", "creator-1", 1, now)).await.expect("enqueue");
+        let first = claim_one(q, "payments", "w1", now).await.expect("claim");
+        q.fail(&first.job.id, &first.lease_token, "declined", now)
+            .await
+            .expect("fail");
+        // Dead after its one receive: the next job heads the group.
+        let second = claim_one(q, "payments", "w1", now).await.expect("claim");
+        assert_eq!(n_of(&second), 1);
+        q.fail(&second.job.id, &second.lease_token, "later", now + secs(60))
+            .await
+            .expect("fail");
+        assert_eq!(
+            q.redrive("payments", &holdfast_store::Redrive::All, now).await.expect("redrive"),
+            1
+        );
+        // The redriven job is older, so it goes first again.
+        let third = claim_one(q, "payments", "w1", now).await.expect("claim");
+        assert_eq!(n_of(&third), 0);
+        db.drop_database().await;
+    }
+);
