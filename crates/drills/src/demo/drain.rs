@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use holdfast_domain::{OrderId, OrderStatus};
 use holdfast_sandbox::{Delivery, WebhookReceiver};
-use holdfast_store::{Order, OrderFilter, SharedStore};
+use holdfast_store::{Order, OrderFilter, QueueStats, SharedStore};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::partner::{self, Received};
@@ -18,20 +18,48 @@ use crate::partner::{self, Received};
 const POLL: Duration = Duration::from_millis(200);
 const LOG_EVERY: Duration = Duration::from_secs(5);
 
-/// Every order with its timeline, once the cold path had its chance to finish.
+/// How the wait for the cold path ended.
 pub struct Drained {
-    /// Each order and the statuses of its timeline, oldest first.
-    pub orders: Vec<(Order, Vec<OrderStatus>)>,
-    /// One outbox event per timeline entry: what the partner must receive.
-    pub expected_events: usize,
-    /// Everything shipped and arrived before the deadline.
+    /// The outbox was relayed, every queue emptied and every paid order
+    /// shipped before the deadline.
     pub in_time: bool,
-    /// From the end of the load until the partner had every event.
+    /// From the end of the load until then (or until the wait gave up).
     pub elapsed: Duration,
 }
 
-/// Waits (until `deadline`) for paid orders to ship, then for the partner's
-/// `hook` to accept every event of every order's timeline.
+/// What was still to do when the wait gave up.
+pub struct Pending {
+    pub queues: Vec<QueueStats>,
+    pub unpublished_events: i64,
+    pub orders: Vec<(OrderStatus, i64)>,
+}
+
+impl Pending {
+    pub fn print(&self) {
+        println!("  outbox events not yet relayed   {:>8}", self.unpublished_events);
+        println!(
+            "  {:<14} {:>8} {:>10} {:>8} {:>6}",
+            "queue", "ready", "in flight", "delayed", "dead"
+        );
+        for q in &self.queues {
+            println!(
+                "  {:<14} {:>8} {:>10} {:>8} {:>6}",
+                q.queue, q.ready, q.in_flight, q.delayed, q.dead
+            );
+        }
+        let orders: Vec<String> = self
+            .orders
+            .iter()
+            .map(|(status, n)| format!("{} {n}", status.as_str()))
+            .collect();
+        println!("  orders by status: {}", orders.join(", "));
+    }
+}
+
+/// Waits (until `deadline`) for the cold path to finish: every outbox event
+/// relayed, every queue empty (dead letters aside) and no order left paid
+/// or fulfilling. It only watches; what the partner received is judged
+/// afterwards, from one snapshot.
 pub async fn wait(
     store: &SharedStore,
     receiver: &WebhookReceiver,
@@ -44,32 +72,26 @@ pub async fn wait(
         ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
-    let mut shipped = false;
     let mut last_log = Instant::now();
-    while Instant::now() < deadline {
-        let in_flight = count(store, &[OrderStatus::Paid, OrderStatus::Fulfilling]).await?;
-        let message = format!("shipping paid orders: {in_flight} still paid or fulfilling");
-        log_progress(&progress, &message, &mut last_log);
-        if in_flight == 0 {
-            shipped = true;
-            break;
-        }
-        tokio::time::sleep(POLL).await;
-    }
-    // Timelines are final once nothing is left to ship (payment settlement was
-    // waited for before), so their total is the number of events to expect.
-    let orders = orders_with_timelines(store).await?;
-    let expected_events = orders.iter().map(|(_, timeline)| timeline.len()).sum();
-    let mut delivered = false;
+    let mut in_time = false;
     loop {
-        let accepted = receiver.counts(hook).accepted;
-        // The cheap counter first; distinct ids (duplicates excluded) only
-        // once it says there may be enough.
-        if accepted >= expected_events && Received::of(&receiver.deliveries(hook)).events.len() >= expected_events {
-            delivered = true;
+        let work = pending(store).await?;
+        let queued: i64 = work.queues.iter().map(|q| q.ready + q.in_flight + q.delayed).sum();
+        let shipping: i64 = work
+            .orders
+            .iter()
+            .filter(|(status, _)| matches!(status, OrderStatus::Paid | OrderStatus::Fulfilling))
+            .map(|(_, n)| n)
+            .sum();
+        if queued == 0 && shipping == 0 && work.unpublished_events == 0 {
+            in_time = true;
             break;
         }
-        let message = format!("partner webhooks: {accepted}/{expected_events} events accepted");
+        let message = format!(
+            "cold path: {queued} jobs queued, {shipping} orders to ship, {} events to relay, {} deliveries accepted by the partner",
+            work.unpublished_events,
+            receiver.counts(hook).accepted
+        );
         log_progress(&progress, &message, &mut last_log);
         if Instant::now() >= deadline {
             break;
@@ -77,18 +99,34 @@ pub async fn wait(
         tokio::time::sleep(POLL).await;
     }
     progress.finish_and_clear();
-    let elapsed = since.elapsed();
-    if !(shipped && delivered) {
-        println!(
-            "Gave up waiting after {:.1} s: see the invariants below.",
-            elapsed.as_secs_f64()
-        );
-    }
     Ok(Drained {
-        orders,
-        expected_events,
-        in_time: shipped && delivered,
-        elapsed,
+        in_time,
+        elapsed: since.elapsed(),
+    })
+}
+
+/// The work still queued, unrelayed or unshipped.
+pub async fn pending(store: &SharedStore) -> anyhow::Result<Pending> {
+    let now = chrono::Utc::now();
+    Ok(Pending {
+        queues: store.queue().stats(now).await?,
+        unpublished_events: store.outbox().lag(now).await?.unpublished,
+        orders: store.order_counts().await?,
+    })
+}
+
+/// Every order with its timeline and every delivery the partner received,
+/// read together once nothing runs any more.
+pub struct Snapshot {
+    /// Each order and the statuses of its timeline, oldest first.
+    pub orders: Vec<(Order, Vec<OrderStatus>)>,
+    pub deliveries: Vec<Delivery>,
+}
+
+pub async fn snapshot(store: &SharedStore, receiver: &WebhookReceiver, hook: &str) -> anyhow::Result<Snapshot> {
+    Ok(Snapshot {
+        orders: orders_with_timelines(store).await?,
+        deliveries: receiver.deliveries(hook),
     })
 }
 
@@ -99,16 +137,6 @@ fn log_progress(progress: &ProgressBar, message: &str, last_log: &mut Instant) {
         println!("  … {message}");
         *last_log = Instant::now();
     }
-}
-
-async fn count(store: &SharedStore, statuses: &[OrderStatus]) -> anyhow::Result<i64> {
-    Ok(store
-        .order_counts()
-        .await?
-        .into_iter()
-        .filter(|(status, _)| statuses.contains(status))
-        .map(|(_, n)| n)
-        .sum())
 }
 
 /// Every order (paged by id) and its timeline.
@@ -165,13 +193,14 @@ pub struct WebhookFindings {
     pub samples: Vec<String>,
 }
 
-pub fn check(drained: &Drained, deliveries: &[Delivery]) -> WebhookFindings {
+pub fn check(snapshot: &Snapshot) -> WebhookFindings {
+    let deliveries = &snapshot.deliveries;
     let received = Received::of(deliveries);
     let mut findings = WebhookFindings {
         received: deliveries.len(),
         verified: deliveries.len() - received.unverified,
         events: received.events.len(),
-        expected: drained.expected_events,
+        expected: snapshot.orders.iter().map(|(_, timeline)| timeline.len()).sum(),
         duplicates: received.duplicates,
         ..WebhookFindings::default()
     };
@@ -182,7 +211,7 @@ pub fn check(drained: &Drained, deliveries: &[Delivery]) -> WebhookFindings {
             _ => findings.unexpected += 1,
         }
     }
-    for (order, timeline) in &drained.orders {
+    for (order, timeline) in &snapshot.orders {
         let expected: Vec<String> = timeline.iter().map(|status| status.event_type()).collect();
         let got = by_order.remove(order.id.as_str()).unwrap_or_default();
         compare(order, &expected, &got, &mut findings);
