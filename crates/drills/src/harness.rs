@@ -103,14 +103,21 @@ pub async fn start_as(
 }
 
 impl RunningService {
-    /// Stops the service gracefully and removes its database.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    /// Stops serving and every worker, gracefully, keeping the database:
+    /// `store` stays readable, and nothing changes it any more.
+    pub async fn halt(&mut self) -> anyhow::Result<()> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
             task.await??;
         }
+        Ok(())
+    }
+
+    /// Stops the service gracefully and removes its database.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.halt().await?;
         match &self.cleanup {
             Cleanup::SqliteDir(dir) => {
                 let _ = std::fs::remove_dir_all(dir);

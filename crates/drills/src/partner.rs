@@ -118,11 +118,11 @@ impl<'a> Received<'a> {
 }
 
 /// `data.id` of a delivered order event.
-pub fn data_id(delivery: &Delivery) -> Option<&str> {
-    delivery.json.as_ref()?.get("data")?.get("id")?.as_str()
+pub fn data_id(delivery: &Delivery) -> Option<String> {
+    Some(delivery.json()?.get("data")?.get("id")?.as_str()?.to_owned())
 }
 
 /// `type` of a delivered event, e.g. `order.paid`.
-pub fn event_type(delivery: &Delivery) -> Option<&str> {
-    delivery.json.as_ref()?.get("type")?.as_str()
+pub fn event_type(delivery: &Delivery) -> Option<String> {
+    Some(delivery.json()?.get("type")?.as_str()?.to_owned())
 }

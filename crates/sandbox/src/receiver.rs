@@ -139,8 +139,6 @@ pub struct Delivery {
     pub signature: Option<String>,
     /// The raw body, exactly as it arrived.
     pub body: Bytes,
-    /// The body parsed as JSON, when it is valid JSON.
-    pub json: Option<Value>,
     pub verification: Verification,
     /// The status this request was answered with.
     pub status: u16,
@@ -151,6 +149,13 @@ impl Delivery {
     /// Answered with a 2xx status, i.e. the sender may consider it delivered.
     pub fn is_accepted(&self) -> bool {
         (200..300).contains(&self.status)
+    }
+
+    /// The body parsed as JSON, when it is valid JSON. Parsed on each call
+    /// rather than kept: a receiver that records thousands of deliveries
+    /// would otherwise hold a JSON tree for each.
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_slice(&self.body).ok()
     }
 
     /// The body as text (lossy for bytes that are not UTF-8).
@@ -217,7 +222,6 @@ struct Arrival {
     name: String,
     headers: HeaderMap,
     body: Bytes,
-    json: Option<Value>,
 }
 
 #[derive(Default)]
@@ -272,7 +276,6 @@ impl Inner {
             timestamp: headers.timestamp.and_then(|text| text.parse().ok()),
             signature: headers.signature.map(str::to_owned),
             body: arrival.body,
-            json: arrival.json,
             verification,
             status: response.code(),
             received_at: Utc::now(),
@@ -438,13 +441,10 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let json = serde_json::from_slice(&body).ok();
-    let response = inner.record(Arrival {
-        name,
-        headers,
-        body,
-        json,
-    });
+    // A copy of its own, so a kept delivery does not keep the larger buffer
+    // the body was read into.
+    let body = Bytes::copy_from_slice(&body);
+    let response = inner.record(Arrival { name, headers, body });
     // The delivery is recorded before the delay, as a real endpoint would have done its
     // work before answering slowly: a sender that gives up waiting still left a record,
     // which is how a test sees the duplicate its retry then sends.

@@ -122,6 +122,9 @@ pub trait Store: Send + Sync + 'static {
     async fn record_inbox_event(&self, event: &InboxEvent) -> Result<bool>;
     async fn pending_inbox_events(&self, limit: i64) -> Result<Vec<InboxEvent>>;
     async fn mark_inbox_processed(&self, event_id: &str, outcome: &str) -> Result<()>;
+    /// `mark_inbox_processed` for several events (id, outcome) in one
+    /// transaction.
+    async fn mark_inbox_processed_batch(&self, events: &[(String, String)]) -> Result<()>;
 }
 
 pub type SharedStore = Arc<dyn Store>;

@@ -56,9 +56,9 @@ impl Pending {
     }
 }
 
-/// Waits (until `deadline`) for the cold path to finish: every outbox event
-/// relayed, every queue empty (dead letters aside) and no order left paid
-/// or fulfilling. It only watches; what the partner received is judged
+/// Waits (until `deadline`) for the cold path to finish: every payment
+/// confirmed by the provider's webhook, every outbox event relayed, every
+/// queue empty (dead letters aside) and no order left paid or fulfilling. It only watches; what the partner received is judged
 /// afterwards, from one snapshot.
 pub async fn wait(
     store: &SharedStore,
@@ -77,18 +77,21 @@ pub async fn wait(
     loop {
         let work = pending(store).await?;
         let queued: i64 = work.queues.iter().map(|q| q.ready + q.in_flight + q.delayed).sum();
-        let shipping: i64 = work
-            .orders
-            .iter()
-            .filter(|(status, _)| matches!(status, OrderStatus::Paid | OrderStatus::Fulfilling))
-            .map(|(_, n)| n)
-            .sum();
-        if queued == 0 && shipping == 0 && work.unpublished_events == 0 {
+        let count = |wanted: &[OrderStatus]| -> i64 {
+            work.orders
+                .iter()
+                .filter(|(status, _)| wanted.contains(status))
+                .map(|(_, n)| n)
+                .sum()
+        };
+        let settling = count(&[OrderStatus::PendingPayment]);
+        let shipping = count(&[OrderStatus::Paid, OrderStatus::Fulfilling]);
+        if queued == 0 && settling == 0 && shipping == 0 && work.unpublished_events == 0 {
             in_time = true;
             break;
         }
         let message = format!(
-            "cold path: {queued} jobs queued, {shipping} orders to ship, {} events to relay, {} deliveries accepted by the partner",
+            "cold path: {settling} payments to confirm, {shipping} orders to ship, {queued} jobs queued, {} events to relay, {} deliveries accepted by the partner",
             work.unpublished_events,
             receiver.counts(hook).accepted
         );
@@ -204,7 +207,7 @@ pub fn check(snapshot: &Snapshot) -> WebhookFindings {
         duplicates: received.duplicates,
         ..WebhookFindings::default()
     };
-    let mut by_order: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut by_order: HashMap<String, Vec<String>> = HashMap::new();
     for delivery in &received.events {
         match (partner::data_id(delivery), partner::event_type(delivery)) {
             (Some(id), Some(kind)) => by_order.entry(id).or_default().push(kind),
@@ -214,6 +217,7 @@ pub fn check(snapshot: &Snapshot) -> WebhookFindings {
     for (order, timeline) in &snapshot.orders {
         let expected: Vec<String> = timeline.iter().map(|status| status.event_type()).collect();
         let got = by_order.remove(order.id.as_str()).unwrap_or_default();
+        let got: Vec<&str> = got.iter().map(String::as_str).collect();
         compare(order, &expected, &got, &mut findings);
         let paid = timeline.contains(&OrderStatus::Paid);
         let shipped =

@@ -86,7 +86,7 @@ async fn a_valid_signed_delivery_is_recorded_as_verified() -> TestResult {
     assert_eq!(delivery.signature.as_deref(), Some(headers.signature.as_str()));
     assert_eq!(delivery.body_text(), body);
     assert_eq!(
-        delivery.json.as_ref().map(|json| json["type"].clone()),
+        delivery.json().map(|json| json["type"].clone()),
         Some(json!("order.shipped"))
     );
     assert_eq!(
@@ -136,7 +136,7 @@ async fn tampered_wrongly_signed_stale_and_unsigned_deliveries_are_recorded_as_u
         verifications[3],
         Verification::Failed(VerifyError::MissingHeader(WEBHOOK_ID))
     );
-    assert_eq!(deliveries[3].json, None);
+    assert_eq!(deliveries[3].json(), None);
     assert_eq!(deliveries[3].body_text(), "not json");
     assert_eq!(receiver.counts("acme").verified, 0);
 

@@ -102,24 +102,33 @@ pub async fn process_inbox_once(
     fulfillment: &JobTemplate,
 ) -> Result<usize, StoreError> {
     let events = store.pending_inbox_events(limit).await?;
-    let mut processed = 0;
+    // Outcomes are recorded together at the end, one commit for the batch.
+    // Applying an event is idempotent, so an event whose outcome was not yet
+    // recorded when the process died is simply applied again (a duplicate).
+    let mut outcomes = Vec::with_capacity(events.len());
+    let mut failure = None;
     for event in &events {
         match apply_event(store, event, fulfillment).await {
             Ok(outcome) => {
                 if let Outcome::Flagged(why) = &outcome {
                     tracing::warn!(event_id = %event.id, %why, "payment event needs attention");
                 }
-                store.mark_inbox_processed(&event.id, &outcome.describe()).await?;
-                processed += 1;
+                outcomes.push((event.id.clone(), outcome.describe()));
             }
-            Err(error) if error.is_retryable() => return Err(error),
+            Err(error) if error.is_retryable() => {
+                failure = Some(error);
+                break;
+            }
             Err(error) => {
                 tracing::error!(event_id = %event.id, %error, "payment event failed");
-                store
-                    .mark_inbox_processed(&event.id, &format!("error: {error}"))
-                    .await?;
+                outcomes.push((event.id.clone(), format!("error: {error}")));
             }
         }
     }
+    store.mark_inbox_processed_batch(&outcomes).await?;
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    let processed = outcomes.len();
     Ok(processed)
 }

@@ -87,17 +87,15 @@ fn kinds(deliveries: &[Delivery]) -> Vec<String> {
     deliveries
         .iter()
         .map(|d| {
-            d.json
-                .as_ref()
-                .and_then(|j| j["type"].as_str())
-                .unwrap_or("?")
-                .to_owned()
+            d.json()
+                .and_then(|j| j["type"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| "?".to_owned())
         })
         .collect()
 }
 
 fn order_of(delivery: &Delivery) -> String {
-    let data = delivery.json.as_ref().map(|j| j["data"]["id"].clone());
+    let data = delivery.json().map(|j| j["data"]["id"].clone());
     data.and_then(|id| id.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
@@ -125,7 +123,7 @@ both_backends!(paid_orders_ship_and_partners_hear_every_step, |backend| async mo
         assert!(delivery.webhook_id.as_deref().is_some_and(|id| id.starts_with("evt_")));
         assert_eq!(order_of(delivery), order_id);
     }
-    let last = all[3].json.clone().expect("json");
+    let last = all[3].json().expect("json");
     assert_eq!(last["data"]["tracking_number"], json!(tracking));
     assert_eq!(last["data"]["status"], json!("shipped"));
     assert!(chrono::DateTime::parse_from_rfc3339(last["timestamp"].as_str().expect("timestamp")).is_ok());

@@ -387,4 +387,20 @@ impl Store for PgStore {
             .await?;
         Ok(())
     }
+
+    async fn mark_inbox_processed_batch(&self, events: &[(String, String)]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let (ids, outcomes): (Vec<&str>, Vec<&str>) = events.iter().map(|(id, o)| (id.as_str(), o.as_str())).unzip();
+        sqlx::query(
+            "UPDATE payment_inbox p SET processed_at = now(), outcome = e.outcome \
+             FROM unnest($1::text[], $2::text[]) AS e(event_id, outcome) WHERE p.event_id = e.event_id",
+        )
+        .bind(ids)
+        .bind(outcomes)
+        .execute(&self.worker)
+        .await?;
+        Ok(())
+    }
 }

@@ -377,4 +377,22 @@ impl Store for SqliteStore {
             .await?;
         Ok(())
     }
+
+    async fn mark_inbox_processed_batch(&self, events: &[(String, String)]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let mut tx = begin_write(&self.worker).await?;
+        for (event_id, outcome) in events {
+            sqlx::query("UPDATE payment_inbox SET processed_at = ?3, outcome = ?2 WHERE event_id = ?1")
+                .bind(event_id)
+                .bind(outcome)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
 }

@@ -68,15 +68,25 @@ both_backends!(
             "runs in head order, each in enqueue order, at most 4 long"
         );
         assert!(
-            runs.iter().flatten().all(|c| c.lease_token == runs[0][0].lease_token && c.job.receive_count == 1),
+            runs.iter()
+                .flatten()
+                .all(|c| c.lease_token == runs[0][0].lease_token && c.job.receive_count == 1),
             "one lease, one receive each"
         );
         // Nothing of a or b is claimable while their runs are in flight.
-        assert!(q.claim_runs("webhooks", "w2", 10, 4, now).await.expect("claim").is_empty());
+        assert!(
+            q.claim_runs("webhooks", "w2", 10, 4, now)
+                .await
+                .expect("claim")
+                .is_empty()
+        );
 
         // The run of a: 0 and 1 done, 2 failed, 3 never started.
         let a = &runs[0];
-        let done: Vec<_> = a[..2].iter().map(|c| (c.job.id.clone(), c.lease_token.clone())).collect();
+        let done: Vec<_> = a[..2]
+            .iter()
+            .map(|c| (c.job.id.clone(), c.lease_token.clone()))
+            .collect();
         assert_eq!(q.complete_batch(&done).await.expect("complete"), 2);
         q.fail(&a[2].job.id, &a[2].lease_token, "503", now + secs(5))
             .await
@@ -85,11 +95,23 @@ both_backends!(
         assert_eq!(q.release(&untouched, now).await.expect("release"), 1);
         // The released job waits behind the failed one, and its receive was
         // given back.
-        assert!(q.claim_runs("webhooks", "w2", 10, 4, now + secs(1)).await.expect("claim").is_empty());
-        let again = q.claim_runs("webhooks", "w2", 10, 4, now + secs(5)).await.expect("claim");
+        assert!(
+            q.claim_runs("webhooks", "w2", 10, 4, now + secs(1))
+                .await
+                .expect("claim")
+                .is_empty()
+        );
+        let again = q
+            .claim_runs("webhooks", "w2", 10, 4, now + secs(5))
+            .await
+            .expect("claim");
         assert_eq!(again.len(), 1);
         let ns: Vec<u64> = again[0].iter().map(n_of).collect();
-        assert_eq!(ns, vec![2, 3, 4], "the failed job first, then the rest, stopping before the delayed one");
+        assert_eq!(
+            ns,
+            vec![2, 3, 4],
+            "the failed job first, then the rest, stopping before the delayed one"
+        );
         assert_eq!(
             again[0].iter().map(|c| c.job.receive_count).collect::<Vec<_>>(),
             vec![2, 1, 1]
@@ -98,60 +120,70 @@ both_backends!(
     }
 );
 
-both_backends!(
-    a_run_whose_worker_died_comes_back_whole,
-    |backend| async move {
-        let db = open(backend).await;
-        let q = db.queue();
-        let now = t0();
-        for n in 0..3 {
-            q.enqueue(&job("webhooks", "a", n, now).visibility_timeout(std::time::Duration::from_secs(10)))
-                .await
-                .expect("enqueue");
-        }
-        let first = q.claim_runs("webhooks", "w1", 1, 10, now).await.expect("claim");
-        assert_eq!(first[0].len(), 3);
-        // w1 dies. After the visibility timeout the same run comes back, in order.
-        assert!(q.claim_runs("webhooks", "w2", 1, 10, now + secs(5)).await.expect("claim").is_empty());
-        let second = q.claim_runs("webhooks", "w2", 1, 10, now + secs(11)).await.expect("claim");
-        assert_eq!(second[0].iter().map(n_of).collect::<Vec<_>>(), vec![0, 1, 2]);
-        // w1's late completion changes nothing; w2's removes the run.
-        let stale: Vec<_> = first[0].iter().map(|c| (c.job.id.clone(), c.lease_token.clone())).collect();
-        assert_eq!(q.complete_batch(&stale).await.expect("complete"), 0);
-        let fresh: Vec<_> = second[0].iter().map(|c| (c.job.id.clone(), c.lease_token.clone())).collect();
-        assert_eq!(q.complete_batch(&fresh).await.expect("complete"), 3);
-        assert!(q.stats(now + secs(11)).await.expect("stats").is_empty());
-        db.drop_database().await;
-    }
-);
-
-both_backends!(
-    a_redriven_dead_letter_heads_its_group_again,
-    |backend| async move {
-        let db = open(backend).await;
-        let q = db.queue();
-        let now = t0();
-        q.enqueue(&job("payments", "creator-1", 0, now).max_receives(1))
+both_backends!(a_run_whose_worker_died_comes_back_whole, |backend| async move {
+    let db = open(backend).await;
+    let q = db.queue();
+    let now = t0();
+    for n in 0..3 {
+        q.enqueue(&job("webhooks", "a", n, now).visibility_timeout(std::time::Duration::from_secs(10)))
             .await
             .expect("enqueue");
-        q.enqueue(&job("payments", "creator-1", 1, now)).await.expect("enqueue");
-        let first = claim_one(q, "payments", "w1", now).await.expect("claim");
-        q.fail(&first.job.id, &first.lease_token, "declined", now)
-            .await
-            .expect("fail");
-        // Dead after its one receive: the next job heads the group.
-        let second = claim_one(q, "payments", "w1", now).await.expect("claim");
-        assert_eq!(n_of(&second), 1);
-        q.fail(&second.job.id, &second.lease_token, "later", now + secs(60))
-            .await
-            .expect("fail");
-        assert_eq!(
-            q.redrive("payments", &holdfast_store::Redrive::All, now).await.expect("redrive"),
-            1
-        );
-        // The redriven job is older, so it goes first again.
-        let third = claim_one(q, "payments", "w1", now).await.expect("claim");
-        assert_eq!(n_of(&third), 0);
-        db.drop_database().await;
     }
-);
+    let first = q.claim_runs("webhooks", "w1", 1, 10, now).await.expect("claim");
+    assert_eq!(first[0].len(), 3);
+    // w1 dies. After the visibility timeout the same run comes back, in order.
+    assert!(
+        q.claim_runs("webhooks", "w2", 1, 10, now + secs(5))
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let second = q
+        .claim_runs("webhooks", "w2", 1, 10, now + secs(11))
+        .await
+        .expect("claim");
+    assert_eq!(second[0].iter().map(n_of).collect::<Vec<_>>(), vec![0, 1, 2]);
+    // w1's late completion changes nothing; w2's removes the run.
+    let stale: Vec<_> = first[0]
+        .iter()
+        .map(|c| (c.job.id.clone(), c.lease_token.clone()))
+        .collect();
+    assert_eq!(q.complete_batch(&stale).await.expect("complete"), 0);
+    let fresh: Vec<_> = second[0]
+        .iter()
+        .map(|c| (c.job.id.clone(), c.lease_token.clone()))
+        .collect();
+    assert_eq!(q.complete_batch(&fresh).await.expect("complete"), 3);
+    assert!(q.stats(now + secs(11)).await.expect("stats").is_empty());
+    db.drop_database().await;
+});
+
+both_backends!(a_redriven_dead_letter_heads_its_group_again, |backend| async move {
+    let db = open(backend).await;
+    let q = db.queue();
+    let now = t0();
+    q.enqueue(&job("payments", "creator-1", 0, now).max_receives(1))
+        .await
+        .expect("enqueue");
+    q.enqueue(&job("payments", "creator-1", 1, now)).await.expect("enqueue");
+    let first = claim_one(q, "payments", "w1", now).await.expect("claim");
+    q.fail(&first.job.id, &first.lease_token, "declined", now)
+        .await
+        .expect("fail");
+    // Dead after its one receive: the next job heads the group.
+    let second = claim_one(q, "payments", "w1", now).await.expect("claim");
+    assert_eq!(n_of(&second), 1);
+    q.fail(&second.job.id, &second.lease_token, "later", now + secs(60))
+        .await
+        .expect("fail");
+    assert_eq!(
+        q.redrive("payments", &holdfast_store::Redrive::All, now)
+            .await
+            .expect("redrive"),
+        1
+    );
+    // The redriven job is older, so it goes first again.
+    let third = claim_one(q, "payments", "w1", now).await.expect("claim");
+    assert_eq!(n_of(&third), 0);
+    db.drop_database().await;
+});
