@@ -36,3 +36,52 @@ fn figure(stdout: &str, label: &str) -> u64 {
         .and_then(|value| value.parse().ok())
         .unwrap_or_else(|| panic!("no figure for {label:?} in:\n{stdout}"))
 }
+
+/// A partner that never accepts anything: the drain cannot finish. The demo
+/// says exactly that, with what is still pending, and reports no invariant
+/// it could not measure as broken: the stock it checks after stopping the
+/// service still adds up.
+#[test]
+fn a_drain_that_cannot_finish_is_reported_as_not_drained() {
+    let output = holdfast(
+        &[
+            "demo",
+            "--orders",
+            "60",
+            "--shoppers",
+            "4",
+            "--drain-timeout-s",
+            "3",
+            "--partner-down",
+        ],
+        &[],
+        Duration::from_secs(240),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("Not drained within the drain timeout"), "{stdout}");
+    let webhooks_line = stdout
+        .lines()
+        .find(|line| line.trim_start().starts_with("webhooks "))
+        .unwrap_or_else(|| panic!("no pending line for the webhooks queue:\n{stdout}"));
+    let pending: u64 = webhooks_line
+        .split_whitespace()
+        .skip(1)
+        .take(3)
+        .filter_map(|n| n.parse::<u64>().ok())
+        .sum();
+    assert!(pending > 0, "deliveries are pending: {webhooks_line}");
+    assert_eq!(figure(&stdout, "oversells"), 0, "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|line| line.contains("events missing at the partner") && line.contains("not checked")),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|line| line.contains("cold path drained in time") && line.contains("BROKEN")),
+        "{stdout}"
+    );
+}

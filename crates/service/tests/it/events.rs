@@ -7,37 +7,13 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use holdfast_service::Role;
-use holdfast_service::config::Secret;
 use holdfast_service::providers::events::EventPublisher;
-use holdfast_service::providers::payments::StripeClient;
-use holdfast_service::providers::warehouse::HttpWarehouse;
-use holdfast_service::providers::webhooks::WebhookSender;
-use holdfast_service::workers::{Wakers, WorkerContext, events, relay};
+use holdfast_service::workers::{events, relay};
 use serde_json::Value;
 
 use crate::both_backends;
-use crate::helpers::{TestApp, nats_url, order, spawn_app_as};
-
-/// The workers' context over the test's app, for driving steps by hand.
-async fn worker_context(app: &TestApp) -> WorkerContext {
-    let deadline = Duration::from_secs(5);
-    WorkerContext {
-        store: app.store.clone(),
-        config: Arc::new(app.config.clone()),
-        warehouse: Arc::new(HttpWarehouse::new("http://127.0.0.1:9", Secret::new("unused"), deadline).expect("client")),
-        payments: Arc::new(StripeClient::new("http://127.0.0.1:9", Secret::new("unused"), deadline).expect("client")),
-        events: Some(Arc::new(
-            EventPublisher::connect(&app.config.events, deadline)
-                .await
-                .expect("nats client"),
-        )),
-        inventory: None,
-        webhook_sender: WebhookSender::new(deadline).expect("client"),
-        dependencies: Arc::new(app.config.dependencies.registry().expect("policies")),
-        worker_id: "test-worker".into(),
-        wake: Wakers::default(),
-    }
-}
+use crate::helpers::{nats_url, order, spawn_app_as};
+use crate::steps::worker_context;
 
 both_backends!(
     events_reach_jetstream_once_even_when_a_publish_repeats,
@@ -66,7 +42,10 @@ both_backends!(
             .await;
         assert_eq!(refused.status, 409, "{}", refused.body);
 
-        let ctx = worker_context(&app).await;
+        let publisher = EventPublisher::connect(&app.config.events, Duration::from_secs(5))
+            .await
+            .expect("nats client");
+        let ctx = worker_context(&app, "test-worker", Some(Arc::new(publisher)));
         let now = Utc::now();
         assert_eq!(
             relay::relay_once(&ctx, now).await.expect("relay"),

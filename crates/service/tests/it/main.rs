@@ -16,4 +16,6 @@ mod locks;
 mod ops;
 mod partners;
 mod resilience;
+mod steps;
 mod webhooks;
+mod webhook_runs;
