@@ -57,7 +57,16 @@ pub struct QueueArgs {
     /// Give up on processing after this many seconds (the run then fails its check).
     #[arg(long, default_value_t = 300)]
     pub timeout_s: u64,
+    /// Instead of the comparison with BullMQ: hold one group's head in
+    /// flight with this many jobs queued behind it (e.g. 1000,10000,100000),
+    /// and measure the other groups' jobs/s at each backlog in turn. A claim
+    /// walks groups, not a group's backlog, so the figure should stay flat.
+    #[arg(long, value_delimiter = ',')]
+    pub backlog: Vec<u64>,
 }
+
+/// How far the jobs/s at different backlogs may spread and still count as flat.
+const FLAT_WITHIN: f64 = 0.20;
 
 /// What one run on PostgreSQL measured, and what the exactly-once check saw.
 pub struct QueueRun {
@@ -98,6 +107,9 @@ impl QueueRun {
 
 pub async fn run(args: QueueArgs) -> anyhow::Result<u8> {
     require_postgres(&args.database_url)?;
+    if !args.backlog.is_empty() {
+        return run_backlogs(&args).await;
+    }
     println!(
         "bench queue: {} no-op jobs over {} groups, {} workers claiming {} at a time, PostgreSQL ({})",
         args.jobs,
@@ -120,6 +132,102 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<u8> {
     };
     bullmq::print(&bullmq, run.process_rate());
     Ok(if run.exactly_once() { 0 } else { 1 })
+}
+
+async fn run_backlogs(args: &QueueArgs) -> anyhow::Result<u8> {
+    let mut backlogs = args.backlog.clone();
+    backlogs.sort_unstable();
+    backlogs.dedup();
+    println!(
+        "bench queue --backlog: {} no-op jobs over {} groups per round, {} workers claiming {} at a time, \
+         while group \"hot\" holds its head in flight with a growing backlog, PostgreSQL ({})",
+        args.jobs,
+        args.groups,
+        args.workers,
+        args.batch,
+        describe_target(&args.database_url)
+    );
+    let database_url = holdfast_store::scratch::create_database(&args.database_url, "bench_backlog")
+        .await
+        .context("creating the scratch database")?;
+    let measured = measure_backlogs(&database_url, args, &backlogs).await;
+    let dropped = holdfast_store::scratch::drop_database(&args.database_url, &database_url).await;
+    let rows = measured?;
+    dropped.context("dropping the scratch database")?;
+    let mut all_once = true;
+    for (backlog, rate, once) in &rows {
+        println!(
+            "  backlog {backlog:>8} in one group   {rate:>8.0} jobs/s of the other groups{}",
+            if *once { "" } else { "  (NOT exactly once)" }
+        );
+        all_once &= *once;
+    }
+    let rates: Vec<f64> = rows.iter().map(|(_, rate, _)| *rate).collect();
+    let (low, high) = rates
+        .iter()
+        .fold((f64::MAX, 0.0_f64), |(low, high), r| (low.min(*r), high.max(*r)));
+    let spread = if low > 0.0 { high / low - 1.0 } else { f64::INFINITY };
+    println!(
+        "  spread                 {:>8.0}%   goal: within {:.0}% -> {}",
+        spread * 100.0,
+        FLAT_WITHIN * 100.0,
+        verdict(spread <= FLAT_WITHIN)
+    );
+    Ok(if all_once { 0 } else { 1 })
+}
+
+/// The hot group's head is enqueued and claimed once (its lease outlasts
+/// the run), then its backlog is topped up to each size in turn, straight in
+/// SQL since only its size matters, and a round of ordinary jobs is worked off.
+async fn measure_backlogs(
+    database_url: &str,
+    args: &QueueArgs,
+    backlogs: &[u64],
+) -> anyhow::Result<Vec<(u64, f64, bool)>> {
+    check_durable(database_url).await?;
+    let store = connect(database_url, args.workers).await?;
+    store.migrate().await.context("migrating the scratch database")?;
+    let now = Utc::now();
+    store
+        .queue()
+        .enqueue(&NewJob::new(QUEUE, "hot", serde_json::json!({ "hot": 0 }), now))
+        .await?;
+    let held = store.queue().claim_batch(QUEUE, "holder", 1, now).await?;
+    anyhow::ensure!(held.len() == 1, "the hot group's head was not claimed");
+    let mut queued = 0;
+    let mut rows = Vec::new();
+    for &backlog in backlogs {
+        seed_backlog(database_url, backlog.saturating_sub(queued)).await?;
+        queued = queued.max(backlog);
+        analyze_jobs(database_url).await?;
+        let (enqueued, _) = enqueue_all(&store, args).await.context("enqueueing")?;
+        let (tallies, elapsed) = work_off(&store, args).await.context("working off the queue")?;
+        let removed: u64 = tallies.iter().map(|t| t.removed).sum();
+        let seen: HashSet<JobId> = tallies.into_iter().flat_map(|t| t.seen).collect();
+        let once =
+            removed == args.jobs && seen.len() as u64 == args.jobs && seen.iter().all(|id| enqueued.contains(id));
+        rows.push((backlog, removed as f64 / elapsed.as_secs_f64(), once));
+    }
+    Ok(rows)
+}
+
+async fn seed_backlog(database_url: &str, count: u64) -> anyhow::Result<()> {
+    if count == 0 {
+        return Ok(());
+    }
+    let mut connection = sqlx::PgConnection::connect(database_url).await?;
+    sqlx::query(
+        "INSERT INTO jobs (id, queue, group_key, payload, state, visible_at, max_receives, visibility_timeout_ms, created_at) \
+         SELECT 'job_' || md5(random()::text || g::text), $1, 'hot', '{}', 'ready', now(), 3, 300000, now() \
+         FROM generate_series(1, $2) AS g",
+    )
+    .bind(QUEUE)
+    .bind(i64::try_from(count).unwrap_or(i64::MAX))
+    .execute(&mut connection)
+    .await
+    .context("seeding the hot group's backlog")?;
+    let _ = connection.close().await;
+    Ok(())
 }
 
 /// Runs the Holdfast side on a scratch database of the server at

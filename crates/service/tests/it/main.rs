@@ -17,5 +17,5 @@ mod ops;
 mod partners;
 mod resilience;
 mod steps;
-mod webhooks;
 mod webhook_runs;
+mod webhooks;

@@ -87,7 +87,11 @@ both_backends!(
         let mut pools = Vec::new();
         for i in 0..4 {
             let ctx = Arc::new(worker_context(&app, &format!("worker-{i}"), None));
-            pools.push(tokio::spawn(ctx.run_queue(webhooks::QUEUE, Arc::new(Notify::new()), shutdown.clone())));
+            pools.push(tokio::spawn(ctx.run_queue(
+                webhooks::QUEUE,
+                Arc::new(Notify::new()),
+                shutdown.clone(),
+            )));
         }
         for name in ["a", "b", "c"] {
             receiver
@@ -98,13 +102,19 @@ both_backends!(
             assert_eq!(got, placed, "endpoint {name} got its events in order, each once");
         }
         let attempts_b = receiver.deliveries("b").len();
-        assert!(attempts_b >= placed.len() + 8, "b's failures were retried: {attempts_b}");
+        assert!(
+            attempts_b >= placed.len() + 8,
+            "b's failures were retried: {attempts_b}"
+        );
         let _ = stop.send(true);
         for pool in pools {
             pool.await.expect("pool task").expect("pool");
         }
         let stats = app.store.queue().stats(Utc::now()).await.expect("stats");
-        assert!(stats.iter().all(|q| q.queue != webhooks::QUEUE), "every job completed: {stats:?}");
+        assert!(
+            stats.iter().all(|q| q.queue != webhooks::QUEUE),
+            "every job completed: {stats:?}"
+        );
         app.stop().await;
     }
 );
@@ -144,14 +154,21 @@ both_backends!(
         let survivor = worker_context(&app, "survivor", None);
         assert_eq!(survivor.run_queue_once(webhooks::QUEUE, now).await.expect("run"), 0);
         // ... then the whole run comes back and goes out again, in order.
-        let later = now + TimeDelta::seconds(i64::try_from(app.config.queues.webhooks.visibility_timeout_s).expect("timeout") + 1);
+        let later = now
+            + TimeDelta::seconds(i64::try_from(app.config.queues.webhooks.visibility_timeout_s).expect("timeout") + 1);
         assert_eq!(survivor.run_queue_once(webhooks::QUEUE, later).await.expect("run"), 3);
         let all = receiver.deliveries("k");
         assert_eq!(all.len(), 4, "the first delivery twice, then the other two");
-        assert_eq!(all[1].webhook_id, all[0].webhook_id, "repeated with the same webhook-id");
+        assert_eq!(
+            all[1].webhook_id, all[0].webhook_id,
+            "repeated with the same webhook-id"
+        );
         assert_eq!(accepted_orders(&all), placed);
         let stats = app.store.queue().stats(later).await.expect("stats");
-        assert!(stats.iter().all(|q| q.queue != webhooks::QUEUE), "every job completed: {stats:?}");
+        assert!(
+            stats.iter().all(|q| q.queue != webhooks::QUEUE),
+            "every job completed: {stats:?}"
+        );
         app.stop().await;
     }
 );
