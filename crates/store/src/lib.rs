@@ -103,6 +103,21 @@ pub trait Store: Send + Sync + 'static {
     /// Moves an order through `OrderStatus::transition`, applying the stock
     /// effect of the new state and writing the timeline and outbox rows.
     async fn transition_order(&self, change: &StatusChange) -> Result<TransitionOutcome>;
+    /// Several `transition_order`s, each with its own outcome. A backend may
+    /// write them in one transaction (SQLite does: one wait for its one
+    /// writer); a change that cannot apply is refused without touching the
+    /// others, and a database error fails the call.
+    async fn transition_orders(&self, changes: &[StatusChange]) -> Result<Vec<Result<TransitionOutcome>>> {
+        let mut outcomes = Vec::with_capacity(changes.len());
+        for change in changes {
+            match self.transition_order(change).await {
+                Err(error @ (StoreError::NotFound(_) | StoreError::InvalidTransition(_))) => outcomes.push(Err(error)),
+                Err(other) => return Err(other),
+                Ok(outcome) => outcomes.push(Ok(outcome)),
+            }
+        }
+        Ok(outcomes)
+    }
     async fn get_order(&self, id: &OrderId) -> Result<Option<Order>>;
     async fn list_orders(&self, filter: &OrderFilter) -> Result<Vec<Order>>;
     async fn order_events(&self, id: &OrderId) -> Result<Vec<OrderEvent>>;

@@ -36,6 +36,8 @@ pub enum Outcome {
     /// The event cannot apply (e.g. success for an order already cancelled):
     /// recorded for the reconciler and a refund decision.
     Flagged(String),
+    /// Applying it failed for a reason that retrying will not change.
+    Failed(String),
 }
 
 impl Outcome {
@@ -45,6 +47,7 @@ impl Outcome {
             Self::Duplicate => "duplicate: order already in that state".into(),
             Self::Ignored(why) => format!("ignored: {why}"),
             Self::Flagged(why) => format!("flagged: {why}"),
+            Self::Failed(why) => format!("error: {why}"),
         }
     }
 }
@@ -59,16 +62,24 @@ pub async fn apply_event(
     event: &InboxEvent,
     fulfillment: &JobTemplate,
 ) -> Result<Outcome, StoreError> {
+    match change_for(event, fulfillment) {
+        Ok(change) => outcome_of(&change, store.transition_order(&change).await),
+        Err(outcome) => Ok(outcome),
+    }
+}
+
+/// The status change a provider event asks for, or why it asks for none.
+fn change_for(event: &InboxEvent, fulfillment: &JobTemplate) -> Result<StatusChange, Outcome> {
     let target = match event.event_type.as_str() {
         "payment_intent.succeeded" => OrderStatus::Paid,
         "payment_intent.payment_failed" => OrderStatus::PaymentFailed,
         other => {
-            return Ok(Outcome::Ignored(format!("{other} is not a definitive payment event")));
+            return Err(Outcome::Ignored(format!("{other} is not a definitive payment event")));
         }
     };
     let parsed: ProviderEvent = match serde_json::from_str(&event.payload) {
         Ok(parsed) => parsed,
-        Err(e) => return Ok(Outcome::Ignored(format!("unreadable payload: {e}"))),
+        Err(e) => return Err(Outcome::Ignored(format!("unreadable payload: {e}"))),
     };
     let Some(order_id) = parsed
         .data
@@ -77,7 +88,7 @@ pub async fn apply_event(
         .get("order_id")
         .and_then(|raw| OrderId::parse(raw).ok())
     else {
-        return Ok(Outcome::Ignored("no order_id in the intent's metadata".into()));
+        return Err(Outcome::Ignored("no order_id in the intent's metadata".into()));
     };
     let now = Utc::now();
     let cause = format!("{} {} ({})", event.event_type, parsed.id, parsed.data.object.id);
@@ -86,7 +97,12 @@ pub async fn apply_event(
         let job = crate::workers::fulfillment::job(fulfillment, &change.order_id, now);
         change = change.enqueue(job);
     }
-    match store.transition_order(&change).await {
+    Ok(change)
+}
+
+/// What the store's answer to `change` means for the event.
+fn outcome_of(change: &StatusChange, result: Result<TransitionOutcome, StoreError>) -> Result<Outcome, StoreError> {
+    match result {
         Ok(TransitionOutcome::Changed { to, .. }) => Ok(Outcome::Applied(to)),
         Ok(TransitionOutcome::Unchanged) => Ok(Outcome::Duplicate),
         Err(StoreError::NotFound(_)) => Ok(Outcome::Flagged(format!("order {} not found", change.order_id))),
@@ -102,33 +118,61 @@ pub async fn process_inbox_once(
     fulfillment: &JobTemplate,
 ) -> Result<usize, StoreError> {
     let events = store.pending_inbox_events(limit).await?;
-    // Outcomes are recorded together at the end, one commit for the batch.
+    // The batch's status changes go to the store together (on SQLite, one
+    // write transaction), and the outcomes are recorded together after them.
     // Applying an event is idempotent, so an event whose outcome was not yet
     // recorded when the process died is simply applied again (a duplicate).
-    let mut outcomes = Vec::with_capacity(events.len());
-    let mut failure = None;
+    let mut outcomes: Vec<(String, Outcome)> = Vec::with_capacity(events.len());
+    let mut changes = Vec::new();
+    let mut changed_events = Vec::new();
     for event in &events {
-        match apply_event(store, event, fulfillment).await {
-            Ok(outcome) => {
-                if let Outcome::Flagged(why) = &outcome {
-                    tracing::warn!(event_id = %event.id, %why, "payment event needs attention");
+        match change_for(event, fulfillment) {
+            Ok(change) => {
+                changes.push(change);
+                changed_events.push(event.id.clone());
+            }
+            Err(outcome) => outcomes.push((event.id.clone(), outcome)),
+        }
+    }
+    let mut failure = None;
+    match store.transition_orders(&changes).await {
+        Ok(results) => {
+            for ((change, event_id), result) in changes.iter().zip(changed_events).zip(results) {
+                outcomes.push((event_id, outcome_of(change, result)?));
+            }
+        }
+        Err(error) if error.is_retryable() => return Err(error),
+        // Something in the batch fails for good: one at a time, so only the
+        // event that fails is recorded as failed.
+        Err(_) => {
+            for (change, event_id) in changes.iter().zip(changed_events) {
+                match outcome_of(change, store.transition_order(change).await) {
+                    Ok(outcome) => outcomes.push((event_id, outcome)),
+                    Err(error) if error.is_retryable() => {
+                        failure = Some(error);
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::error!(event_id = %event_id, %error, "payment event failed");
+                        outcomes.push((event_id, Outcome::Failed(error.to_string())));
+                    }
                 }
-                outcomes.push((event.id.clone(), outcome.describe()));
-            }
-            Err(error) if error.is_retryable() => {
-                failure = Some(error);
-                break;
-            }
-            Err(error) => {
-                tracing::error!(event_id = %event.id, %error, "payment event failed");
-                outcomes.push((event.id.clone(), format!("error: {error}")));
             }
         }
     }
-    store.mark_inbox_processed_batch(&outcomes).await?;
+    let described: Vec<(String, String)> = outcomes
+        .into_iter()
+        .map(|(id, outcome)| {
+            if let Outcome::Flagged(why) = &outcome {
+                tracing::warn!(event_id = %id, %why, "payment event needs attention");
+            }
+            (id, outcome.describe())
+        })
+        .collect();
+    store.mark_inbox_processed_batch(&described).await?;
     if let Some(error) = failure {
         return Err(error);
     }
-    let processed = outcomes.len();
+    let processed = described.len();
     Ok(processed)
 }

@@ -187,7 +187,7 @@ pub(super) async fn take_stock(
 
 /// Writes the timeline entry and the outbox event of a status change.
 async fn record_change(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Transaction<'_, Sqlite>,
     order_id: &OrderId,
     from: Option<OrderStatus>,
     to: OrderStatus,
@@ -221,9 +221,38 @@ async fn record_change(
 
 pub(super) async fn transition_order(pool: &SqlitePool, change: &StatusChange) -> Result<TransitionOutcome> {
     let mut tx = begin_write(pool).await?;
+    let outcome = transition_in_tx(&mut tx, change).await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// Several status changes in one write transaction: one wait for SQLite's
+/// writer and one commit for the batch. A change that cannot apply (unknown
+/// order, illegal transition) is refused before it writes anything, so it
+/// leaves the others alone; a database error fails the whole batch.
+pub(super) async fn transition_orders(
+    pool: &SqlitePool,
+    changes: &[StatusChange],
+) -> Result<Vec<Result<TransitionOutcome>>> {
+    let mut tx = begin_write(pool).await?;
+    let mut outcomes = Vec::with_capacity(changes.len());
+    for change in changes {
+        match transition_in_tx(&mut tx, change).await {
+            Err(error @ (StoreError::NotFound(_) | StoreError::InvalidTransition(_))) => outcomes.push(Err(error)),
+            Err(other) => return Err(other),
+            Ok(outcome) => outcomes.push(Ok(outcome)),
+        }
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// Checks the change against the order as stored, then writes it. Every
+/// refusal comes before the first write.
+async fn transition_in_tx(tx: &mut Transaction<'_, Sqlite>, change: &StatusChange) -> Result<TransitionOutcome> {
     let row: Option<OrderRow> = sqlx::query_as(concat!("SELECT ", order_columns!(), " FROM orders WHERE id = ?1"))
         .bind(change.order_id.as_str())
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await?;
     let mut order = Order::try_from(row.ok_or_else(|| StoreError::NotFound(change.order_id.to_string()))?)?;
     if order.status == change.to {
@@ -237,7 +266,7 @@ pub(super) async fn transition_order(pool: &SqlitePool, change: &StatusChange) -
     if change.expires_at.is_some() {
         order.expires_at = change.expires_at;
     }
-    apply_stock_effect(&mut tx, &change.order_id, change.to).await?;
+    apply_stock_effect(tx, &change.order_id, change.to).await?;
     sqlx::query(
         "UPDATE orders SET status = ?2, updated_at = ?3, tracking_number = coalesce(?4, tracking_number), \
          expires_at = coalesce(?5, expires_at) WHERE id = ?1",
@@ -247,13 +276,13 @@ pub(super) async fn transition_order(pool: &SqlitePool, change: &StatusChange) -
     .bind(change.at)
     .bind(change.tracking_number.as_deref())
     .bind(change.expires_at)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     for job in &change.enqueue {
-        enqueue_in_tx(&mut tx, job).await?;
+        enqueue_in_tx(tx, job).await?;
     }
     record_change(
-        &mut tx,
+        tx,
         &change.order_id,
         Some(from),
         change.to,
@@ -262,11 +291,10 @@ pub(super) async fn transition_order(pool: &SqlitePool, change: &StatusChange) -
         order_event_payload(&order),
     )
     .await?;
-    tx.commit().await?;
     Ok(TransitionOutcome::Changed { from, to: change.to })
 }
 
-async fn apply_stock_effect(tx: &mut Transaction<'static, Sqlite>, order_id: &OrderId, to: OrderStatus) -> Result<()> {
+async fn apply_stock_effect(tx: &mut Transaction<'_, Sqlite>, order_id: &OrderId, to: OrderStatus) -> Result<()> {
     let statements: &[&'static str] = match to {
         OrderStatus::Paid => {
             &["UPDATE stock_reservations SET status = 'committed' WHERE order_id = ?1 AND status = 'held'"]
