@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
+use super::{Pool, Tx};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Postgres, Transaction};
 
 use super::PgStore;
 use crate::Result;
@@ -123,7 +123,7 @@ impl TryFrom<JobRow> for Job {
 
 /// Enqueues `job` inside the caller's transaction, so the job exists exactly
 /// when the business write that needs it commits.
-pub(crate) async fn enqueue_in_tx(tx: &mut Transaction<'_, Postgres>, job: &NewJob) -> Result<JobId> {
+pub(crate) async fn enqueue_in_tx(tx: &mut Tx, job: &NewJob) -> Result<JobId> {
     // A duplicate's holder may complete between our insert and our read; a
     // second attempt then inserts. Two rounds settle any such race.
     for _ in 0..2 {
@@ -167,7 +167,7 @@ struct Round {
     dead_lettered: usize,
 }
 
-async fn claim_round(pool: &PgPool, queue: &str, worker_id: &str, limit: usize, now: DateTime<Utc>) -> Result<Round> {
+async fn claim_round(pool: &Pool, queue: &str, worker_id: &str, limit: usize, now: DateTime<Utc>) -> Result<Round> {
     let token = LeaseToken::generate();
     let mut tx = pool.begin().await?;
     let ids: Vec<String> = sqlx::query_scalar(CANDIDATES)
