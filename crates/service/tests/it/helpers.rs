@@ -147,6 +147,28 @@ pub async fn spawn_receiver() -> (holdfast_sandbox::WebhookReceiver, String) {
 /// The app with only the parts `role` runs: `Role::Api` leaves the workers
 /// to the test, which drives them one step at a time.
 pub async fn spawn_app_as(backend: Backend, role: Role, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let bouncer = match backend {
+        Backend::PgBouncer => Some(pgbouncer().await.expect("pgbouncer started")),
+        Backend::Sqlite | Backend::Postgres => None,
+    };
+    spawn_app_on(backend, bouncer, role, tweak).await
+}
+
+/// The app on a scratch database that it reaches through `bouncer`, a
+/// PgBouncer of the test's own (which the test may stop and start).
+pub async fn spawn_app_behind(
+    bouncer: &holdfast_store::scratch::ScratchPgBouncer,
+    tweak: impl FnOnce(&mut Config),
+) -> TestApp {
+    spawn_app_on(Backend::PgBouncer, Some(bouncer), Role::All, tweak).await
+}
+
+async fn spawn_app_on(
+    backend: Backend,
+    bouncer: Option<&holdfast_store::scratch::ScratchPgBouncer>,
+    role: Role,
+    tweak: impl FnOnce(&mut Config),
+) -> TestApp {
     // Warnings and errors (a 500's cause chain, a worker's failure) show in
     // the output of a failing test; `HOLDFAST_TEST_LOG` turns up the detail.
     let filter = std::env::var("HOLDFAST_TEST_LOG").unwrap_or_else(|_| "warn".into());
@@ -165,13 +187,9 @@ pub async fn spawn_app_as(backend: Backend, role: Role, tweak: impl FnOnce(&mut 
             let url = holdfast_store::scratch::create_database(&admin, "it")
                 .await
                 .expect("scratch database");
-            let through = match backend {
-                Backend::PgBouncer => pgbouncer()
-                    .await
-                    .expect("pgbouncer started")
-                    .url_for(&url)
-                    .expect("url through pgbouncer"),
-                _ => url.clone(),
+            let through = match bouncer {
+                Some(bouncer) => bouncer.url_for(&url).expect("url through pgbouncer"),
+                None => url.clone(),
             };
             (through, url, Some(admin))
         }
