@@ -25,6 +25,8 @@ pub struct RunningService {
 enum Cleanup {
     SqliteDir(PathBuf),
     PostgresDatabase { admin_url: String },
+    /// A database someone else made and drops.
+    Nothing,
 }
 
 /// Where the fresh database goes: a temporary SQLite file, or a scratch
@@ -76,6 +78,22 @@ pub async fn start_as(
             )
         }
     };
+    serve(database_url, cleanup, role, tweak).await
+}
+
+/// A second service on a database that already exists (another
+/// [`RunningService`]'s, reached another way, e.g. through PgBouncer); its
+/// `stop` leaves the database alone.
+pub async fn start_on(database_url: &str, tweak: impl FnOnce(&mut Config)) -> anyhow::Result<RunningService> {
+    serve(database_url.to_owned(), Cleanup::Nothing, Role::All, tweak).await
+}
+
+async fn serve(
+    database_url: String,
+    cleanup: Cleanup,
+    role: Role,
+    tweak: impl FnOnce(&mut Config),
+) -> anyhow::Result<RunningService> {
     let mut config = Config::defaults()?;
     config.database.url = holdfast_service::config::Secret::new(database_url.clone());
     config.log.level = "warn".into();
@@ -118,6 +136,7 @@ impl RunningService {
             Cleanup::PostgresDatabase { admin_url } => {
                 holdfast_store::scratch::drop_database(admin_url, &self.database_url).await?;
             }
+            Cleanup::Nothing => {}
         }
         Ok(())
     }

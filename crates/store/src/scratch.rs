@@ -41,11 +41,15 @@ pub async fn drop_database(admin_url: &str, database_url: &str) -> Result<(), St
     Ok(())
 }
 
+/// Also through PgBouncer: no startup parameter it refuses, and only simple
+/// queries (no prepared statements) on this connection.
 async fn admin_connection(admin_url: &str) -> Result<PgConnection, StoreError> {
-    let options = PgConnectOptions::from_str(admin_url).map_err(|source| StoreError::Connect {
-        target: crate::describe_target(admin_url),
-        source,
-    })?;
+    let options = PgConnectOptions::from_str(admin_url)
+        .map_err(|source| StoreError::Connect {
+            target: crate::describe_target(admin_url),
+            source,
+        })?
+        .extra_float_digits(None);
     PgConnection::connect_with(&options)
         .await
         .map_err(|source| StoreError::Connect {
