@@ -24,7 +24,9 @@ pub struct RunningService {
 
 enum Cleanup {
     SqliteDir(PathBuf),
-    PostgresDatabase { admin_url: String },
+    PostgresDatabase {
+        admin_url: String,
+    },
     /// A database someone else made and drops.
     Nothing,
 }
@@ -81,9 +83,9 @@ pub async fn start_as(
     serve(database_url, cleanup, role, tweak).await
 }
 
-/// A second service on a database that already exists (another
-/// [`RunningService`]'s, reached another way, e.g. through PgBouncer); its
-/// `stop` leaves the database alone.
+/// A service on a database that already exists and is migrated or empty
+/// (e.g. a scratch database the caller made, reached through PgBouncer); its
+/// `stop` leaves the database to the caller.
 pub async fn start_on(database_url: &str, tweak: impl FnOnce(&mut Config)) -> anyhow::Result<RunningService> {
     serve(database_url.to_owned(), Cleanup::Nothing, Role::All, tweak).await
 }

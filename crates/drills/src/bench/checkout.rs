@@ -92,7 +92,10 @@ impl Figures {
             self.sql_elapsed.as_secs_f64(),
             self.sql_rate()
         );
-        println!("  {label:<8} ratio HTTP / SQL       {:>9.2}", self.http_rate() / self.sql_rate());
+        println!(
+            "  {label:<8} ratio HTTP / SQL       {:>9.2}",
+            self.http_rate() / self.sql_rate()
+        );
     }
 }
 
@@ -116,34 +119,24 @@ pub async fn run(args: CheckoutArgs) -> anyhow::Result<u8> {
     })
     .await?;
     let admin = Driver::new(&service.base_url, &service.admin_key)?;
-    let mut skus = Vec::new();
-    for i in 0..SKUS {
-        let sku = format!("BENCH-{i:03}");
-        admin.create_product(&sku, 1_000, 100_000_000).await?;
-        skus.push(Sku::parse(&sku).map_err(|e| anyhow::anyhow!("{e}"))?);
-    }
-    let skus = Arc::new(skus);
+    let skus = Arc::new(create_products(&admin).await?);
     let backend = match (is_postgres, mode) {
         (false, _) => "SQLite".to_owned(),
         (true, PgBouncer::Off) => "PostgreSQL".to_owned(),
         (true, mode) => format!("PostgreSQL through PgBouncer ({} pooling)", mode.as_str()),
     };
-    println!("bench checkout: {} clients, {} s, {backend}", args.clients, args.seconds);
+    println!(
+        "bench checkout: {} clients, {} s, {backend}",
+        args.clients, args.seconds
+    );
     let label = if mode == PgBouncer::Off { "direct" } else { "pgbouncer" };
     let first = measure(&service, &admin, &skus, &args).await?;
     first.print(label);
     let mut failed = first.failures > first.http_orders / 100;
-    if let Some(bouncer) = &args.pgbouncer_url {
-        let through = through_pgbouncer(&service.database_url, bouncer)?;
-        let second = harness::start_on(&through, |config| {
-            pools(config);
-            config.database.pgbouncer = PgBouncer::Transaction;
-        })
-        .await?;
-        let admin = Driver::new(&second.base_url, &second.admin_key)?;
-        let figures = measure(&second, &admin, &skus, &args).await;
-        second.stop().await?;
-        let figures = figures?;
+    // The direct service stops first, so the two never share the machine.
+    service.stop().await?;
+    if let (Some(bouncer), Database::Postgres { admin_url }) = (&args.pgbouncer_url, &database) {
+        let figures = measure_through_pgbouncer(admin_url, bouncer, &args, pools).await?;
         figures.print("pgbouncer");
         println!(
             "  PgBouncer (transaction pooling) / direct: {:.2} of the HTTP rate, {:.2} of the SQL rate",
@@ -162,8 +155,43 @@ pub async fn run(args: CheckoutArgs) -> anyhow::Result<u8> {
             verdict(first.http_rate() >= 1500.0)
         );
     }
-    service.stop().await?;
     Ok(if failed { 1 } else { 0 })
+}
+
+/// The same measurement on a second scratch database, made on the server
+/// directly and served through PgBouncer in transaction mode.
+async fn measure_through_pgbouncer(
+    admin_url: &str,
+    bouncer: &str,
+    args: &CheckoutArgs,
+    pools: impl FnOnce(&mut holdfast_service::Config),
+) -> anyhow::Result<Figures> {
+    let direct = holdfast_store::scratch::create_database(admin_url, "run").await?;
+    let measured = async {
+        let service = harness::start_on(&through_pgbouncer(&direct, bouncer)?, |config| {
+            pools(config);
+            config.database.pgbouncer = PgBouncer::Transaction;
+        })
+        .await?;
+        let admin = Driver::new(&service.base_url, &service.admin_key)?;
+        let skus = Arc::new(create_products(&admin).await?);
+        let figures = measure(&service, &admin, &skus, args).await;
+        service.stop().await?;
+        figures
+    }
+    .await;
+    holdfast_store::scratch::drop_database(admin_url, &direct).await?;
+    measured
+}
+
+async fn create_products(admin: &Driver) -> anyhow::Result<Vec<Sku>> {
+    let mut skus = Vec::new();
+    for i in 0..SKUS {
+        let sku = format!("BENCH-{i:03}");
+        admin.create_product(&sku, 1_000, 100_000_000).await?;
+        skus.push(Sku::parse(&sku).map_err(|e| anyhow::anyhow!("{e}"))?);
+    }
+    Ok(skus)
 }
 
 /// HTTP checkouts, then the checkout SQL straight on the store, both against

@@ -243,6 +243,8 @@ impl<'c> Executor<'c> for &'c mut Conn {
     }
 }
 
+/// `prepare_with` and `describe` (which name statements) are the trait's and
+/// not used by the store: its queries go through `fetch_many`/`fetch_optional`.
 impl<'c> Executor<'c> for &'c Pool {
     type Database = Postgres;
 
