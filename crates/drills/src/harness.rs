@@ -24,7 +24,11 @@ pub struct RunningService {
 
 enum Cleanup {
     SqliteDir(PathBuf),
-    PostgresDatabase { admin_url: String },
+    PostgresDatabase {
+        admin_url: String,
+    },
+    /// A database someone else made and drops.
+    Nothing,
 }
 
 /// Where the fresh database goes: a temporary SQLite file, or a scratch
@@ -76,6 +80,22 @@ pub async fn start_as(
             )
         }
     };
+    serve(database_url, cleanup, role, tweak).await
+}
+
+/// A service on a database that already exists and is migrated or empty
+/// (e.g. a scratch database the caller made, reached through PgBouncer); its
+/// `stop` leaves the database to the caller.
+pub async fn start_on(database_url: &str, tweak: impl FnOnce(&mut Config)) -> anyhow::Result<RunningService> {
+    serve(database_url.to_owned(), Cleanup::Nothing, Role::All, tweak).await
+}
+
+async fn serve(
+    database_url: String,
+    cleanup: Cleanup,
+    role: Role,
+    tweak: impl FnOnce(&mut Config),
+) -> anyhow::Result<RunningService> {
     let mut config = Config::defaults()?;
     config.database.url = holdfast_service::config::Secret::new(database_url.clone());
     config.log.level = "warn".into();
@@ -125,6 +145,7 @@ impl RunningService {
             Cleanup::PostgresDatabase { admin_url } => {
                 holdfast_store::scratch::drop_database(admin_url, &self.database_url).await?;
             }
+            Cleanup::Nothing => {}
         }
         Ok(())
     }

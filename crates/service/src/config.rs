@@ -50,6 +50,8 @@ pub struct DatabaseConfig {
     pub statement_timeout_ms: u64,
     pub lock_timeout_ms: u64,
     pub migrate_on_start: bool,
+    /// Whether `url` leads to PgBouncer, and in which pool_mode.
+    pub pgbouncer: holdfast_store::PgBouncer,
     pub pgbouncer_admin_url: Secret,
     pub pools: PoolsConfig,
 }
@@ -330,6 +332,14 @@ impl Config {
                     format!("{} does not parse: {e}", holdfast_store::describe_target(url)),
                 )
             })?;
+        } else if self.database.pgbouncer != holdfast_store::PgBouncer::Off {
+            return Err(ConfigError::new(
+                "database.pgbouncer",
+                format!(
+                    "is \"{}\" but database.url is not a PostgreSQL URL: PgBouncer pools PostgreSQL only",
+                    self.database.pgbouncer.as_str()
+                ),
+            ));
         }
         let positive = [
             ("server.request_deadline_ms", self.server.request_deadline_ms),
@@ -508,7 +518,7 @@ impl Config {
             connect_timeout: Duration::from_millis(self.database.connect_timeout_ms),
             statement_timeout: Duration::from_millis(self.database.statement_timeout_ms),
             lock_timeout: Duration::from_millis(self.database.lock_timeout_ms),
-            via_pgbouncer: !self.database.pgbouncer_admin_url.expose().is_empty(),
+            pgbouncer: self.database.pgbouncer,
             pools: holdfast_store::Pools {
                 read: pool(self.database.pools.read),
                 write: pool(self.database.pools.write),
@@ -516,6 +526,23 @@ impl Config {
             },
         }
     }
+}
+
+/// What to change when a database error is PgBouncer refusing what this
+/// node sends (seed 003): empty when it is not, else "; " and the fix on
+/// either side, for the end of a start-up or preflight message.
+pub fn pgbouncer_hint(error: &str) -> String {
+    let hint = if error.contains("unsupported startup parameter") {
+        "PgBouncer refuses this startup parameter: set database.pgbouncer = \"transaction\" \
+         (or \"session\", matching PgBouncer's pool_mode), or list the parameter in PgBouncer's \
+         ignore_startup_parameters"
+    } else if error.contains("prepared statement \"sqlx_s_") || error.contains("unnamed prepared statement") {
+        "this looks like PgBouncer in transaction pooling mode, where named prepared statements do not \
+         survive: set database.pgbouncer = \"transaction\", or pool_mode = session in pgbouncer.ini"
+    } else {
+        return String::new();
+    };
+    format!("; {hint}")
 }
 
 fn tracing_subscriber_filter_check(level: &str) -> Result<(), ConfigError> {
@@ -583,6 +610,40 @@ mod tests {
         assert_eq!(error.key, "database.statement_timeout_ms");
         let error = with(&[("log.level", "loud")]).unwrap_err();
         assert_eq!(error.key, "log.level");
+    }
+
+    #[test]
+    fn the_pgbouncer_mode_is_chosen_not_guessed() {
+        let config = with(&[(
+            "database.pgbouncer_admin_url",
+            "postgres://pgbouncer@127.0.0.1:6432/pgbouncer",
+        )]);
+        let config = config.unwrap();
+        assert_eq!(config.connect_options().pgbouncer, holdfast_store::PgBouncer::Off);
+        let config = with(&[
+            ("database.url", "postgres://app@127.0.0.1:6432/shop"),
+            ("database.pgbouncer", "transaction"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.connect_options().pgbouncer,
+            holdfast_store::PgBouncer::Transaction
+        );
+        let error = with(&[("database.pgbouncer", "statement")]).unwrap_err();
+        assert_eq!(error.key, "database.pgbouncer");
+        assert!(error.message.contains("transaction"), "{error}");
+        let error = with(&[("database.pgbouncer", "session")]).unwrap_err();
+        assert_eq!(error.key, "database.pgbouncer");
+        assert!(error.message.contains("not a PostgreSQL URL"), "{error}");
+    }
+
+    #[test]
+    fn pgbouncer_refusals_name_the_setting_on_both_sides() {
+        let hint = pgbouncer_hint("cannot connect: unsupported startup parameter: extra_float_digits");
+        assert!(hint.contains("database.pgbouncer = \"transaction\"") && hint.contains("ignore_startup_parameters"));
+        let hint = pgbouncer_hint("error returned from database: prepared statement \"sqlx_s_1\" already exists");
+        assert!(hint.contains("database.pgbouncer = \"transaction\"") && hint.contains("pool_mode = session"));
+        assert_eq!(pgbouncer_hint("connection refused"), "");
     }
 
     #[test]

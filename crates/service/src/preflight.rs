@@ -58,13 +58,17 @@ pub async fn run(config: &Config) -> Vec<Check> {
             store
         }
         Err(error) => {
-            checks.push(Check::fail("database", format!("config key `database.url`: {error}")));
+            let hint = crate::config::pgbouncer_hint(&error.to_string());
+            checks.push(Check::fail(
+                "database",
+                format!("config key `database.url`: {error}{hint}"),
+            ));
             return checks;
         }
     };
     checks.push(migrations(&store).await);
     if !config.database.pgbouncer_admin_url.expose().is_empty() {
-        checks.push(pgbouncer(config).await);
+        checks.extend(pgbouncer(config).await);
     }
     if config.inventory.mode == crate::config::InventoryMode::Remote {
         checks.push(inventory(config).await);
@@ -93,81 +97,182 @@ async fn migrations(store: &SharedStore) -> Check {
     }
 }
 
-/// This node's pools are client connections to PgBouncer: together they must
-/// fit `max_client_conn` and the database's `max_connections` (seed 003).
-async fn pgbouncer(config: &Config) -> Check {
+/// This node's pools are client connections to PgBouncer (seed 003): one
+/// line each for its pool_mode against `database.pgbouncer`, its
+/// `max_client_conn` and the server-side pool of this database.
+async fn pgbouncer(config: &Config) -> Vec<Check> {
     let url = config.database.pgbouncer_admin_url.expose();
-    let target = describe_target(url);
-    let limits = match pgbouncer_limits(url, config).await {
-        Ok(limits) => limits,
-        Err(error) => {
-            return Check::fail(
-                "pgbouncer",
-                format!("config key `database.pgbouncer_admin_url` ({target}): {error}"),
-            );
-        }
-    };
-    let pools = &config.database.pools;
-    let ours = pools.read.max_connections + pools.write.max_connections + pools.worker.max_connections;
-    let mut problems = Vec::new();
-    if i64::from(ours) > limits.max_client_conn {
-        problems.push(format!(
-            "database.pools.* add up to {ours} connections but PgBouncer max_client_conn is {}",
-            limits.max_client_conn
-        ));
-    }
-    if let Some(max) = limits.database_max_connections.filter(|max| *max > 0)
-        && i64::from(ours) > max
-    {
-        problems.push(format!(
-            "database.pools.* add up to {ours} connections but PgBouncer allows {max} for this database"
-        ));
-    }
-    if problems.is_empty() {
-        Check::pass(
+    match pgbouncer_settings(url, config).await {
+        Ok(bouncer) => vec![
+            pool_mode_check(config, &bouncer),
+            max_client_conn_check(config, &bouncer),
+            pool_size_check(config, &bouncer),
+        ],
+        Err(error) => vec![Check::fail(
             "pgbouncer",
             format!(
-                "{ours} pooled connections fit max_client_conn {}",
-                limits.max_client_conn
+                "config key `database.pgbouncer_admin_url` ({}): {error}",
+                describe_target(url)
             ),
-        )
-    } else {
-        Check::fail("pgbouncer", problems.join("; "))
+        )],
     }
 }
 
-struct PgBouncerLimits {
+/// What the admin console says about PgBouncer and this node's database.
+struct PgBouncerSettings {
+    version: String,
+    /// This database's pool_mode when set, else the global one.
+    pool_mode: String,
     max_client_conn: i64,
+    /// Server connections per user for this database.
+    pool_size: Option<i64>,
+    /// `max_db_connections` for this database; 0 is unlimited.
     database_max_connections: Option<i64>,
 }
 
-async fn pgbouncer_limits(url: &str, config: &Config) -> anyhow::Result<PgBouncerLimits> {
-    let options = sqlx::postgres::PgConnectOptions::from_str(url)?;
+fn ours(config: &Config) -> u32 {
+    let pools = &config.database.pools;
+    pools.read.max_connections + pools.write.max_connections + pools.worker.max_connections
+}
+
+fn pool_mode_check(config: &Config, bouncer: &PgBouncerSettings) -> Check {
+    const NAME: &str = "pgbouncer pool_mode";
+    let chosen = config.database.pgbouncer;
+    let theirs = holdfast_store::PgBouncer::from_pool_mode(&bouncer.pool_mode);
+    let said = format!("{} has pool_mode = {}", bouncer.version, bouncer.pool_mode);
+    match (chosen, theirs) {
+        (_, None) => Check::fail(
+            NAME,
+            format!("{said}, which cannot run transactions: set pool_mode = transaction in pgbouncer.ini"),
+        ),
+        (ours, Some(theirs)) if ours == theirs => {
+            Check::pass(NAME, format!("{said}, as database.pgbouncer = \"{}\"", ours.as_str()))
+        }
+        // Nothing session-scoped is used, so this works, pinning a server
+        // connection per client connection.
+        (holdfast_store::PgBouncer::Transaction, Some(holdfast_store::PgBouncer::Session)) => Check::pass(
+            NAME,
+            format!("{said}; database.pgbouncer = \"transaction\" works there too"),
+        ),
+        (ours, Some(theirs)) => Check::fail(
+            NAME,
+            format!(
+                "{said} but database.pgbouncer = \"{}\": set database.pgbouncer = \"{}\", or pool_mode = {} \
+                 in pgbouncer.ini",
+                ours.as_str(),
+                theirs.as_str(),
+                match ours {
+                    holdfast_store::PgBouncer::Off | holdfast_store::PgBouncer::Session => "session",
+                    holdfast_store::PgBouncer::Transaction => "transaction",
+                }
+            ),
+        ),
+    }
+}
+
+fn max_client_conn_check(config: &Config, bouncer: &PgBouncerSettings) -> Check {
+    const NAME: &str = "pgbouncer max_client_conn";
+    let ours = ours(config);
+    if i64::from(ours) > bouncer.max_client_conn {
+        Check::fail(
+            NAME,
+            format!(
+                "database.pools.* add up to {ours} connections but PgBouncer max_client_conn is {}",
+                bouncer.max_client_conn
+            ),
+        )
+    } else {
+        Check::pass(
+            NAME,
+            format!(
+                "{ours} pooled connections fit max_client_conn {}",
+                bouncer.max_client_conn
+            ),
+        )
+    }
+}
+
+/// In session mode every client connection holds a server connection, so
+/// this node's pools must fit the database's pool; in transaction mode they
+/// share it, and only `max_db_connections` caps the clients' database.
+fn pool_size_check(config: &Config, bouncer: &PgBouncerSettings) -> Check {
+    const NAME: &str = "pgbouncer pool size";
+    let ours = ours(config);
+    if let Some(max) = bouncer.database_max_connections.filter(|max| *max > 0)
+        && i64::from(ours) > max
+    {
+        return Check::fail(
+            NAME,
+            format!("database.pools.* add up to {ours} connections but PgBouncer allows {max} for this database"),
+        );
+    }
+    let Some(pool_size) = bouncer.pool_size else {
+        return Check::fail(
+            NAME,
+            "SHOW DATABASES does not list this node's database: is database.url's database behind this PgBouncer?",
+        );
+    };
+    let session =
+        holdfast_store::PgBouncer::from_pool_mode(&bouncer.pool_mode) == Some(holdfast_store::PgBouncer::Session);
+    if session && i64::from(ours) > pool_size {
+        Check::fail(
+            NAME,
+            format!(
+                "database.pools.* add up to {ours} connections but pool_size is {pool_size} in session mode: \
+                 the rest would wait in PgBouncer for a server connection"
+            ),
+        )
+    } else {
+        Check::pass(
+            NAME,
+            format!("{ours} pooled connections over pool_size {pool_size} server connections"),
+        )
+    }
+}
+
+async fn pgbouncer_settings(url: &str, config: &Config) -> anyhow::Result<PgBouncerSettings> {
+    // The admin console accepts no startup parameters but its own.
+    let options = sqlx::postgres::PgConnectOptions::from_str(url)?.extra_float_digits(None);
     let connect = sqlx::PgConnection::connect_with(&options);
     let mut conn = tokio::time::timeout(Duration::from_millis(config.database.connect_timeout_ms), connect)
         .await
         .map_err(|_| anyhow::anyhow!("no answer within {} ms", config.database.connect_timeout_ms))??;
     // The admin console speaks only the simple query protocol: raw_sql.
     let settings = sqlx::raw_sql("SHOW CONFIG").fetch_all(&mut conn).await?;
-    let max_client_conn = settings
-        .iter()
-        .find(|row| cell(row, "key").as_deref() == Some("max_client_conn"))
-        .and_then(|row| cell(row, "value"))
+    let setting = |key: &str| {
+        settings
+            .iter()
+            .find(|row| cell(row, "key").as_deref() == Some(key))
+            .and_then(|row| cell(row, "value"))
+    };
+    let max_client_conn = setting("max_client_conn")
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| anyhow::anyhow!("SHOW CONFIG has no max_client_conn"))?;
+    let global_mode = setting("pool_mode").ok_or_else(|| anyhow::anyhow!("SHOW CONFIG has no pool_mode"))?;
+    let version = sqlx::raw_sql("SHOW VERSION")
+        .fetch_all(&mut conn)
+        .await?
+        .first()
+        .and_then(|row| cell(row, "version"))
+        .unwrap_or_else(|| "PgBouncer".into());
     let database = url::Url::parse(config.database.url.expose())
         .map(|u| u.path().trim_start_matches('/').to_owned())
         .unwrap_or_default();
     let databases = sqlx::raw_sql("SHOW DATABASES").fetch_all(&mut conn).await?;
-    let database_max_connections = databases
+    let row = databases
         .iter()
-        .find(|row| cell(row, "name").as_deref() == Some(database.as_str()))
-        .and_then(|row| cell(row, "max_connections"))
-        .and_then(|v| v.parse().ok());
+        .find(|row| cell(row, "name").as_deref() == Some(database.as_str()));
     let _ = conn.close().await;
-    Ok(PgBouncerLimits {
+    let number = |name: &str| row.and_then(|row| cell(row, name)).and_then(|v| v.parse().ok());
+    Ok(PgBouncerSettings {
+        version,
+        pool_mode: row
+            .and_then(|row| cell(row, "pool_mode"))
+            .filter(|mode| !mode.is_empty())
+            .unwrap_or(global_mode),
         max_client_conn,
-        database_max_connections,
+        pool_size: number("pool_size"),
+        database_max_connections: number("max_connections"),
     })
 }
 

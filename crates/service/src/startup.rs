@@ -43,9 +43,9 @@ pub enum Role {
 pub enum StartupError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("config key `database.url`: {0}")]
+    #[error("config key `database.url`: {0}{hint}", hint = crate::config::pgbouncer_hint(&.0.to_string()))]
     Database(StoreError),
-    #[error("database migrations: {0}")]
+    #[error("database migrations: {0}{hint}", hint = crate::config::pgbouncer_hint(.0))]
     Migrations(String),
     #[error("{0}")]
     Other(String),

@@ -34,6 +34,46 @@ impl Backend {
     }
 }
 
+/// How PostgreSQL is reached (`database.pgbouncer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PgBouncer {
+    /// Directly: the timeouts are startup options of each connection and
+    /// statements are named and cached.
+    #[default]
+    Off,
+    /// Through PgBouncer with `pool_mode = session`: a server connection per
+    /// client connection, so session settings and named statements are safe,
+    /// but PgBouncer refuses the `options` and `extra_float_digits` startup
+    /// parameters; the timeouts are set with `SET` once connected.
+    Session,
+    /// Through PgBouncer with `pool_mode = transaction`: only the
+    /// transaction is ours, so nothing is sent at startup or set per
+    /// session, statements are unnamed and each runs inside a transaction
+    /// that sets its own timeouts.
+    Transaction,
+}
+
+impl PgBouncer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Session => "session",
+            Self::Transaction => "transaction",
+        }
+    }
+
+    /// PgBouncer's own name for a `pool_mode`; `statement` pooling forbids
+    /// transactions, which Holdfast needs, so it has no mode here.
+    pub fn from_pool_mode(pool_mode: &str) -> Option<Self> {
+        match pool_mode.trim() {
+            "session" => Some(Self::Session),
+            "transaction" => Some(Self::Transaction),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct PoolOptions {
     pub max_connections: u32,
@@ -59,11 +99,10 @@ pub struct ConnectOptions {
     /// Upper bound for waiting on a row or table lock (`lock_timeout`; on
     /// SQLite, `busy_timeout`).
     pub lock_timeout: Duration,
-    /// The database is reached through PgBouncer, which refuses session-level
-    /// startup options: the timeouts then come from the database role's
-    /// settings. (sqlx names its prepared statements, so PgBouncer must run in
-    /// session mode, or in transaction mode with `max_prepared_statements`.)
-    pub via_pgbouncer: bool,
+    /// Whether the database is reached through PgBouncer, and in which
+    /// pooling mode: it decides the startup parameters, where the timeouts are
+    /// set and whether statements may be named (`postgres/pooling.rs`).
+    pub pgbouncer: PgBouncer,
     pub pools: Pools,
 }
 

@@ -54,6 +54,10 @@ impl From<sqlx::Error> for StoreError {
                 Some("57014") | Some("55P03") | Some("40P01") | Some("40001") => Self::Timeout(db.message().to_owned()),
                 // PostgreSQL: server shutting down, cannot connect now.
                 Some("57P01") | Some("57P02") | Some("57P03") => Self::Unavailable(db.message().to_owned()),
+                // Connection exceptions, which is also how PgBouncer reports
+                // its own refusals (08P01: no more connections allowed,
+                // server login failing, pgbouncer shutting down).
+                Some(code) if code.starts_with("08") => Self::Unavailable(db.message().to_owned()),
                 // SQLite: SQLITE_BUSY, SQLITE_LOCKED.
                 Some("5") | Some("6") | Some("517") => Self::Timeout(db.message().to_owned()),
                 _ if db.is_unique_violation() => Self::Conflict(db.message().to_owned()),

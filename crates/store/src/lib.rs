@@ -30,7 +30,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use holdfast_domain::{OrderId, Sku};
 
-pub use connect::{Backend, ConnectOptions, PoolOptions, Pools, connect, describe_target};
+pub use connect::{Backend, ConnectOptions, PgBouncer, PoolOptions, Pools, connect, describe_target};
 pub use error::{PlaceOrderError, StoreError};
 pub use holds::{Hold, HoldAction, HoldStatus, NewHold, StockHolds};
 pub use journal::{Journal, JournalEntry, JournalQuery, NewJournalEntry};

@@ -5,6 +5,7 @@
 mod demo;
 mod drill;
 mod kill;
+mod kill_pgbouncer;
 mod preflight;
 mod queue;
 mod reload;

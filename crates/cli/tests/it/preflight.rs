@@ -1,9 +1,9 @@
 //! `holdfast preflight` against real PostgreSQL and a real PgBouncer: one
 //! line per check, naming what failed.
 
-use std::path::PathBuf;
-use std::process::{Child, Command};
 use std::time::Duration;
+
+use holdfast_store::scratch::{PgBouncerSettings, ScratchPgBouncer};
 
 use crate::{free_port, holdfast, postgres_url};
 
@@ -87,98 +87,166 @@ fn unreachable_dependencies_fail_naming_their_keys() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// A PgBouncer in front of the test server, killed on drop.
-struct PgBouncer {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Drop for PgBouncer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn start_pgbouncer(max_client_conn: u32) -> Option<PgBouncer> {
-    let found = Command::new("pgbouncer").arg("--version").output().is_ok();
-    if !found {
+/// A stock PgBouncer (`holdfast_store::scratch::ScratchPgBouncer`) in front of
+/// the test server, stopped on drop; `None` (skip) when pgbouncer is not
+/// installed, except under `CI=true`.
+fn start_pgbouncer(server: &str, pool_mode: &'static str, max_client_conn: u32) -> Option<ScratchPgBouncer> {
+    if !ScratchPgBouncer::installed() {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("pgbouncer is not installed (CI=true: a test that cannot get its service fails)");
         }
         eprintln!("skipping: pgbouncer is not installed");
         return None;
     }
-    let port = free_port();
-    let dir = std::env::temp_dir().join(format!("holdfast-pgbouncer-{port}"));
-    std::fs::create_dir_all(&dir).expect("dir");
-    std::fs::write(dir.join("users.txt"), "\"postgres\" \"\"\n").expect("users");
-    let ini = format!(
-        "[databases]\n* = host=127.0.0.1 port=5432\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
-         auth_type = trust\nauth_file = {users}\nadmin_users = postgres\npool_mode = session\n\
-         max_client_conn = {max_client_conn}\ndefault_pool_size = 5\nunix_socket_dir =\n\
-         ignore_startup_parameters = extra_float_digits\n",
-        users = dir.join("users.txt").display()
-    );
-    std::fs::write(dir.join("pgbouncer.ini"), ini).expect("ini");
-    // PgBouncer refuses to run as root; as root, drop to the postgres user.
-    let mut command = Command::new("pgbouncer");
-    if std::env::var("USER").is_ok_and(|u| u == "root")
-        || Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout == b"0\n")
-    {
-        let _ = Command::new("chmod").args(["-R", "a+rwx"]).arg(&dir).status();
-        command.args(["-u", "postgres"]);
-    }
-    let child = command
-        .arg(dir.join("pgbouncer.ini"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("pgbouncer starts");
-    // Owned by the guard from here on, so it is killed and reaped on every path.
-    let bouncer = PgBouncer { child, port, dir };
-    for _ in 0..50 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(bouncer);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("pgbouncer did not listen on {port}");
+    let settings = PgBouncerSettings {
+        pool_mode,
+        max_client_conn,
+        default_pool_size: 5,
+    };
+    Some(ScratchPgBouncer::start(server, &settings).expect("pgbouncer starts"))
+}
+
+/// The line of check `name`: `"ok   NAME detail"` or `"FAIL NAME detail"`.
+fn line<'a>(stdout: &'a str, name: &str) -> &'a str {
+    stdout
+        .lines()
+        .find(|l| {
+            l.get(5..)
+                .and_then(|rest| rest.strip_prefix(name))
+                .is_some_and(|after| after.starts_with(' '))
+        })
+        .unwrap_or_default()
 }
 
 #[test]
-fn pools_larger_than_pgbouncer_allows_fail_the_pgbouncer_check() {
-    let Some(_server) = postgres_url() else { return };
+fn pools_larger_than_pgbouncer_allows_fail_the_max_client_conn_check() {
+    let Some(server) = postgres_url() else { return };
     for (max_client_conn, expect_ok) in [(10, false), (500, true)] {
-        let Some(bouncer) = start_pgbouncer(max_client_conn) else {
+        let Some(bouncer) = start_pgbouncer(&server, "transaction", max_client_conn) else {
             return;
         };
-        let admin = format!("postgres://postgres@127.0.0.1:{}/pgbouncer", bouncer.port);
-        let database = format!("postgres://postgres@127.0.0.1:{}/postgres", bouncer.port);
+        let database = bouncer.url_for(&server).expect("url");
         let output = holdfast(
             &["preflight"],
             &[
                 ("HOLDFAST_DATABASE__URL", &database),
-                ("HOLDFAST_DATABASE__PGBOUNCER_ADMIN_URL", &admin),
+                ("HOLDFAST_DATABASE__PGBOUNCER", "transaction"),
+                ("HOLDFAST_DATABASE__PGBOUNCER_ADMIN_URL", &bouncer.admin_url()),
             ],
             Duration::from_secs(30),
         );
         let stdout = String::from_utf8_lossy(&output.stdout);
-        let line = stdout
-            .lines()
-            .find(|l| l.contains("pgbouncer"))
-            .unwrap_or_default()
-            .to_owned();
+        let mode = line(&stdout, "pgbouncer pool_mode");
+        assert!(
+            mode.starts_with("ok") && mode.contains("pool_mode = transaction"),
+            "{stdout}"
+        );
+        let clients = line(&stdout, "pgbouncer max_client_conn");
+        let pool = line(&stdout, "pgbouncer pool size");
+        assert!(pool.starts_with("ok") && pool.contains("pool_size 5"), "{stdout}");
         if expect_ok {
-            assert!(line.starts_with("ok"), "{stdout}");
+            assert!(clients.starts_with("ok"), "{stdout}");
         } else {
             assert!(!output.status.success(), "{stdout}");
             assert!(
-                line.starts_with("FAIL") && line.contains("max_client_conn is 10") && line.contains("36"),
+                clients.starts_with("FAIL") && clients.contains("max_client_conn is 10") && clients.contains("36"),
                 "{stdout}"
             );
         }
     }
+}
+
+#[test]
+fn a_pool_mode_that_database_pgbouncer_does_not_expect_fails_naming_both_settings() {
+    let Some(server) = postgres_url() else { return };
+    let Some(bouncer) = start_pgbouncer(&server, "session", 500) else {
+        return;
+    };
+    let database = bouncer.url_for(&server).expect("url");
+    let env = |mode: &'static str| {
+        [
+            ("HOLDFAST_DATABASE__URL", database.clone()),
+            ("HOLDFAST_DATABASE__PGBOUNCER", mode.to_owned()),
+            ("HOLDFAST_DATABASE__PGBOUNCER_ADMIN_URL", bouncer.admin_url()),
+        ]
+    };
+    let run = |mode: &'static str| {
+        let env = env(mode);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let output = holdfast(&["preflight"], &env, Duration::from_secs(30));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    // Session pooling holds 36 server connections for this node: the pool of 5 is too small.
+    let stdout = run("session");
+    let mode = line(&stdout, "pgbouncer pool_mode");
+    assert!(
+        mode.starts_with("ok") && mode.contains("pool_mode = session"),
+        "{stdout}"
+    );
+    let pool = line(&stdout, "pgbouncer pool size");
+    assert!(
+        pool.starts_with("FAIL") && pool.contains("pool_size is 5 in session mode"),
+        "{stdout}"
+    );
+    // Transaction-mode connections work in front of session pooling too.
+    let stdout = run("transaction");
+    assert!(line(&stdout, "pgbouncer pool_mode").starts_with("ok"), "{stdout}");
+    drop(bouncer);
+
+    let Some(bouncer) = start_pgbouncer(&server, "transaction", 500) else {
+        return;
+    };
+    let database = bouncer.url_for(&server).expect("url");
+    let output = holdfast(
+        &["preflight"],
+        &[
+            ("HOLDFAST_DATABASE__URL", &database),
+            ("HOLDFAST_DATABASE__PGBOUNCER", "session"),
+            ("HOLDFAST_DATABASE__PGBOUNCER_ADMIN_URL", &bouncer.admin_url()),
+        ],
+        Duration::from_secs(30),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{stdout}");
+    let mode = line(&stdout, "pgbouncer pool_mode");
+    assert!(
+        mode.starts_with("FAIL")
+            && mode.contains("database.pgbouncer = \"transaction\"")
+            && mode.contains("pool_mode = session in pgbouncer.ini"),
+        "{stdout}"
+    );
+}
+
+/// Seed 003's first refusal, as a new user meets it: stock PgBouncer in
+/// transaction mode and the default `database.pgbouncer = "off"`. Start-up
+/// and preflight both name the setting to change on either side.
+#[test]
+fn a_refusal_from_pgbouncer_names_the_setting_on_either_side() {
+    let Some(server) = postgres_url() else { return };
+    let Some(bouncer) = start_pgbouncer(&server, "transaction", 500) else {
+        return;
+    };
+    let database = bouncer.url_for(&server).expect("url");
+    let (ok, stdout) = preflight(&[("HOLDFAST_DATABASE__URL", &database)]);
+    assert!(!ok, "{stdout}");
+    let line = line(&stdout, "database");
+    assert!(
+        line.starts_with("FAIL")
+            && line.contains("unsupported startup parameter")
+            && line.contains("database.pgbouncer = \"transaction\"")
+            && line.contains("ignore_startup_parameters"),
+        "{stdout}"
+    );
+    let listen = format!("127.0.0.1:{}", free_port());
+    let output = holdfast(
+        &["serve", "--listen", &listen],
+        &[("HOLDFAST_DATABASE__URL", &database)],
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("database.url") && stderr.contains("database.pgbouncer = \"transaction\""),
+        "{stderr}"
+    );
 }

@@ -30,7 +30,7 @@ async fn dead_letters_are_listed_and_redriven() {
         connect_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(5),
         lock_timeout: Duration::from_secs(5),
-        via_pgbouncer: false,
+        pgbouncer: holdfast_store::PgBouncer::Off,
         pools: Pools {
             read: pool,
             write: pool,

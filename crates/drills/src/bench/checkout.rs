@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use holdfast_domain::Sku;
+use holdfast_store::PgBouncer;
 
 use super::{place_orders_directly, verdict};
 use crate::harness::{self, Database};
@@ -24,6 +25,78 @@ pub struct CheckoutArgs {
     /// Seconds of load for each measurement.
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
+    /// How `--database-url` reaches PostgreSQL: off (directly), or through
+    /// PgBouncer in session or transaction pooling mode (`database.pgbouncer`).
+    #[arg(long, value_enum, default_value_t = PgBouncerMode::Off)]
+    pub pgbouncer: PgBouncerMode,
+    /// A PgBouncer in transaction pooling mode in front of the server of
+    /// `--database-url` (postgres://USER@HOST:PORT/), whose [databases] reach
+    /// the scratch database (e.g. `* = host=… port=…`): the same run then
+    /// measures a second service through it and prints both figures.
+    #[arg(long)]
+    pub pgbouncer_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PgBouncerMode {
+    Off,
+    Session,
+    Transaction,
+}
+
+impl PgBouncerMode {
+    fn store(self) -> PgBouncer {
+        match self {
+            Self::Off => PgBouncer::Off,
+            Self::Session => PgBouncer::Session,
+            Self::Transaction => PgBouncer::Transaction,
+        }
+    }
+}
+
+/// One service's figures.
+struct Figures {
+    http_orders: u64,
+    failures: u64,
+    latencies: Latencies,
+    http_elapsed: Duration,
+    sql_orders: u64,
+    sql_elapsed: Duration,
+}
+
+impl Figures {
+    fn http_rate(&self) -> f64 {
+        self.http_orders as f64 / self.http_elapsed.as_secs_f64()
+    }
+
+    fn sql_rate(&self) -> f64 {
+        self.sql_orders as f64 / self.sql_elapsed.as_secs_f64()
+    }
+
+    fn print(&self, label: &str) {
+        println!(
+            "  {label:<8} HTTP checkouts         {:>9} in {:.1} s = {:>8.0} orders/s ({} non-201)",
+            self.http_orders,
+            self.http_elapsed.as_secs_f64(),
+            self.http_rate(),
+            self.failures
+        );
+        println!(
+            "  {label:<8} HTTP p50 / p99         {:>9.2} / {:.2} ms",
+            self.latencies.quantile_ms(0.5),
+            self.latencies.quantile_ms(0.99)
+        );
+        println!(
+            "  {label:<8} checkout SQL directly  {:>9} in {:.1} s = {:>8.0} orders/s (the ceiling)",
+            self.sql_orders,
+            self.sql_elapsed.as_secs_f64(),
+            self.sql_rate()
+        );
+        println!(
+            "  {label:<8} ratio HTTP / SQL       {:>9.2}",
+            self.http_rate() / self.sql_rate()
+        );
+    }
 }
 
 const SKUS: usize = 64;
@@ -31,54 +104,133 @@ const SKUS: usize = 64;
 pub async fn run(args: CheckoutArgs) -> anyhow::Result<u8> {
     let database = Database::from_flag(args.database_url.as_deref());
     let is_postgres = matches!(database, Database::Postgres { .. });
+    if args.pgbouncer_url.is_some() && !is_postgres {
+        anyhow::bail!("--pgbouncer-url needs --database-url: the PostgreSQL server PgBouncer fronts");
+    }
     let clients = u32::try_from(args.clients).unwrap_or(u32::MAX);
-    let service = harness::start(&database, |config| {
+    let pools = move |config: &mut holdfast_service::Config| {
         config.database.pools.write.max_connections = clients.max(4);
         config.database.pools.read.max_connections = clients.max(4);
+    };
+    let mode = args.pgbouncer.store();
+    let service = harness::start(&database, |config| {
+        pools(config);
+        config.database.pgbouncer = mode;
     })
     .await?;
     let admin = Driver::new(&service.base_url, &service.admin_key)?;
+    let skus = Arc::new(create_products(&admin).await?);
+    let backend = match (is_postgres, mode) {
+        (false, _) => "SQLite".to_owned(),
+        (true, PgBouncer::Off) => "PostgreSQL".to_owned(),
+        (true, mode) => format!("PostgreSQL through PgBouncer ({} pooling)", mode.as_str()),
+    };
+    println!(
+        "bench checkout: {} clients, {} s, {backend}",
+        args.clients, args.seconds
+    );
+    let label = if mode == PgBouncer::Off { "direct" } else { "pgbouncer" };
+    let first = measure(&service, &admin, &skus, &args).await?;
+    first.print(label);
+    let mut failed = first.failures > first.http_orders / 100;
+    // The direct service stops first, so the two never share the machine.
+    service.stop().await?;
+    if let (Some(bouncer), Database::Postgres { admin_url }) = (&args.pgbouncer_url, &database) {
+        let figures = measure_through_pgbouncer(admin_url, bouncer, &args, pools).await?;
+        figures.print("pgbouncer");
+        println!(
+            "  PgBouncer (transaction pooling) / direct: {:.2} of the HTTP rate, {:.2} of the SQL rate",
+            figures.http_rate() / first.http_rate(),
+            figures.sql_rate() / first.sql_rate()
+        );
+        failed |= figures.failures > figures.http_orders / 100;
+    }
+    // A benchmark below its goal is a finding, not a failure of the command.
+    let ratio = first.http_rate() / first.sql_rate();
+    if is_postgres {
+        println!("  goal: ratio >= 0.60 -> {}", verdict(ratio >= 0.6));
+    } else {
+        println!(
+            "  goal: >= 1500 orders/s on SQLite -> {}",
+            verdict(first.http_rate() >= 1500.0)
+        );
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+/// The same measurement on a second scratch database, made on the server
+/// directly and served through PgBouncer in transaction mode.
+async fn measure_through_pgbouncer(
+    admin_url: &str,
+    bouncer: &str,
+    args: &CheckoutArgs,
+    pools: impl FnOnce(&mut holdfast_service::Config),
+) -> anyhow::Result<Figures> {
+    let direct = holdfast_store::scratch::create_database(admin_url, "run").await?;
+    let measured = async {
+        let service = harness::start_on(&through_pgbouncer(&direct, bouncer)?, |config| {
+            pools(config);
+            config.database.pgbouncer = PgBouncer::Transaction;
+        })
+        .await?;
+        let admin = Driver::new(&service.base_url, &service.admin_key)?;
+        let skus = Arc::new(create_products(&admin).await?);
+        let figures = measure(&service, &admin, &skus, args).await;
+        service.stop().await?;
+        figures
+    }
+    .await;
+    holdfast_store::scratch::drop_database(admin_url, &direct).await?;
+    measured
+}
+
+async fn create_products(admin: &Driver) -> anyhow::Result<Vec<Sku>> {
     let mut skus = Vec::new();
     for i in 0..SKUS {
         let sku = format!("BENCH-{i:03}");
         admin.create_product(&sku, 1_000, 100_000_000).await?;
         skus.push(Sku::parse(&sku).map_err(|e| anyhow::anyhow!("{e}"))?);
     }
+    Ok(skus)
+}
+
+/// HTTP checkouts, then the checkout SQL straight on the store, both against
+/// `service`.
+async fn measure(
+    service: &harness::RunningService,
+    admin: &Driver,
+    skus: &Arc<Vec<Sku>>,
+    args: &CheckoutArgs,
+) -> anyhow::Result<Figures> {
     let shop = admin.with_key(&admin.storefront_key().await?);
-    println!(
-        "bench checkout: {} clients, {} s, {}",
-        args.clients,
-        args.seconds,
-        if is_postgres { "PostgreSQL" } else { "SQLite" }
-    );
     let (http_orders, failures, latencies, http_elapsed) = drive_http(&shop, args.clients, args.seconds).await?;
-    let http_rate = http_orders as f64 / http_elapsed.as_secs_f64();
     let (sql_orders, _, sql_elapsed) =
-        place_orders_directly(&service.store, Arc::new(skus), args.clients, args.seconds).await?;
-    let sql_rate = sql_orders as f64 / sql_elapsed.as_secs_f64();
-    let ratio = http_rate / sql_rate;
-    println!(
-        "  HTTP checkouts         {http_orders:>9} in {:.1} s = {http_rate:>8.0} orders/s ({failures} non-201)",
-        http_elapsed.as_secs_f64()
-    );
-    println!(
-        "  HTTP p50 / p99         {:>9.2} / {:.2} ms",
-        latencies.quantile_ms(0.5),
-        latencies.quantile_ms(0.99)
-    );
-    println!(
-        "  checkout SQL directly  {sql_orders:>9} in {:.1} s = {sql_rate:>8.0} orders/s (the ceiling)",
-        sql_elapsed.as_secs_f64()
-    );
-    println!("  ratio HTTP / SQL       {ratio:>9.2}");
-    // A benchmark below its goal is a finding, not a failure of the command.
-    if is_postgres {
-        println!("  goal: ratio >= 0.60 -> {}", verdict(ratio >= 0.6));
-    } else {
-        println!("  goal: >= 1500 orders/s on SQLite -> {}", verdict(http_rate >= 1500.0));
+        place_orders_directly(&service.store, skus.clone(), args.clients, args.seconds).await?;
+    Ok(Figures {
+        http_orders,
+        failures,
+        latencies,
+        http_elapsed,
+        sql_orders,
+        sql_elapsed,
+    })
+}
+
+/// The scratch database's URL with PgBouncer's host and port (and its user,
+/// when it names one).
+fn through_pgbouncer(database_url: &str, bouncer: &str) -> anyhow::Result<String> {
+    let bouncer = url::Url::parse(bouncer).map_err(|e| anyhow::anyhow!("--pgbouncer-url {bouncer}: {e}"))?;
+    let mut url = url::Url::parse(database_url)?;
+    url.set_host(bouncer.host_str())?;
+    url.set_port(bouncer.port())
+        .map_err(|()| anyhow::anyhow!("--pgbouncer-url: no port"))?;
+    if !bouncer.username().is_empty() {
+        url.set_username(bouncer.username())
+            .map_err(|()| anyhow::anyhow!("--pgbouncer-url: bad user"))?;
+        url.set_password(bouncer.password())
+            .map_err(|()| anyhow::anyhow!("--pgbouncer-url: bad password"))?;
     }
-    service.stop().await?;
-    Ok(if failures > http_orders / 100 { 1 } else { 0 })
+    Ok(url.to_string())
 }
 
 async fn drive_http(shop: &Driver, clients: u64, seconds: u64) -> anyhow::Result<(u64, u64, Latencies, Duration)> {

@@ -348,7 +348,7 @@ async fn connect(database_url: &str, workers: u32) -> anyhow::Result<SharedStore
         connect_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(30),
         lock_timeout: Duration::from_secs(10),
-        via_pgbouncer: false,
+        pgbouncer: holdfast_store::PgBouncer::Off,
         pools: Pools {
             read: pool(2),
             write: pool(1),

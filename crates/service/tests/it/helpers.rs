@@ -12,9 +12,13 @@ use tokio::sync::oneshot;
 pub enum Backend {
     Sqlite,
     Postgres,
+    /// PostgreSQL through a stock PgBouncer in transaction pooling mode,
+    /// with `database.pgbouncer = "transaction"`.
+    PgBouncer,
 }
 
-/// Runs a test body once per backend: `both_backends!(name, |backend| async move { … })`.
+/// Runs a test body once per backend: SQLite, PostgreSQL, and PostgreSQL
+/// through PgBouncer: `both_backends!(name, |backend| async move { … })`.
 #[macro_export]
 macro_rules! both_backends {
     ($name:ident, $body:expr) => {
@@ -36,8 +40,40 @@ macro_rules! both_backends {
                 let test = $body;
                 test($crate::helpers::Backend::Postgres).await;
             }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn pgbouncer() {
+                if $crate::helpers::pgbouncer().await.is_none() {
+                    return;
+                }
+                let test = $body;
+                test($crate::helpers::Backend::PgBouncer).await;
+            }
         }
     };
+}
+
+/// The test binary's PgBouncer (transaction pooling) in front of the test
+/// PostgreSQL server, started by the first test that needs it. Skipped with a
+/// message when PostgreSQL or the `pgbouncer` binary is missing, except
+/// under `CI=true`, where that is a failure.
+pub async fn pgbouncer() -> Option<&'static holdfast_store::scratch::ScratchPgBouncer> {
+    static BOUNCER: std::sync::OnceLock<Result<holdfast_store::scratch::ScratchPgBouncer, String>> =
+        std::sync::OnceLock::new();
+    let server = postgres_admin_url().await?;
+    if !holdfast_store::scratch::ScratchPgBouncer::installed() {
+        return skip_or_fail("pgbouncer is not installed (Debian: apt-get install pgbouncer)");
+    }
+    let started = BOUNCER.get_or_init(|| {
+        holdfast_store::scratch::ScratchPgBouncer::start(
+            &server,
+            &holdfast_store::scratch::PgBouncerSettings::default(),
+        )
+    });
+    match started {
+        Ok(bouncer) => Some(bouncer),
+        Err(error) => panic!("pgbouncer is installed but did not start: {error}"),
+    }
 }
 
 /// The PostgreSQL server tests use: `HOLDFAST_TEST_PG_URL`, else the local
@@ -61,7 +97,7 @@ pub async fn postgres_admin_url() -> Option<String> {
     }
 }
 
-fn skip_or_fail(why: &str) -> Option<String> {
+fn skip_or_fail<T>(why: &str) -> Option<T> {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{why} (CI=true: a test that cannot reach its service fails)");
     }
@@ -76,7 +112,7 @@ pub struct TestApp {
     pub config: Config,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    database_url: String,
+    direct_url: String,
     admin_url: Option<String>,
 }
 
@@ -111,6 +147,28 @@ pub async fn spawn_receiver() -> (holdfast_sandbox::WebhookReceiver, String) {
 /// The app with only the parts `role` runs: `Role::Api` leaves the workers
 /// to the test, which drives them one step at a time.
 pub async fn spawn_app_as(backend: Backend, role: Role, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let bouncer = match backend {
+        Backend::PgBouncer => Some(pgbouncer().await.expect("pgbouncer started")),
+        Backend::Sqlite | Backend::Postgres => None,
+    };
+    spawn_app_on(backend, bouncer, role, tweak).await
+}
+
+/// The app on a scratch database that it reaches through `bouncer`, a
+/// PgBouncer of the test's own (which the test may stop and start).
+pub async fn spawn_app_behind(
+    bouncer: &holdfast_store::scratch::ScratchPgBouncer,
+    tweak: impl FnOnce(&mut Config),
+) -> TestApp {
+    spawn_app_on(Backend::PgBouncer, Some(bouncer), Role::All, tweak).await
+}
+
+async fn spawn_app_on(
+    backend: Backend,
+    bouncer: Option<&holdfast_store::scratch::ScratchPgBouncer>,
+    role: Role,
+    tweak: impl FnOnce(&mut Config),
+) -> TestApp {
     // Warnings and errors (a 500's cause chain, a worker's failure) show in
     // the output of a failing test; `HOLDFAST_TEST_LOG` turns up the detail.
     let filter = std::env::var("HOLDFAST_TEST_LOG").unwrap_or_else(|_| "warn".into());
@@ -118,21 +176,29 @@ pub async fn spawn_app_as(backend: Backend, role: Role, tweak: impl FnOnce(&mut 
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_test_writer()
         .try_init();
-    let (database_url, admin_url) = match backend {
+    let (database_url, direct_url, admin_url) = match backend {
         Backend::Sqlite => {
             let dir = std::env::temp_dir().join(format!("holdfast-it-{}", uuid::Uuid::now_v7().simple()));
-            (format!("sqlite://{}/holdfast.db", dir.display()), None)
+            let url = format!("sqlite://{}/holdfast.db", dir.display());
+            (url.clone(), url, None)
         }
-        Backend::Postgres => {
+        Backend::Postgres | Backend::PgBouncer => {
             let admin = postgres_admin_url().await.expect("postgres reachable");
             let url = holdfast_store::scratch::create_database(&admin, "it")
                 .await
                 .expect("scratch database");
-            (url, Some(admin))
+            let through = match bouncer {
+                Some(bouncer) => bouncer.url_for(&url).expect("url through pgbouncer"),
+                None => url.clone(),
+            };
+            (through, url, Some(admin))
         }
     };
     let mut config = Config::defaults().expect("defaults");
     config.database.url = Secret::new(database_url.clone());
+    if backend == Backend::PgBouncer {
+        config.database.pgbouncer = holdfast_store::PgBouncer::Transaction;
+    }
     tweak(&mut config);
     let app = Application::build(config.clone(), role)
         .await
@@ -159,16 +225,17 @@ pub async fn spawn_app_as(backend: Backend, role: Role, tweak: impl FnOnce(&mut 
         config,
         shutdown: Some(tx),
         server: Some(server),
-        database_url,
+        direct_url,
         admin_url,
     }
 }
 
 impl TestApp {
     /// The database this app runs on (a scratch PostgreSQL database or a
-    /// SQLite file), for tests that lock it from outside.
+    /// SQLite file), for tests that lock it from outside: PostgreSQL itself,
+    /// also when the app goes through PgBouncer.
     pub fn database_url(&self) -> &str {
-        &self.database_url
+        &self.direct_url
     }
 
     pub async fn create_product(&self, sku: &str, price: i64, on_hand: i64) {
@@ -211,7 +278,7 @@ impl TestApp {
             server.await.expect("server task").expect("server ran");
         }
         if let Some(admin) = &self.admin_url {
-            holdfast_store::scratch::drop_database(admin, &self.database_url)
+            holdfast_store::scratch::drop_database(admin, &self.direct_url)
                 .await
                 .expect("drop scratch database");
         }

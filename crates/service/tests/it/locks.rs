@@ -21,7 +21,7 @@ enum Lock {
 
 async fn lock_reservations(app: &TestApp, backend: Backend) -> Lock {
     match backend {
-        Backend::Postgres => {
+        Backend::Postgres | Backend::PgBouncer => {
             let mut connection = sqlx::PgConnection::connect(app.database_url()).await.expect("connect");
             sqlx::query("BEGIN").execute(&mut connection).await.expect("begin");
             sqlx::query("CREATE INDEX stock_reservations_seed_000_idx ON stock_reservations (order_id, sku)")

@@ -1,6 +1,6 @@
 //! The service's integration suite: every test starts the real server on
-//! `127.0.0.1:0` against a fresh database, and every behaviour runs on both
-//! SQLite and PostgreSQL (`both_backends!`).
+//! `127.0.0.1:0` against a fresh database, and every behaviour runs on
+//! SQLite, PostgreSQL and PostgreSQL through PgBouncer (`both_backends!`).
 
 mod helpers;
 
@@ -15,6 +15,7 @@ mod journal;
 mod locks;
 mod ops;
 mod partners;
+mod pgbouncer;
 mod resilience;
 mod steps;
 mod webhook_runs;

@@ -1,7 +1,7 @@
 //! Products and stock on PostgreSQL.
 
+use super::Pool;
 use holdfast_domain::Sku;
-use sqlx::PgPool;
 
 use crate::Result;
 use crate::error::StoreError;
@@ -23,8 +23,8 @@ macro_rules! reserved_units {
     };
 }
 
-pub(super) async fn create_product(pool: &PgPool, product: &NewProduct) -> Result<Product> {
-    let mut tx = super::begin(pool).await?;
+pub(super) async fn create_product(pool: &Pool, product: &NewProduct) -> Result<Product> {
+    let mut tx = pool.begin().await?;
     let row: ProductRow = sqlx::query_as(
         "INSERT INTO products (sku, name, price_amount, currency, created_at) VALUES ($1, $2, $3, $4, $5) \
          RETURNING sku, name, price_amount, currency, created_at",
@@ -55,7 +55,7 @@ fn spread_i32(total: i64) -> Vec<i32> {
         .collect()
 }
 
-pub(super) async fn get_products(pool: &PgPool, skus: &[Sku]) -> Result<Vec<Product>> {
+pub(super) async fn get_products(pool: &Pool, skus: &[Sku]) -> Result<Vec<Product>> {
     let skus: Vec<&str> = skus.iter().map(Sku::as_str).collect();
     let rows: Vec<ProductRow> =
         sqlx::query_as("SELECT sku, name, price_amount, currency, created_at FROM products WHERE sku = ANY($1)")
@@ -65,7 +65,7 @@ pub(super) async fn get_products(pool: &PgPool, skus: &[Sku]) -> Result<Vec<Prod
     rows.into_iter().map(Product::try_from).collect()
 }
 
-pub(super) async fn get_inventory(pool: &PgPool, sku: &Sku) -> Result<Option<InventoryLevel>> {
+pub(super) async fn get_inventory(pool: &Pool, sku: &Sku) -> Result<Option<InventoryLevel>> {
     let row: (Option<i64>, i64) = sqlx::query_as(concat!(
         "SELECT (SELECT sum(available)::bigint FROM stock_buckets WHERE sku = $1), ",
         reserved_units!()
@@ -83,8 +83,8 @@ pub(super) async fn get_inventory(pool: &PgPool, sku: &Sku) -> Result<Option<Inv
 /// Sets on-hand levels. Each SKU's buckets are locked in bucket order (the
 /// order checkout uses), the units held by reservations and stock holds are
 /// subtracted, and the rest is spread evenly again.
-pub(super) async fn sync_inventory(pool: &PgPool, batch: &InventoryBatch) -> Result<SyncOutcome> {
-    let mut tx = super::begin(pool).await?;
+pub(super) async fn sync_inventory(pool: &Pool, batch: &InventoryBatch) -> Result<SyncOutcome> {
+    let mut tx = pool.begin().await?;
     let claimed = sqlx::query(
         "INSERT INTO inventory_sync_batches (batch_id, outcome, created_at) VALUES ($1, '', $2) ON CONFLICT DO NOTHING",
     )

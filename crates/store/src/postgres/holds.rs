@@ -1,9 +1,9 @@
 //! Stock holds on PostgreSQL: checkout's bucket claims, without an order.
 
+use super::{Conn, Pool};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use holdfast_domain::OrderId;
-use sqlx::{PgConnection, PgPool};
 
 use super::PgStore;
 use super::orders::reserve_line;
@@ -43,9 +43,9 @@ impl StockHolds for PgStore {
 
 /// Takes a hold in one transaction on the write pool, as checkout does, so
 /// the request's deadline bounds it the same way.
-async fn take_hold(pool: &PgPool, hold: &NewHold) -> Result<Hold, PlaceOrderError> {
+async fn take_hold(pool: &Pool, hold: &NewHold) -> Result<Hold, PlaceOrderError> {
     let lines = merged_lines(hold)?;
-    let mut tx = super::begin(pool).await?;
+    let mut tx = pool.begin().await?;
     // The hold row comes first. A concurrent hold with the same id waits on
     // this insert, then either finds the committed hold or, if this one
     // rolled back, takes its place: one id never holds stock twice.
@@ -97,8 +97,8 @@ async fn take_hold(pool: &PgPool, hold: &NewHold) -> Result<Hold, PlaceOrderErro
     Ok(held)
 }
 
-async fn settle(pool: &PgPool, id: &OrderId, action: HoldAction, now: DateTime<Utc>) -> Result<Hold> {
-    let mut tx = super::begin(pool).await?;
+async fn settle(pool: &Pool, id: &OrderId, action: HoldAction, now: DateTime<Utc>) -> Result<Hold> {
+    let mut tx = pool.begin().await?;
     let status: Option<String> = sqlx::query_scalar("SELECT status FROM stock_holds WHERE id = $1 FOR UPDATE")
         .bind(id.as_str())
         .fetch_optional(&mut *tx)
@@ -123,7 +123,7 @@ async fn settle(pool: &PgPool, id: &OrderId, action: HoldAction, now: DateTime<U
 }
 
 /// Gives a hold's units back to their buckets.
-async fn return_units(conn: &mut PgConnection, id: &OrderId) -> Result<()> {
+async fn return_units(conn: &mut Conn, id: &OrderId) -> Result<()> {
     // Lock the buckets in (sku, bucket) order first, the order checkout and
     // order releases take them in, so none of them deadlock with this.
     sqlx::query(
@@ -145,7 +145,7 @@ async fn return_units(conn: &mut PgConnection, id: &OrderId) -> Result<()> {
 }
 
 /// The hold as this transaction sees it; it must exist.
-async fn read_hold(conn: &mut PgConnection, id: &OrderId) -> Result<Hold> {
+async fn read_hold(conn: &mut Conn, id: &OrderId) -> Result<Hold> {
     let rows: Vec<HoldLineRow> = sqlx::query_as(hold_by_id_sql!("$1"))
         .bind(id.as_str())
         .fetch_all(&mut *conn)

@@ -1,10 +1,15 @@
-//! The PostgreSQL backend: production, directly or through PgBouncer.
+//! The PostgreSQL backend: production, directly or through PgBouncer in
+//! session or transaction mode. How connections start, how transactions
+//! begin and why statements may be unnamed is in `pooling.rs`; everything
+//! session-scoped is avoided, and the advisory locks are transaction-scoped.
 
 mod catalogue;
 mod holds;
 mod journal;
+mod migrate;
 mod orders;
 mod outbox;
+mod pooling;
 mod queue;
 mod webhooks;
 
@@ -14,10 +19,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use holdfast_domain::{OrderId, Sku};
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Connection, PgConnection};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, Executor, PgConnection};
 
-use crate::connect::{Backend, ConnectOptions, PoolOptions, describe_target};
+use self::pooling::Settings;
+pub(crate) use self::pooling::{Conn, Pool, Tx};
+use crate::connect::{Backend, ConnectOptions, PgBouncer, PoolOptions, describe_target};
 use crate::error::{PlaceOrderError, StoreError};
 use crate::model::*;
 use crate::rows::{IdempotencyRow, api_key_record, inbox_event};
@@ -26,9 +33,10 @@ use crate::{Result, Store};
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 pub(crate) struct PgStore {
-    read: PgPool,
-    write: PgPool,
-    worker: PgPool,
+    read: Pool,
+    write: Pool,
+    worker: Pool,
+    pgbouncer: PgBouncer,
 }
 
 impl PgStore {
@@ -38,18 +46,7 @@ impl PgStore {
             target: target.clone(),
             source,
         };
-        let mut connect_options = PgConnectOptions::from_str(&options.url).map_err(connect_error)?;
-        connect_options = if options.via_pgbouncer {
-            connect_options
-        } else {
-            connect_options.application_name("holdfast").options([
-                (
-                    "statement_timeout",
-                    format!("{}ms", options.statement_timeout.as_millis()),
-                ),
-                ("lock_timeout", format!("{}ms", options.lock_timeout.as_millis())),
-            ])
-        };
+        let connect_options = startup_options(options).map_err(connect_error)?;
         let probe = tokio::time::timeout(options.connect_timeout, PgConnection::connect_with(&connect_options))
             .await
             .map_err(|_| {
@@ -62,39 +59,72 @@ impl PgStore {
         // The probe proved the URL works; close it politely, ignoring errors
         // since the pools will open their own connections.
         let _ = probe.close().await;
+        let settings = Settings {
+            pgbouncer: options.pgbouncer,
+            statement_timeout: options.statement_timeout,
+            lock_timeout: options.lock_timeout,
+        };
         let pool = |pool: PoolOptions| {
-            PgPoolOptions::new()
+            let mut builder = PgPoolOptions::new()
                 .max_connections(pool.max_connections)
-                .acquire_timeout(pool.acquire_timeout)
-                .connect_lazy_with(connect_options.clone())
+                .acquire_timeout(pool.acquire_timeout);
+            if options.pgbouncer == PgBouncer::Session {
+                // The server connection is this client's until it
+                // disconnects, and PgBouncer's server_reset_query clears
+                // the settings before anyone else gets it.
+                let sql = session_timeouts(settings);
+                builder = builder.after_connect(move |conn, _| {
+                    let sql = sql.clone();
+                    Box::pin(async move {
+                        conn.execute(sqlx::AssertSqlSafe(sql)).await?;
+                        Ok(())
+                    })
+                });
+            }
+            Pool::new(builder.connect_lazy_with(connect_options.clone()), settings)
         };
         Ok(Self {
             read: pool(options.pools.read),
             write: pool(options.pools.write),
             worker: pool(options.pools.worker),
+            pgbouncer: options.pgbouncer,
         })
     }
 }
 
-/// A transaction for a request: the connection is waited for no longer
-/// than the request's deadline, and every statement in it is cancelled by
-/// PostgreSQL once the deadline passes (`statement_timeout` bounds lock waits
-/// too), so a locked table costs at most what the request had left.
-pub(crate) async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-    let mut tx = crate::deadline::within(pool.begin()).await?;
-    if let Some(left) = crate::deadline::remaining() {
-        if left.is_zero() {
-            return Err(StoreError::Timeout("the request's deadline passed".into()));
-        }
-        sqlx::query("SELECT set_config('statement_timeout', $1, true)")
-            .bind(format!("{}ms", left.as_millis().max(1)))
-            .execute(&mut *tx)
-            .await?;
-    }
-    Ok(tx)
+/// What each connection sends at startup. PgBouncer accepts only the
+/// parameters it tracks itself (application_name, client_encoding, DateStyle,
+/// TimeZone, standard_conforming_strings) unless told to ignore others, so
+/// behind it the timeouts (`options`) and `extra_float_digits` stay out; sqlx
+/// reads floats in binary, which needs no extra digits.
+fn startup_options(options: &ConnectOptions) -> std::result::Result<PgConnectOptions, sqlx::Error> {
+    let base = PgConnectOptions::from_str(&options.url)?.application_name("holdfast");
+    Ok(match options.pgbouncer {
+        PgBouncer::Off => base.options([
+            (
+                "statement_timeout",
+                format!("{}ms", options.statement_timeout.as_millis()),
+            ),
+            ("lock_timeout", format!("{}ms", options.lock_timeout.as_millis())),
+        ]),
+        PgBouncer::Session => base.extra_float_digits(None),
+        // Statements are unnamed here (`pooling.rs`), so a cache would
+        // only hold metadata sqlx never looks up.
+        PgBouncer::Transaction => base.extra_float_digits(None).statement_cache_capacity(0),
+    })
 }
 
-fn usage(name: &'static str, pool: &PgPool, max: u32) -> PoolUsage {
+fn session_timeouts(settings: Settings) -> String {
+    format!(
+        "SET statement_timeout = {}; SET lock_timeout = {}",
+        settings.statement_timeout.as_millis().max(1),
+        settings.lock_timeout.as_millis().max(1)
+    )
+}
+
+fn usage(name: &'static str, pool: &Pool) -> PoolUsage {
+    let pool = pool.sqlx();
+    let max = pool.options().get_max_connections();
     let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
     PoolUsage {
         pool: name,
@@ -110,10 +140,15 @@ impl Store for PgStore {
     }
 
     async fn migrate(&self) -> Result<()> {
-        MIGRATOR
-            .run(&self.worker)
-            .await
-            .map_err(|e| StoreError::Migration(e.to_string()))
+        match self.pgbouncer {
+            // sqlx's migrator holds a session-level advisory lock and names
+            // its statements: behind transaction pooling, our own runner.
+            PgBouncer::Transaction => migrate::run(&MIGRATOR, &self.worker).await,
+            PgBouncer::Off | PgBouncer::Session => MIGRATOR
+                .run(self.worker.sqlx())
+                .await
+                .map_err(|e| StoreError::Migration(e.to_string())),
+        }
     }
 
     async fn migration_status(&self) -> Result<MigrationStatus> {
@@ -161,9 +196,9 @@ impl Store for PgStore {
 
     fn pool_usage(&self) -> Vec<PoolUsage> {
         vec![
-            usage("read", &self.read, self.read.options().get_max_connections()),
-            usage("write", &self.write, self.write.options().get_max_connections()),
-            usage("worker", &self.worker, self.worker.options().get_max_connections()),
+            usage("read", &self.read),
+            usage("write", &self.write),
+            usage("worker", &self.worker),
         ]
     }
 

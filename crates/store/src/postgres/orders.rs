@@ -1,9 +1,9 @@
 //! Orders, reservations and their timeline on PostgreSQL.
 
+use super::{Pool, Tx};
 use chrono::{DateTime, Utc};
 use holdfast_domain::{EventId, OrderId, OrderStatus, Quantity, Sku};
 use rand::Rng;
-use sqlx::{PgPool, Postgres, Transaction};
 
 use super::catalogue::BUCKETS;
 use super::queue::enqueue_in_tx;
@@ -56,8 +56,8 @@ const PLACE: &str = insert_order_sql!(
 /// INSERT would queue behind a lock on it (seed 000's `CREATE INDEX`).
 const ACCEPT: &str = insert_order_sql!("  SELECT $15::text[], $16::smallint[], $17::int[]");
 
-pub(super) async fn place_order(pool: &PgPool, order: &NewOrder) -> Result<Order, PlaceOrderError> {
-    let mut tx = super::begin(pool).await?;
+pub(super) async fn place_order(pool: &Pool, order: &NewOrder) -> Result<Order, PlaceOrderError> {
+    let mut tx = pool.begin().await?;
     let mut taken = Vec::with_capacity(order.lines.len());
     // Lines arrive sorted by SKU (the cart sorts them), so every checkout
     // locks stock rows in the same order and two never deadlock.
@@ -69,8 +69,8 @@ pub(super) async fn place_order(pool: &PgPool, order: &NewOrder) -> Result<Order
     Ok(placed)
 }
 
-pub(super) async fn accept_order(pool: &PgPool, order: &NewOrder, jobs: &[NewJob]) -> Result<Order, PlaceOrderError> {
-    let mut tx = super::begin(pool).await?;
+pub(super) async fn accept_order(pool: &Pool, order: &NewOrder, jobs: &[NewJob]) -> Result<Order, PlaceOrderError> {
+    let mut tx = pool.begin().await?;
     let accepted = insert_order(&mut tx, ACCEPT, order, &[]).await?;
     for job in jobs {
         enqueue_in_tx(&mut tx, job).await?;
@@ -80,7 +80,7 @@ pub(super) async fn accept_order(pool: &PgPool, order: &NewOrder, jobs: &[NewJob
 }
 
 async fn insert_order(
-    tx: &mut Transaction<'static, Postgres>,
+    tx: &mut Tx,
     sql: &'static str,
     order: &NewOrder,
     taken: &[Taken],
@@ -114,12 +114,12 @@ async fn insert_order(
 }
 
 pub(super) async fn reserve_accepted(
-    pool: &PgPool,
+    pool: &Pool,
     order_id: &OrderId,
     expires_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<Order, PlaceOrderError> {
-    let mut tx = super::begin(pool).await?;
+    let mut tx = pool.begin().await?;
     let row: Option<OrderRow> = sqlx::query_as(concat!(
         "SELECT ",
         order_columns!(),
@@ -177,11 +177,7 @@ pub(super) async fn reserve_accepted(
 /// enough does it lock every bucket of the SKU (in bucket order) and decide
 /// from the true total, so "out of stock" is never answered while stock exists.
 /// Checkout and stock holds both take stock through it.
-pub(super) async fn reserve_line(
-    tx: &mut Transaction<'static, Postgres>,
-    sku: &Sku,
-    qty: Quantity,
-) -> Result<Vec<Taken>, PlaceOrderError> {
+pub(super) async fn reserve_line(tx: &mut Tx, sku: &Sku, qty: Quantity) -> Result<Vec<Taken>, PlaceOrderError> {
     let wanted = i32::try_from(qty.get()).unwrap_or(i32::MAX);
     let start: i64 = rand::thread_rng().gen_range(0..BUCKETS);
     let fast: Option<i16> = sqlx::query_scalar(
@@ -274,8 +270,8 @@ pub(crate) fn take_from(buckets: &[(i16, i32)], wanted: i32) -> Vec<(i16, i32)> 
     plan
 }
 
-pub(super) async fn transition_order(pool: &PgPool, change: &StatusChange) -> Result<TransitionOutcome> {
-    let mut tx = super::begin(pool).await?;
+pub(super) async fn transition_order(pool: &Pool, change: &StatusChange) -> Result<TransitionOutcome> {
+    let mut tx = pool.begin().await?;
     let row: Option<OrderRow> = sqlx::query_as(concat!(
         "SELECT ",
         order_columns!(),
@@ -324,11 +320,7 @@ pub(super) async fn transition_order(pool: &PgPool, change: &StatusChange) -> Re
 }
 
 /// What entering `to` does to the order's reserved stock.
-async fn apply_stock_effect(
-    tx: &mut Transaction<'static, Postgres>,
-    order_id: &OrderId,
-    to: OrderStatus,
-) -> Result<()> {
+async fn apply_stock_effect(tx: &mut Tx, order_id: &OrderId, to: OrderStatus) -> Result<()> {
     match to {
         OrderStatus::Paid => {
             sqlx::query("UPDATE stock_reservations SET status = 'committed' WHERE order_id = $1 AND status = 'held'")
@@ -371,7 +363,7 @@ async fn apply_stock_effect(
     Ok(())
 }
 
-pub(super) async fn get_order(pool: &PgPool, id: &OrderId) -> Result<Option<Order>> {
+pub(super) async fn get_order(pool: &Pool, id: &OrderId) -> Result<Option<Order>> {
     let row: Option<OrderRow> = sqlx::query_as(concat!("SELECT ", order_columns!(), " FROM orders WHERE id = $1"))
         .bind(id.as_str())
         .fetch_optional(pool)
@@ -379,7 +371,7 @@ pub(super) async fn get_order(pool: &PgPool, id: &OrderId) -> Result<Option<Orde
     row.map(Order::try_from).transpose()
 }
 
-pub(super) async fn list_orders(pool: &PgPool, filter: &OrderFilter) -> Result<Vec<Order>> {
+pub(super) async fn list_orders(pool: &Pool, filter: &OrderFilter) -> Result<Vec<Order>> {
     let rows: Vec<OrderRow> = sqlx::query_as(concat!(
         "SELECT ",
         order_columns!(),
@@ -395,7 +387,7 @@ pub(super) async fn list_orders(pool: &PgPool, filter: &OrderFilter) -> Result<V
     orders(rows)
 }
 
-pub(super) async fn order_events(pool: &PgPool, id: &OrderId) -> Result<Vec<OrderEvent>> {
+pub(super) async fn order_events(pool: &Pool, id: &OrderId) -> Result<Vec<OrderEvent>> {
     let rows: Vec<OrderEventRow> = sqlx::query_as(
         "SELECT seq, from_status, to_status, cause, at FROM order_events WHERE order_id = $1 ORDER BY seq",
     )
@@ -405,7 +397,7 @@ pub(super) async fn order_events(pool: &PgPool, id: &OrderId) -> Result<Vec<Orde
     rows.into_iter().map(OrderEvent::try_from).collect()
 }
 
-pub(super) async fn search_customers(pool: &PgPool, query: &str, limit: i64) -> Result<Vec<Customer>> {
+pub(super) async fn search_customers(pool: &Pool, query: &str, limit: i64) -> Result<Vec<Customer>> {
     let rows: Vec<CustomerRow> = sqlx::query_as(
         "SELECT id, email, name, created_at FROM customers \
          WHERE lower(name) LIKE $1 ESCAPE '\\' OR email LIKE $1 ESCAPE '\\' ORDER BY email LIMIT $2",

@@ -1,9 +1,9 @@
 //! The outbox relay on PostgreSQL.
 
+use super::Tx;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use holdfast_domain::DeliveryId;
-use sqlx::{Postgres, Transaction};
 
 use super::PgStore;
 use super::queue::enqueue_in_tx;
@@ -133,7 +133,7 @@ impl Outbox for PgStore {
     }
 }
 
-async fn enabled_endpoints(tx: &mut Transaction<'static, Postgres>) -> Result<Vec<WebhookEndpoint>> {
+async fn enabled_endpoints(tx: &mut Tx) -> Result<Vec<WebhookEndpoint>> {
     let rows: Vec<EndpointRow> = sqlx::query_as(concat!(
         "SELECT ",
         endpoint_columns!(),
@@ -147,7 +147,7 @@ async fn enabled_endpoints(tx: &mut Transaction<'static, Postgres>) -> Result<Ve
 /// Creates a delivery of `event` to `endpoint` and its job, grouped by
 /// endpoint so the endpoint's deliveries go out one at a time, in order.
 pub(super) async fn create_delivery(
-    tx: &mut Transaction<'static, Postgres>,
+    tx: &mut Tx,
     endpoint: &WebhookEndpoint,
     event: &OutboxEvent,
     jobs: &JobTemplate,

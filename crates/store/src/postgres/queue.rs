@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use super::{Pool, Tx};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Postgres, Transaction};
 
 use super::PgStore;
 use crate::Result;
@@ -112,7 +112,7 @@ impl Groups {
 }
 
 /// Locks the groups of `ids` (see `LOCK_HEADS_OF_JOBS`).
-async fn lock_groups_of(tx: &mut Transaction<'_, Postgres>, ids: &[&str]) -> Result<()> {
+async fn lock_groups_of(tx: &mut Tx, ids: &[&str]) -> Result<()> {
     sqlx::query(LOCK_HEADS_OF_JOBS).bind(ids).execute(&mut **tx).await?;
     Ok(())
 }
@@ -121,7 +121,7 @@ async fn lock_groups_of(tx: &mut Transaction<'_, Postgres>, ids: &[&str]) -> Res
 /// (redriven): point the groups' head rows at their new heads. The caller
 /// locked the rows first (`lock_groups_of`), so this statement's snapshot
 /// holds every change to these groups that committed before it.
-async fn refresh_heads(tx: &mut Transaction<'_, Postgres>, groups: &Groups) -> Result<()> {
+async fn refresh_heads(tx: &mut Tx, groups: &Groups) -> Result<()> {
     if groups.is_empty() {
         return Ok(());
     }
@@ -180,7 +180,7 @@ impl TryFrom<JobRow> for Job {
 /// (an enqueue that commits late with an earlier sequence number); the upsert
 /// locks the head row either way, which is what orders this enqueue against
 /// a completion that is about to remove the group's last job.
-pub(crate) async fn enqueue_in_tx(tx: &mut Transaction<'_, Postgres>, job: &NewJob) -> Result<JobId> {
+pub(crate) async fn enqueue_in_tx(tx: &mut Tx, job: &NewJob) -> Result<JobId> {
     // A duplicate's holder may complete between our insert and our read; a
     // second attempt then inserts. Two rounds settle any such race.
     for _ in 0..2 {
@@ -259,7 +259,7 @@ struct ClaimRequest<'a> {
     now: DateTime<Utc>,
 }
 
-async fn claim_round(pool: &PgPool, request: &ClaimRequest<'_>) -> Result<Round> {
+async fn claim_round(pool: &Pool, request: &ClaimRequest<'_>) -> Result<Round> {
     let token = LeaseToken::generate();
     let mut tx = pool.begin().await?;
     let candidates: Vec<Candidate> = sqlx::query_as(CANDIDATES)
@@ -322,11 +322,7 @@ async fn claim_round(pool: &PgPool, request: &ClaimRequest<'_>) -> Result<Round>
 /// Dead-letters claimed heads that already used up their receives (each
 /// lease ran out without a completion), keeping their last error, and lets
 /// the next job of each group take its place.
-async fn dead_letter_heads(
-    tx: &mut Transaction<'_, Postgres>,
-    request: &ClaimRequest<'_>,
-    exhausted: &[Candidate],
-) -> Result<usize> {
+async fn dead_letter_heads(tx: &mut Tx, request: &ClaimRequest<'_>, exhausted: &[Candidate]) -> Result<usize> {
     if exhausted.is_empty() {
         return Ok(0);
     }
@@ -346,12 +342,7 @@ async fn dead_letter_heads(
     Ok(count)
 }
 
-async fn release_in_tx(
-    tx: &mut Transaction<'_, Postgres>,
-    ids: &[JobId],
-    token: &LeaseToken,
-    now: DateTime<Utc>,
-) -> Result<u64> {
+async fn release_in_tx(tx: &mut Tx, ids: &[JobId], token: &LeaseToken, now: DateTime<Utc>) -> Result<u64> {
     let ids = id_strings(ids);
     let released = sqlx::query(
         "UPDATE jobs SET state = 'ready', receive_count = greatest(receive_count - 1, 0), visible_at = $3, \

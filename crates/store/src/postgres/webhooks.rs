@@ -1,9 +1,9 @@
 //! Partner webhook endpoints and their delivery log on PostgreSQL.
 
+use super::Tx;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use holdfast_domain::{DeliveryId, WebhookEndpointId};
-use sqlx::{Postgres, Transaction};
 
 use super::PgStore;
 use super::outbox::create_delivery;
@@ -211,11 +211,7 @@ impl WebhookStore for PgStore {
 }
 
 /// Logs one attempt and applies its outcome to the delivery and endpoint.
-async fn record_in_tx(
-    tx: &mut Transaction<'_, Postgres>,
-    attempt: &WebhookAttempt,
-    outcome: &AttemptOutcome,
-) -> Result<()> {
+async fn record_in_tx(tx: &mut Tx, attempt: &WebhookAttempt, outcome: &AttemptOutcome) -> Result<()> {
     let endpoint_id: Option<String> = sqlx::query_scalar(
         "UPDATE webhook_deliveries SET attempts = attempts + 1, status = $2, last_status_code = $3, \
            last_latency_ms = $4, last_error = $5, \

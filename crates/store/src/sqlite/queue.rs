@@ -509,7 +509,7 @@ mod tests {
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(5),
             lock_timeout: Duration::from_secs(5),
-            via_pgbouncer: false,
+            pgbouncer: crate::PgBouncer::Off,
             pools: Pools {
                 read: pool,
                 write: pool,

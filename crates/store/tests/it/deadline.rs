@@ -26,7 +26,7 @@ both_backends!(a_write_gives_up_at_the_request_deadline, |backend| async move {
         .expect("product");
     // Another session holds what checkout needs, as seed 000's migration did.
     let holder: Box<dyn std::any::Any + Send> = match backend {
-        Backend::Postgres => {
+        Backend::Postgres | Backend::PgBouncer => {
             let mut connection = sqlx::PgConnection::connect(&db.database_url).await.expect("connect");
             sqlx::query("BEGIN").execute(&mut connection).await.expect("begin");
             sqlx::query("LOCK TABLE stock_reservations IN SHARE MODE")

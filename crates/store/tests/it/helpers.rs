@@ -4,15 +4,20 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use holdfast_store::{ClaimedJob, ConnectOptions, JobQueue, NewJob, PoolOptions, Pools, SharedStore};
+use holdfast_store::scratch::{PgBouncerSettings, ScratchPgBouncer};
+use holdfast_store::{ClaimedJob, ConnectOptions, JobQueue, NewJob, PgBouncer, PoolOptions, Pools, SharedStore};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
     Postgres,
+    /// PostgreSQL through a stock PgBouncer in transaction pooling mode,
+    /// with `PgBouncer::Transaction`.
+    PgBouncer,
 }
 
-/// Runs a test body once per backend: `both_backends!(name, |backend| async move { … })`.
+/// Runs a test body once per backend: SQLite, PostgreSQL, and PostgreSQL
+/// through PgBouncer: `both_backends!(name, |backend| async move { … })`.
 #[macro_export]
 macro_rules! both_backends {
     ($name:ident, $body:expr) => {
@@ -34,8 +39,33 @@ macro_rules! both_backends {
                 let test = $body;
                 test($crate::helpers::Backend::Postgres).await;
             }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn pgbouncer() {
+                if $crate::helpers::pgbouncer().await.is_none() {
+                    return;
+                }
+                let test = $body;
+                test($crate::helpers::Backend::PgBouncer).await;
+            }
         }
     };
+}
+
+/// The test binary's PgBouncer (transaction pooling) in front of the test
+/// PostgreSQL server, started by the first test that needs it. Skipped with a
+/// message when PostgreSQL or the `pgbouncer` binary is missing, except
+/// under `CI=true`, where that is a failure.
+pub async fn pgbouncer() -> Option<&'static ScratchPgBouncer> {
+    static BOUNCER: std::sync::OnceLock<Result<ScratchPgBouncer, String>> = std::sync::OnceLock::new();
+    let server = postgres_admin_url().await?;
+    if !ScratchPgBouncer::installed() {
+        return skip_or_fail("pgbouncer is not installed (Debian: apt-get install pgbouncer)");
+    }
+    match BOUNCER.get_or_init(|| ScratchPgBouncer::start(&server, &PgBouncerSettings::default())) {
+        Ok(bouncer) => Some(bouncer),
+        Err(error) => panic!("pgbouncer is installed but did not start: {error}"),
+    }
 }
 
 /// The PostgreSQL server tests use: `HOLDFAST_TEST_PG_URL`, else the local
@@ -59,7 +89,7 @@ pub async fn postgres_admin_url() -> Option<String> {
     }
 }
 
-fn skip_or_fail(why: &str) -> Option<String> {
+fn skip_or_fail<T>(why: &str) -> Option<T> {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{why} (CI=true: a test that cannot reach its service fails)");
     }
@@ -69,6 +99,8 @@ fn skip_or_fail(why: &str) -> Option<String> {
 
 /// A migrated store on a database of its own: a temporary SQLite file, or a
 /// scratch PostgreSQL database dropped by [`TestStore::drop_database`].
+/// `database_url` is the database itself (for tests that lock it from
+/// outside), also when the store goes through PgBouncer.
 pub struct TestStore {
     pub store: SharedStore,
     pub database_url: String,
@@ -82,7 +114,7 @@ pub async fn open(backend: Backend) -> TestStore {
             let dir = std::env::temp_dir().join(format!("holdfast-store-it-{}", uuid::Uuid::now_v7().simple()));
             (format!("sqlite://{}/holdfast.db", dir.display()), None, Some(dir))
         }
-        Backend::Postgres => {
+        Backend::Postgres | Backend::PgBouncer => {
             let admin = postgres_admin_url().await.expect("postgres reachable");
             let url = holdfast_store::scratch::create_database(&admin, "queue")
                 .await
@@ -90,16 +122,24 @@ pub async fn open(backend: Backend) -> TestStore {
             (url, Some(admin), None)
         }
     };
+    let (url, pgbouncer) = match backend {
+        Backend::PgBouncer => {
+            let bouncer = pgbouncer().await.expect("pgbouncer started");
+            let url = bouncer.url_for(&database_url).expect("url through pgbouncer");
+            (url, PgBouncer::Transaction)
+        }
+        _ => (database_url.clone(), PgBouncer::Off),
+    };
     let pool = |max_connections| PoolOptions {
         max_connections,
         acquire_timeout: Duration::from_secs(30),
     };
     let options = ConnectOptions {
-        url: database_url.clone(),
+        url,
         connect_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(30),
         lock_timeout: Duration::from_secs(10),
-        via_pgbouncer: false,
+        pgbouncer,
         pools: Pools {
             read: pool(4),
             write: pool(4),
