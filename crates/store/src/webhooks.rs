@@ -169,6 +169,15 @@ pub trait WebhookStore: Send + Sync {
 
     /// The delivery, its endpoint and its event; `None` if unknown.
     async fn delivery_work(&self, id: &DeliveryId) -> Result<Option<DeliveryWork>>;
+    /// `delivery_work` for several deliveries at once; unknown ids are left
+    /// out. A backend may read them in a few queries for the whole set.
+    async fn delivery_works(&self, ids: &[DeliveryId]) -> Result<Vec<DeliveryWork>> {
+        let mut works = Vec::with_capacity(ids.len());
+        for id in ids {
+            works.extend(self.delivery_work(id).await?);
+        }
+        Ok(works)
+    }
     /// Logs an attempt and applies its outcome to the delivery and endpoint,
     /// in one transaction.
     async fn record_attempt(&self, attempt: &WebhookAttempt, outcome: &AttemptOutcome) -> Result<()>;

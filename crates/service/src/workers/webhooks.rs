@@ -6,6 +6,7 @@
 //! `Retry-After` when it sends one; a `410 Gone` disables the endpoint, and
 //! so does failing without one success for `webhooks.disable_after_s`.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -25,6 +26,23 @@ pub const QUEUE: &str = "webhooks";
 /// be recorded, nothing of the run counts as done: the whole run comes back
 /// and is delivered again with the same `webhook-id`s (at least once).
 pub async fn handle_run(ctx: &WorkerContext, jobs: Vec<ClaimedJob>) -> Vec<JobOutcome> {
+    let first_receive = jobs.first().map_or(0, |job| job.job.receive_count);
+    let retry_all = |what: &str, error: &dyn std::fmt::Display| {
+        tracing::warn!(error = %error, "{what}; the run will be repeated");
+        vec![JobOutcome::retry(
+            backoff(first_receive, Duration::from_secs(60)),
+            format!("{what}: {error}"),
+        )]
+    };
+    let ids: Vec<DeliveryId> = jobs
+        .iter()
+        .filter_map(|job| payload_str(job, "delivery_id").and_then(|raw| DeliveryId::parse(raw).ok()))
+        .collect();
+    // The whole run's deliveries, endpoint and events in one read.
+    let mut works: HashMap<DeliveryId, DeliveryWork> = match ctx.store.webhooks().delivery_works(&ids).await {
+        Ok(works) => works.into_iter().map(|w| (w.delivery.id.clone(), w)).collect(),
+        Err(error) => return retry_all("could not read the run's deliveries", &format!("{error:#}")),
+    };
     let mut outcomes = Vec::with_capacity(jobs.len());
     let mut records = Vec::new();
     let mut disabled: Option<String> = None;
@@ -34,7 +52,8 @@ pub async fn handle_run(ctx: &WorkerContext, jobs: Vec<ClaimedJob>) -> Vec<JobOu
             outcomes.push(JobOutcome::Done);
             continue;
         };
-        let outcome = match attempt(ctx, &delivery_id, disabled.as_deref(), Utc::now()).await {
+        let work = works.remove(&delivery_id);
+        let outcome = match attempt(ctx, &delivery_id, work, disabled.as_deref(), Utc::now()).await {
             Ok(Attempted { record, outcome }) => {
                 if let Some((_, AttemptOutcome::DisableEndpoint { reason })) = &record {
                     disabled = Some(reason.clone());
@@ -86,14 +105,15 @@ impl Attempted {
 
 /// Makes one attempt of `delivery_id`, unless the endpoint was disabled
 /// earlier in the same run (`disabled_in_run`), and says what to record.
-#[tracing::instrument(skip(ctx, now))]
+#[tracing::instrument(skip(ctx, work, now))]
 async fn attempt(
     ctx: &WorkerContext,
     delivery_id: &DeliveryId,
+    work: Option<DeliveryWork>,
     disabled_in_run: Option<&str>,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Attempted> {
-    let Some(work) = ctx.store.webhooks().delivery_work(delivery_id).await? else {
+    let Some(work) = work else {
         tracing::warn!("unknown delivery; dropped");
         return Ok(Attempted::done(None));
     };

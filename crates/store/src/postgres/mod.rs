@@ -278,6 +278,10 @@ impl Store for PgStore {
         orders::transition_order(&self.worker, change).await
     }
 
+    async fn transition_orders(&self, changes: &[StatusChange]) -> Result<Vec<Result<TransitionOutcome>>> {
+        orders::transition_orders(&self.worker, changes).await
+    }
+
     async fn get_order(&self, id: &OrderId) -> Result<Option<Order>> {
         orders::get_order(&self.read, id).await
     }

@@ -272,13 +272,42 @@ pub(crate) fn take_from(buckets: &[(i16, i32)], wanted: i32) -> Vec<(i16, i32)> 
 
 pub(super) async fn transition_order(pool: &Pool, change: &StatusChange) -> Result<TransitionOutcome> {
     let mut tx = pool.begin().await?;
+    let outcome = transition_in_tx(&mut tx, change).await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// Several status changes in one transaction: one commit (one WAL flush)
+/// for the batch. The orders are locked in id order, so two batches never
+/// wait on each other in a cycle. A change that cannot apply (unknown order,
+/// illegal transition) is refused before it writes anything, so it leaves
+/// the others alone; a database error fails the whole batch.
+pub(super) async fn transition_orders(pool: &Pool, changes: &[StatusChange]) -> Result<Vec<Result<TransitionOutcome>>> {
+    let mut order: Vec<usize> = (0..changes.len()).collect();
+    order.sort_by(|&a, &b| changes[a].order_id.as_str().cmp(changes[b].order_id.as_str()));
+    let mut outcomes: Vec<Option<Result<TransitionOutcome>>> = (0..changes.len()).map(|_| None).collect();
+    let mut tx = pool.begin().await?;
+    for i in order {
+        match transition_in_tx(&mut tx, &changes[i]).await {
+            Err(error @ (StoreError::NotFound(_) | StoreError::InvalidTransition(_))) => outcomes[i] = Some(Err(error)),
+            Err(other) => return Err(other),
+            Ok(outcome) => outcomes[i] = Some(Ok(outcome)),
+        }
+    }
+    tx.commit().await?;
+    Ok(outcomes.into_iter().flatten().collect())
+}
+
+/// Locks the order, checks the change against it, then writes it. Every
+/// refusal comes before the first write.
+async fn transition_in_tx(tx: &mut Tx, change: &StatusChange) -> Result<TransitionOutcome> {
     let row: Option<OrderRow> = sqlx::query_as(concat!(
         "SELECT ",
         order_columns!(),
         " FROM orders WHERE id = $1 FOR UPDATE"
     ))
     .bind(change.order_id.as_str())
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?;
     let mut order = Order::try_from(row.ok_or_else(|| StoreError::NotFound(change.order_id.to_string()))?)?;
     if order.status == change.to {
@@ -292,7 +321,7 @@ pub(super) async fn transition_order(pool: &Pool, change: &StatusChange) -> Resu
     if change.expires_at.is_some() {
         order.expires_at = change.expires_at;
     }
-    apply_stock_effect(&mut tx, &change.order_id, change.to).await?;
+    apply_stock_effect(tx, &change.order_id, change.to).await?;
     sqlx::query(concat!(
         "WITH updated AS (UPDATE orders SET status = $2, updated_at = $4, ",
         "  tracking_number = coalesce($9, tracking_number), expires_at = coalesce($10, expires_at) WHERE id = $1), ",
@@ -310,12 +339,11 @@ pub(super) async fn transition_order(pool: &Pool, change: &StatusChange) -> Resu
     .bind(order_event_payload(&order))
     .bind(change.tracking_number.as_deref())
     .bind(change.expires_at)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     for job in &change.enqueue {
-        enqueue_in_tx(&mut tx, job).await?;
+        enqueue_in_tx(tx, job).await?;
     }
-    tx.commit().await?;
     Ok(TransitionOutcome::Changed { from, to: change.to })
 }
 

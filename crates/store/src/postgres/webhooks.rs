@@ -1,5 +1,7 @@
 //! Partner webhook endpoints and their delivery log on PostgreSQL.
 
+use std::collections::HashMap;
+
 use super::Tx;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -110,11 +112,72 @@ impl WebhookStore for PgStore {
             return Ok(());
         }
         let mut tx = self.worker.begin().await?;
-        for (attempt, outcome) in attempts {
-            record_in_tx(&mut tx, attempt, outcome).await?;
-        }
+        record_batch_in_tx(&mut tx, attempts).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn delivery_works(&self, ids: &[DeliveryId]) -> Result<Vec<DeliveryWork>> {
+        let ids: Vec<&str> = ids.iter().map(DeliveryId::as_str).collect();
+        let deliveries: Vec<DeliveryRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            delivery_columns!(),
+            " FROM webhook_deliveries WHERE id = ANY($1)"
+        ))
+        .bind(&ids)
+        .fetch_all(&self.worker)
+        .await?;
+        let deliveries = deliveries
+            .into_iter()
+            .map(WebhookDelivery::try_from)
+            .collect::<Result<Vec<_>>>()?;
+        let endpoint_ids: Vec<&str> = deliveries.iter().map(|d| d.endpoint_id.as_str()).collect();
+        let event_ids: Vec<&str> = deliveries.iter().map(|d| d.event_id.as_str()).collect();
+        let endpoints: Vec<EndpointRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            endpoint_columns!(),
+            " FROM webhook_endpoints WHERE id = ANY($1)"
+        ))
+        .bind(&endpoint_ids)
+        .fetch_all(&self.worker)
+        .await?;
+        let events: Vec<OutboxRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            outbox_columns!(),
+            " FROM outbox_events WHERE id = ANY($1)"
+        ))
+        .bind(&event_ids)
+        .fetch_all(&self.worker)
+        .await?;
+        let endpoints: HashMap<String, (bool, WebhookEndpoint)> = endpoints
+            .into_iter()
+            .map(|row| {
+                let deleted = row.deleted_at.is_some();
+                WebhookEndpoint::try_from(row).map(|e| (e.id.as_str().to_owned(), (deleted, e)))
+            })
+            .collect::<Result<_>>()?;
+        let events: HashMap<String, OutboxEvent> = events
+            .into_iter()
+            .map(|row| OutboxEvent::try_from(row).map(|e| (e.id.clone(), e)))
+            .collect::<Result<_>>()?;
+        let mut works = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            let endpoint = endpoints.get(delivery.endpoint_id.as_str()).cloned();
+            let event = events.get(&delivery.event_id).cloned();
+            let (Some((endpoint_deleted, endpoint)), Some(event)) = (endpoint, event) else {
+                return Err(StoreError::Corrupt(format!(
+                    "delivery {} lost its endpoint or event",
+                    delivery.id
+                )));
+            };
+            works.push(DeliveryWork {
+                delivery,
+                endpoint,
+                endpoint_deleted,
+                event,
+            });
+        }
+        Ok(works)
     }
 
     async fn deliveries(&self, endpoint: &WebhookEndpointId, limit: i64) -> Result<Vec<WebhookDelivery>> {
@@ -210,43 +273,20 @@ impl WebhookStore for PgStore {
     }
 }
 
-/// Logs one attempt and applies its outcome to the delivery and endpoint.
-async fn record_in_tx(tx: &mut Tx, attempt: &WebhookAttempt, outcome: &AttemptOutcome) -> Result<()> {
-    let endpoint_id: Option<String> = sqlx::query_scalar(
-        "UPDATE webhook_deliveries SET attempts = attempts + 1, status = $2, last_status_code = $3, \
-           last_latency_ms = $4, last_error = $5, \
-           completed_at = CASE WHEN $2 = 'pending' THEN NULL ELSE $6 END \
-         WHERE id = $1 RETURNING endpoint_id",
-    )
-    .bind(attempt.delivery_id.as_str())
-    .bind(delivery_status_after(outcome).as_str())
-    .bind(attempt.status_code.map(i32::from))
-    .bind(attempt.latency_ms)
-    .bind(&attempt.error)
-    .bind(attempt.at)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let endpoint_id = endpoint_id.ok_or_else(|| StoreError::NotFound(attempt.delivery_id.to_string()))?;
-    if *outcome != AttemptOutcome::Skipped {
-        sqlx::query(
-            "INSERT INTO webhook_attempts (delivery_id, attempt, at, status_code, latency_ms, error) \
-             SELECT $1, attempts, $2, $3, $4, $5 FROM webhook_deliveries WHERE id = $1",
-        )
-        .bind(attempt.delivery_id.as_str())
-        .bind(attempt.at)
-        .bind(attempt.status_code.map(i32::from))
-        .bind(attempt.latency_ms)
-        .bind(&attempt.error)
-        .execute(&mut **tx)
-        .await?;
-    }
+/// What an attempt's outcome does to its endpoint.
+async fn update_endpoint(
+    tx: &mut Tx,
+    endpoint_id: &str,
+    attempt: &WebhookAttempt,
+    outcome: &AttemptOutcome,
+) -> Result<()> {
     let update = match outcome {
         AttemptOutcome::Delivered => {
-            Some(sqlx::query("UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1").bind(&endpoint_id))
+            Some(sqlx::query("UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1").bind(endpoint_id))
         }
         AttemptOutcome::Retrying => Some(
             sqlx::query("UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, $2) WHERE id = $1")
-                .bind(&endpoint_id)
+                .bind(endpoint_id)
                 .bind(attempt.at),
         ),
         AttemptOutcome::DisableEndpoint { reason } => Some(
@@ -255,7 +295,7 @@ async fn record_in_tx(tx: &mut Tx, attempt: &WebhookAttempt, outcome: &AttemptOu
                    disabled_at = coalesce(disabled_at, $2), disabled_reason = coalesce(disabled_reason, $3) \
                  WHERE id = $1",
             )
-            .bind(&endpoint_id)
+            .bind(endpoint_id)
             .bind(attempt.at)
             .bind(reason),
         ),
@@ -263,6 +303,56 @@ async fn record_in_tx(tx: &mut Tx, attempt: &WebhookAttempt, outcome: &AttemptOu
     };
     if let Some(update) = update {
         update.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Logs a run of attempts: the deliveries and the attempt log in one
+/// statement, then each endpoint's state, once per change of outcome.
+async fn record_batch_in_tx(tx: &mut Tx, attempts: &[(WebhookAttempt, AttemptOutcome)]) -> Result<()> {
+    let ids: Vec<&str> = attempts.iter().map(|(a, _)| a.delivery_id.as_str()).collect();
+    let statuses: Vec<&str> = attempts
+        .iter()
+        .map(|(_, o)| delivery_status_after(o).as_str())
+        .collect();
+    let codes: Vec<Option<i32>> = attempts.iter().map(|(a, _)| a.status_code.map(i32::from)).collect();
+    let latencies: Vec<i64> = attempts.iter().map(|(a, _)| a.latency_ms).collect();
+    let errors: Vec<Option<&str>> = attempts.iter().map(|(a, _)| a.error.as_deref()).collect();
+    let ats: Vec<DateTime<Utc>> = attempts.iter().map(|(a, _)| a.at).collect();
+    let logged: Vec<bool> = attempts.iter().map(|(_, o)| *o != AttemptOutcome::Skipped).collect();
+    let updated: Vec<(String, String)> = sqlx::query_as(
+        "WITH a AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[], $5::text[], \
+                    $6::timestamptz[], $7::bool[]) AS a(delivery_id, status, status_code, latency_ms, error, at, logged)), \
+         d AS (UPDATE webhook_deliveries w SET attempts = w.attempts + 1, status = a.status, \
+                 last_status_code = a.status_code, last_latency_ms = a.latency_ms, last_error = a.error, \
+                 completed_at = CASE WHEN a.status = 'pending' THEN NULL ELSE a.at END \
+               FROM a WHERE w.id = a.delivery_id RETURNING w.id, w.endpoint_id, w.attempts), \
+         logged AS (INSERT INTO webhook_attempts (delivery_id, attempt, at, status_code, latency_ms, error) \
+                    SELECT d.id, d.attempts, a.at, a.status_code, a.latency_ms, a.error \
+                    FROM d JOIN a ON a.delivery_id = d.id WHERE a.logged) \
+         SELECT id, endpoint_id FROM d",
+    )
+    .bind(&ids)
+    .bind(&statuses)
+    .bind(&codes)
+    .bind(&latencies)
+    .bind(&errors)
+    .bind(&ats)
+    .bind(&logged)
+    .fetch_all(&mut **tx)
+    .await?;
+    let endpoint_of: HashMap<String, String> = updated.into_iter().collect();
+    let mut last: Option<(&str, &AttemptOutcome)> = None;
+    for (attempt, outcome) in attempts {
+        let endpoint_id = endpoint_of
+            .get(attempt.delivery_id.as_str())
+            .ok_or_else(|| StoreError::NotFound(attempt.delivery_id.to_string()))?;
+        // The same outcome again for the same endpoint changes nothing more.
+        if last == Some((endpoint_id.as_str(), outcome)) {
+            continue;
+        }
+        last = Some((endpoint_id.as_str(), outcome));
+        update_endpoint(tx, endpoint_id, attempt, outcome).await?;
     }
     Ok(())
 }
