@@ -53,7 +53,7 @@ const CLAIM_HEADS: &str = concat!(
 const FOLLOWERS: &str = "\
     SELECT id, visible_at <= ?4, receive_count < max_receives FROM jobs \
     WHERE queue = ?1 AND group_key = ?2 AND state <> 'dead' AND seq > ?3 \
-    ORDER BY seq LIMIT ?5";
+    ORDER BY queue, group_key, seq LIMIT ?5";
 
 /// Leases the followers chosen for runs.
 const LEASE: &str = concat!(
@@ -76,7 +76,7 @@ async fn refresh_head(tx: &mut Transaction<'_, Sqlite>, queue: &str, group: &str
     sqlx::query(
         "INSERT INTO job_heads (queue, group_key, seq, job_id) \
          SELECT queue, group_key, seq, id FROM jobs WHERE queue = ?1 AND group_key = ?2 AND state <> 'dead' \
-         ORDER BY seq LIMIT 1",
+         ORDER BY queue, group_key, seq LIMIT 1",
     )
     .bind(queue)
     .bind(group)
