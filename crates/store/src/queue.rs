@@ -385,6 +385,52 @@ pub(crate) fn timeout_column(value: i64) -> Result<Duration> {
         .map_err(|_| corrupt("visibility timeout", &value.to_string()))
 }
 
+/// One round of a claim, as both backends take it.
+pub(crate) struct ClaimRequest<'a> {
+    pub queue: &'a str,
+    pub worker_id: &'a str,
+    pub groups: usize,
+    pub run_length: usize,
+    pub now: DateTime<Utc>,
+}
+
+/// Claims runs for up to `groups` groups, round after round: dead-lettering
+/// a group's head frees the next job of that group, so a round that
+/// dead-lettered something is followed by another. Each such round removes
+/// at least one live job, so this ends. `round` returns its runs and how
+/// many heads it dead-lettered.
+pub(crate) async fn claim_in_rounds<'a, F, Fut>(
+    queue: &'a str,
+    worker_id: &'a str,
+    groups: u32,
+    run_length: u32,
+    now: DateTime<Utc>,
+    round: F,
+) -> Result<Vec<Vec<ClaimedJob>>>
+where
+    F: Fn(ClaimRequest<'a>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<Vec<ClaimedJob>>, usize)>>,
+{
+    let groups = usize::try_from(groups).unwrap_or(usize::MAX);
+    let run_length = usize::try_from(run_length.max(1)).unwrap_or(usize::MAX);
+    let mut runs = Vec::new();
+    while runs.len() < groups {
+        let request = ClaimRequest {
+            queue,
+            worker_id,
+            groups: groups - runs.len(),
+            run_length,
+            now,
+        };
+        let (claimed, dead_lettered) = round(request).await?;
+        runs.extend(claimed);
+        if dead_lettered == 0 {
+            break;
+        }
+    }
+    Ok(runs)
+}
+
 /// The followers of one run's head, as a claim reads them: enough to decide
 /// where the run must stop.
 pub(crate) struct Follower {

@@ -53,20 +53,11 @@ pub async fn handle_run(ctx: &WorkerContext, jobs: Vec<ClaimedJob>) -> Vec<JobOu
             continue;
         };
         let work = works.remove(&delivery_id);
-        let outcome = match attempt(ctx, &delivery_id, work, disabled.as_deref(), Utc::now()).await {
-            Ok(Attempted { record, outcome }) => {
-                if let Some((_, AttemptOutcome::DisableEndpoint { reason })) = &record {
-                    disabled = Some(reason.clone());
-                }
-                records.extend(record);
-                outcome
-            }
-            // Our own database failed, not the endpoint: try again soon.
-            Err(error) => JobOutcome::retry(
-                backoff(job.job.receive_count, Duration::from_secs(60)),
-                format!("{error:#}"),
-            ),
-        };
+        let Attempted { record, outcome } = attempt(ctx, &delivery_id, work, disabled.as_deref(), Utc::now()).await;
+        if let Some((_, AttemptOutcome::DisableEndpoint { reason })) = &record {
+            disabled = Some(reason.clone());
+        }
+        records.extend(record);
         let stop = outcome != JobOutcome::Done;
         outcomes.push(outcome);
         if stop {
@@ -112,29 +103,26 @@ async fn attempt(
     work: Option<DeliveryWork>,
     disabled_in_run: Option<&str>,
     now: DateTime<Utc>,
-) -> anyhow::Result<Attempted> {
+) -> Attempted {
     let Some(work) = work else {
         tracing::warn!("unknown delivery; dropped");
-        return Ok(Attempted::done(None));
+        return Attempted::done(None);
     };
     if work.delivery.status != DeliveryStatus::Pending {
         // Settled by an earlier attempt whose job outlived its lease.
-        return Ok(Attempted::done(None));
+        return Attempted::done(None);
     }
     let skip = disabled_in_run
         .map(|reason| format!("endpoint disabled: {reason}"))
         .or_else(|| not_deliverable(&work));
     if let Some(reason) = skip {
         let attempt = failed_attempt(delivery_id, now, &reason);
-        return Ok(Attempted::done(Some((attempt, AttemptOutcome::Skipped))));
+        return Attempted::done(Some((attempt, AttemptOutcome::Skipped)));
     }
     let Some(key) = secret_key(&work.endpoint.secret) else {
         let reason = "the endpoint's secret is not a whsec_ secret".to_owned();
         let attempt = failed_attempt(delivery_id, now, &reason);
-        return Ok(Attempted::done(Some((
-            attempt,
-            AttemptOutcome::DisableEndpoint { reason },
-        ))));
+        return Attempted::done(Some((attempt, AttemptOutcome::DisableEndpoint { reason })));
     };
     let body = body(&work);
     let answer = ctx
@@ -166,13 +154,13 @@ async fn attempt(
     if let AttemptOutcome::DisableEndpoint { reason } = &outcome {
         tracing::warn!(endpoint = %work.endpoint.id, %reason, "webhook endpoint disabled");
     }
-    Ok(Attempted {
+    Attempted {
         record: Some((attempt, outcome)),
         outcome: match next {
             Some(after) => JobOutcome::retry(after, answer.error.unwrap_or_default()),
             None => JobOutcome::Done,
         },
-    })
+    }
 }
 
 fn not_deliverable(work: &DeliveryWork) -> Option<String> {

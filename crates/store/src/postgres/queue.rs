@@ -255,14 +255,6 @@ struct FollowerRow {
     receives_left: bool,
 }
 
-struct ClaimRequest<'a> {
-    queue: &'a str,
-    worker_id: &'a str,
-    groups: usize,
-    run_length: usize,
-    now: DateTime<Utc>,
-}
-
 async fn claim_round(pool: &Pool, request: &ClaimRequest<'_>) -> Result<Round> {
     let token = LeaseToken::generate();
     let mut tx = pool.begin().await?;
@@ -378,26 +370,12 @@ impl JobQueue for PgStore {
         run_length: u32,
         now: DateTime<Utc>,
     ) -> Result<Vec<Vec<ClaimedJob>>> {
-        let groups = usize::try_from(groups).unwrap_or(usize::MAX);
-        let mut runs = Vec::new();
-        // Dead-lettering a group's head frees the next job of that group, so
-        // a round that dead-lettered something is followed by another; each
-        // such round removes at least one live job, so this ends.
-        while runs.len() < groups {
-            let request = ClaimRequest {
-                queue,
-                worker_id,
-                groups: groups - runs.len(),
-                run_length: usize::try_from(run_length.max(1)).unwrap_or(usize::MAX),
-                now,
-            };
-            let round = claim_round(&self.worker, &request).await?;
-            runs.extend(round.runs);
-            if round.dead_lettered == 0 {
-                break;
-            }
-        }
-        Ok(runs)
+        claim_in_rounds(queue, worker_id, groups, run_length, now, |request| async move {
+            claim_round(&self.worker, &request)
+                .await
+                .map(|round| (round.runs, round.dead_lettered))
+        })
+        .await
     }
 
     async fn release(&self, jobs: &[(JobId, LeaseToken)], now: DateTime<Utc>) -> Result<u64> {

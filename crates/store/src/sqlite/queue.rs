@@ -191,14 +191,6 @@ pub(crate) async fn enqueue_in_tx(tx: &mut Transaction<'_, Sqlite>, job: &NewJob
     Ok(JobId::from_trusted(existing))
 }
 
-struct ClaimRequest<'a> {
-    queue: &'a str,
-    worker_id: &'a str,
-    groups: usize,
-    run_length: usize,
-    now: DateTime<Utc>,
-}
-
 async fn claim_round(pool: &SqlitePool, request: &ClaimRequest<'_>) -> Result<(Vec<Vec<ClaimedJob>>, usize)> {
     let token = LeaseToken::generate();
     let now = millis(request.now);
@@ -309,26 +301,10 @@ impl JobQueue for SqliteStore {
         run_length: u32,
         now: DateTime<Utc>,
     ) -> Result<Vec<Vec<ClaimedJob>>> {
-        let groups = usize::try_from(groups).unwrap_or(usize::MAX);
-        let mut runs = Vec::new();
-        // Dead-lettering a group's head frees the next job of that group, so
-        // a round that dead-lettered something is followed by another; each
-        // such round removes at least one live job, so this ends.
-        while runs.len() < groups {
-            let request = ClaimRequest {
-                queue,
-                worker_id,
-                groups: groups - runs.len(),
-                run_length: usize::try_from(run_length.max(1)).unwrap_or(usize::MAX),
-                now,
-            };
-            let (round, dead_lettered) = claim_round(&self.worker, &request).await?;
-            runs.extend(round);
-            if dead_lettered == 0 {
-                break;
-            }
-        }
-        Ok(runs)
+        claim_in_rounds(queue, worker_id, groups, run_length, now, |request| async move {
+            claim_round(&self.worker, &request).await
+        })
+        .await
     }
 
     async fn release(&self, jobs: &[(JobId, LeaseToken)], now: DateTime<Utc>) -> Result<u64> {
