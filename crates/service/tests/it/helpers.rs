@@ -251,6 +251,24 @@ impl TestApp {
         (n("on_hand"), n("reserved"), n("available"))
     }
 
+    /// Polls the SKU's stock until it reads `expected` (on hand, reserved,
+    /// available), for releases that run in a task of their own and may
+    /// finish just after the response that caused them.
+    pub async fn wait_for_inventory(&self, sku: &str, expected: (i64, i64, i64), why: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let now = self.inventory(sku).await;
+            if now == expected {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{why}: {sku} still reads {now:?} after 5 s, expected {expected:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Polls the order until it reaches `status`, for asynchronous steps
     /// (the provider's webhook, workers).
     pub async fn wait_for_status(&self, order_id: &str, status: &str) -> Value {

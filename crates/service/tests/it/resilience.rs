@@ -297,11 +297,10 @@ both_backends!(a_callers_remaining_budget_bounds_the_request, |backend| async mo
         "the caller's 200 ms budget applied: {:?}",
         started.elapsed()
     );
-    assert_eq!(
-        app.inventory("ROPE").await,
-        (5, 0, 5),
-        "the failed checkout released its stock"
-    );
+    // The release runs in a task of its own, so it finishes even though the
+    // response was cut off: it may land just after the 503.
+    app.wait_for_inventory("ROPE", (5, 0, 5), "the failed checkout released its stock")
+        .await;
     // A header that is not a number is ignored, not trusted: the configured
     // deadline applies and the slow provider is waited for.
     let garbled = app

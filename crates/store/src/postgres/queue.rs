@@ -22,9 +22,12 @@ macro_rules! job_columns {
 }
 
 /// Candidates for a claim: the heads of `$1`'s groups (`job_heads`, one row
-/// per group with a live job), visible now, in enqueue order, from groups
-/// with no other unexpired lease. A claim walks groups, not jobs: a group
-/// with a long backlog costs it one row. The head rows are locked with SKIP
+/// per group with a live job), visible now, oldest-claimable first, from
+/// groups with no other unexpired lease. A claim reads only the heads whose
+/// row says they are claimable now (`job_heads_ready_idx`): neither a group's
+/// backlog nor the heads leased to other workers cost it anything, and the
+/// job itself is checked again, so a stale row costs a look, never a wrong
+/// claim. The head rows are locked with SKIP
 /// LOCKED, so concurrent claimers take disjoint groups instead of queueing
 /// behind each other, and a group whose head another transaction is
 /// changing (an enqueue, a completion) is left for the next round.
@@ -35,10 +38,10 @@ macro_rules! job_columns {
 const CANDIDATES: &str = "\
     SELECT h.group_key, h.job_id, h.seq, j.receive_count >= j.max_receives AS exhausted \
     FROM job_heads h JOIN jobs j ON j.id = h.job_id \
-    WHERE h.queue = $1 AND j.state <> 'dead' AND j.visible_at <= $2 \
+    WHERE h.queue = $1 AND h.visible_at <= $2 AND j.state <> 'dead' AND j.visible_at <= $2 \
       AND NOT EXISTS (SELECT 1 FROM jobs f WHERE f.queue = h.queue AND f.group_key = h.group_key \
                       AND f.state = 'in_flight' AND f.visible_at > $2 AND f.id <> h.job_id OFFSET 0) \
-    ORDER BY h.seq \
+    ORDER BY h.visible_at, h.seq \
     LIMIT $3 \
     FOR UPDATE OF h SKIP LOCKED";
 
@@ -64,6 +67,14 @@ const LEASE: &str = concat!(
     job_columns!()
 );
 
+/// Sets the head rows of the listed jobs' groups, where the job heads its
+/// group, to the job's `visible_at`: after a lease, a release, a heartbeat.
+/// The caller holds the rows' locks (head row before job, as claims take them).
+const SYNC_HEADS_OF_JOBS: &str = "\
+    UPDATE job_heads h SET visible_at = j.visible_at FROM jobs j \
+    WHERE j.id = ANY($1) AND h.queue = j.queue AND h.group_key = j.group_key AND h.job_id = j.id \
+      AND h.visible_at <> j.visible_at";
+
 /// Points each listed group's head row at its oldest live job, or removes
 /// the row when the group has none left. The lookup orders by the whole of
 /// `jobs_group_idx` so that only that index can serve it: ordered by `seq`
@@ -75,15 +86,16 @@ const LEASE: &str = concat!(
 const REFRESH_HEADS: &str = "\
     WITH g AS (SELECT DISTINCT queue, group_key FROM unnest($1::text[], $2::text[]) AS g(queue, group_key)), \
     first AS ( \
-      SELECT g.queue, g.group_key, f.seq, f.id FROM g \
-      LEFT JOIN LATERAL (SELECT seq, id FROM jobs j WHERE j.queue = g.queue AND j.group_key = g.group_key \
+      SELECT g.queue, g.group_key, f.seq, f.id, f.visible_at FROM g \
+      LEFT JOIN LATERAL (SELECT seq, id, visible_at FROM jobs j WHERE j.queue = g.queue AND j.group_key = g.group_key \
                          AND j.state <> 'dead' ORDER BY j.queue, j.group_key, j.seq LIMIT 1) f ON true), \
     gone AS ( \
       DELETE FROM job_heads h USING first \
       WHERE h.queue = first.queue AND h.group_key = first.group_key AND first.id IS NULL) \
-    INSERT INTO job_heads (queue, group_key, seq, job_id) \
-    SELECT queue, group_key, seq, id FROM first WHERE id IS NOT NULL \
-    ON CONFLICT (queue, group_key) DO UPDATE SET seq = excluded.seq, job_id = excluded.job_id";
+    INSERT INTO job_heads (queue, group_key, seq, job_id, visible_at) \
+    SELECT queue, group_key, seq, id, visible_at FROM first WHERE id IS NOT NULL \
+    ON CONFLICT (queue, group_key) DO UPDATE \
+      SET seq = excluded.seq, job_id = excluded.job_id, visible_at = excluded.visible_at";
 
 /// Locks the head rows of the groups of the listed jobs, before the jobs
 /// themselves, in the order claims lock them too (head row, then its job), and
@@ -118,6 +130,16 @@ impl Groups {
 /// Locks the groups of `ids` (see `LOCK_HEADS_OF_JOBS`).
 async fn lock_groups_of(tx: &mut Tx, ids: &[&str]) -> Result<()> {
     sqlx::query(LOCK_HEADS_OF_JOBS).bind(ids).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// After the visibility of `ids` changed: their head rows follow (see
+/// `SYNC_HEADS_OF_JOBS`). The caller locked the groups first.
+async fn sync_heads_of(tx: &mut Tx, ids: &[&str]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(SYNC_HEADS_OF_JOBS).bind(ids).execute(&mut **tx).await?;
     Ok(())
 }
 
@@ -207,14 +229,16 @@ pub(crate) async fn enqueue_in_tx(tx: &mut Tx, job: &NewJob) -> Result<JobId> {
         .await?;
         if let Some((id, seq)) = inserted {
             sqlx::query(
-                "INSERT INTO job_heads (queue, group_key, seq, job_id) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (queue, group_key) DO UPDATE SET seq = excluded.seq, job_id = excluded.job_id \
+                "INSERT INTO job_heads (queue, group_key, seq, job_id, visible_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (queue, group_key) DO UPDATE \
+                   SET seq = excluded.seq, job_id = excluded.job_id, visible_at = excluded.visible_at \
                  WHERE excluded.seq < job_heads.seq",
             )
             .bind(&job.queue)
             .bind(&job.group_key)
             .bind(seq)
             .bind(&id)
+            .bind(job.first_visible_at())
             .execute(&mut **tx)
             .await?;
             return Ok(JobId::from_trusted(id));
@@ -311,6 +335,13 @@ async fn claim_round(pool: &Pool, request: &ClaimRequest<'_>) -> Result<Round> {
     if !strays.is_empty() {
         release_in_tx(&mut tx, &strays, &token, request.now).await?;
     }
+    // The leased heads are claimable again when their leases end.
+    let head_ids: Vec<&str> = expected
+        .values()
+        .filter_map(|run| run.first())
+        .map(String::as_str)
+        .collect();
+    sync_heads_of(&mut tx, &head_ids).await?;
     tx.commit().await?;
     Ok(Round { runs, dead_lettered })
 }
@@ -384,16 +415,20 @@ impl JobQueue for PgStore {
         }
         let (ids, tokens): (Vec<&str>, Vec<&str>) =
             jobs.iter().map(|(id, lease)| (id.as_str(), lease.as_str())).unzip();
+        let mut tx = self.worker.begin().await?;
+        lock_groups_of(&mut tx, &ids).await?;
         let released = sqlx::query(
             "UPDATE jobs SET state = 'ready', receive_count = greatest(receive_count - 1, 0), visible_at = $3, \
                lease_token = NULL \
              WHERE state = 'in_flight' AND (id, lease_token) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
         )
-        .bind(ids)
+        .bind(&ids)
         .bind(tokens)
         .bind(now)
-        .execute(&self.worker)
+        .execute(&mut *tx)
         .await?;
+        sync_heads_of(&mut tx, &ids).await?;
+        tx.commit().await?;
         Ok(released.rows_affected())
     }
 
@@ -404,13 +439,17 @@ impl JobQueue for PgStore {
         extend_by: Duration,
         now: DateTime<Utc>,
     ) -> Result<bool> {
+        let mut tx = self.worker.begin().await?;
+        lock_groups_of(&mut tx, &[job.as_str()]).await?;
         let extended =
             sqlx::query("UPDATE jobs SET visible_at = $3 WHERE id = $1 AND lease_token = $2 AND state = 'in_flight'")
                 .bind(job.as_str())
                 .bind(lease.as_str())
                 .bind(lease_end(now, extend_by))
-                .execute(&self.worker)
+                .execute(&mut *tx)
                 .await?;
+        sync_heads_of(&mut tx, &[job.as_str()]).await?;
+        tx.commit().await?;
         Ok(extended.rows_affected() == 1)
     }
 
@@ -462,9 +501,8 @@ impl JobQueue for PgStore {
         .bind(retry_at)
         .fetch_optional(&mut *tx)
         .await?;
-        if let Some((state, _, queue, group)) = &row
-            && state == JobState::Dead.as_str()
-        {
+        // Dead: the next job heads the group. Retrying: the head waits for its retry time.
+        if let Some((_, _, queue, group)) = &row {
             refresh_heads(&mut tx, &Groups::from_rows(vec![(queue.clone(), group.clone())])).await?;
         }
         tx.commit().await?;

@@ -28,9 +28,12 @@ macro_rules! job_columns {
 
 /// Leases, in one statement, the heads of `?1`'s groups (`job_heads`, one
 /// row per group with a live job) that are visible now and whose group has no
-/// other unexpired lease, in enqueue order. A claim walks groups, not jobs, so
-/// a long backlog in one group costs it one row. A candidate that already
-/// used up its receives is dead-lettered instead, keeping its last error.
+/// other unexpired lease, oldest-claimable first. A claim reads only heads
+/// whose row says they are claimable now (`job_heads_ready_idx`), so neither
+/// a long backlog in one group nor the heads leased to other workers cost it
+/// anything; the job itself is checked again. A candidate that already used
+/// up its receives is dead-lettered instead, keeping its last error. The
+/// lease moves the head row's `visible_at` with it (a trigger, migration 0007).
 const CLAIM_HEADS: &str = concat!(
     "UPDATE jobs SET ",
     "  state = CASE WHEN receive_count >= max_receives THEN 'dead' ELSE 'in_flight' END, ",
@@ -41,10 +44,10 @@ const CLAIM_HEADS: &str = concat!(
     "  last_error = CASE WHEN receive_count >= max_receives THEN coalesce(last_error, ?6) ELSE last_error END ",
     "WHERE id IN (",
     "  SELECT h.job_id FROM job_heads h JOIN jobs j ON j.id = h.job_id ",
-    "  WHERE h.queue = ?1 AND j.state <> 'dead' AND j.visible_at <= ?2 ",
+    "  WHERE h.queue = ?1 AND h.visible_at <= ?2 AND j.state <> 'dead' AND j.visible_at <= ?2 ",
     "    AND NOT EXISTS (SELECT 1 FROM jobs f WHERE f.queue = h.queue AND f.group_key = h.group_key ",
     "                    AND f.state = 'in_flight' AND f.visible_at > ?2 AND f.id <> h.job_id) ",
-    "  ORDER BY h.seq LIMIT ?3) ",
+    "  ORDER BY h.visible_at, h.seq LIMIT ?3) ",
     "RETURNING ",
     job_columns!()
 );
@@ -74,8 +77,8 @@ async fn refresh_head(tx: &mut Transaction<'_, Sqlite>, queue: &str, group: &str
         .execute(&mut **tx)
         .await?;
     sqlx::query(
-        "INSERT INTO job_heads (queue, group_key, seq, job_id) \
-         SELECT queue, group_key, seq, id FROM jobs WHERE queue = ?1 AND group_key = ?2 AND state <> 'dead' \
+        "INSERT INTO job_heads (queue, group_key, seq, job_id, visible_at) \
+         SELECT queue, group_key, seq, id, visible_at FROM jobs WHERE queue = ?1 AND group_key = ?2 AND state <> 'dead' \
          ORDER BY queue, group_key, seq LIMIT 1",
     )
     .bind(queue)
@@ -171,13 +174,14 @@ pub(crate) async fn enqueue_in_tx(tx: &mut Transaction<'_, Sqlite>, job: &NewJob
     if let Some((id, seq)) = inserted {
         // The first live job of its group heads it; one writer, so no race.
         sqlx::query(
-            "INSERT INTO job_heads (queue, group_key, seq, job_id) VALUES (?1, ?2, ?3, ?4) \
+            "INSERT INTO job_heads (queue, group_key, seq, job_id, visible_at) VALUES (?1, ?2, ?3, ?4, ?5) \
              ON CONFLICT (queue, group_key) DO NOTHING",
         )
         .bind(&job.queue)
         .bind(&job.group_key)
         .bind(seq)
         .bind(&id)
+        .bind(millis(job.first_visible_at()))
         .execute(&mut **tx)
         .await?;
         return Ok(JobId::from_trusted(id));

@@ -187,3 +187,82 @@ both_backends!(a_redriven_dead_letter_heads_its_group_again, |backend| async mov
     assert_eq!(n_of(&third), 0);
     db.drop_database().await;
 });
+
+both_backends!(
+    a_heads_row_follows_its_jobs_visibility_through_every_change,
+    |backend| async move {
+        // Claims find heads by when their row says they are claimable; each
+        // way a head job's visibility moves must move the row with it, or
+        // the job is claimed too early or waits too long.
+        let db = open(backend).await;
+        let q = db.queue();
+        let now = t0();
+        let ten_s = std::time::Duration::from_secs(10);
+        for group in ["released", "retried", "extended"] {
+            q.enqueue(&job("payments", group, 0, now).visibility_timeout(ten_s))
+                .await
+                .expect("enqueue");
+        }
+        let leased = q.claim_batch("payments", "w1", 3, now).await.expect("claim");
+        assert_eq!(leased.len(), 3);
+        let of = |group: &str| {
+            leased
+                .iter()
+                .find(|c| c.job.group_key == group)
+                .expect("leased")
+                .clone()
+        };
+        assert!(
+            q.claim_batch("payments", "w2", 3, now).await.expect("claim").is_empty(),
+            "every head is leased"
+        );
+
+        // Given back unstarted: claimable at once, not when the lease would end.
+        let released = of("released");
+        let back = [(released.job.id.clone(), released.lease_token.clone())];
+        assert_eq!(q.release(&back, now + secs(1)).await.expect("release"), 1);
+        let again = q.claim_batch("payments", "w2", 3, now + secs(1)).await.expect("claim");
+        assert_eq!(groups_of(&again), vec!["released"]);
+
+        // Failed with a retry in 3 s: not before, and at once after.
+        let retried = of("retried");
+        q.fail(&retried.job.id, &retried.lease_token, "declined", now + secs(4))
+            .await
+            .expect("fail");
+        assert!(
+            q.claim_batch("payments", "w2", 3, now + secs(3))
+                .await
+                .expect("claim")
+                .is_empty(),
+            "a retry waits for its time"
+        );
+        let retry = q.claim_batch("payments", "w2", 3, now + secs(4)).await.expect("claim");
+        assert_eq!(groups_of(&retry), vec!["retried"]);
+
+        // Extended by a heartbeat at 8 s to 18 s: not claimable when the
+        // first lease would have ended (10 s), claimable after 18 s.
+        let extended = of("extended");
+        assert!(
+            q.heartbeat(&extended.job.id, &extended.lease_token, ten_s, now + secs(8))
+                .await
+                .expect("heartbeat")
+        );
+        assert!(
+            q.claim_batch("payments", "w3", 3, now + secs(12))
+                .await
+                .expect("claim")
+                .iter()
+                .all(|c| c.job.group_key != "extended"),
+            "the heartbeat kept the lease"
+        );
+        let expired = q.claim_batch("payments", "w3", 3, now + secs(40)).await.expect("claim");
+        assert!(groups_of(&expired).contains(&"extended"), "{:?}", groups_of(&expired));
+        db.drop_database().await;
+    }
+);
+
+fn groups_of(claimed: &[holdfast_store::ClaimedJob]) -> Vec<&str> {
+    let mut groups: Vec<&str> = claimed.iter().map(|c| c.job.group_key.as_str()).collect();
+    groups.sort_unstable();
+    groups
+}
