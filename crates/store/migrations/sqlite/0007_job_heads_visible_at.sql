@@ -11,6 +11,11 @@ CREATE INDEX job_heads_ready_idx ON job_heads (queue, visible_at, seq);
 
 DROP INDEX job_heads_claim_idx;
 
+-- Nothing walks live jobs in enqueue order since group heads (migration
+-- 0006), and a lookup of one group's oldest job could be served by this
+-- index, reading a whole deep backlog; see the PostgreSQL migration.
+DROP INDEX jobs_live_idx;
+
 -- One writer at a time, so the head row can simply follow its job: every
 -- statement that moves a head job's visibility (lease, release, failure,
 -- heartbeat) moves the row's with it, in the same transaction.

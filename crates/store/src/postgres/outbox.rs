@@ -6,10 +6,10 @@ use chrono::{DateTime, Utc};
 use holdfast_domain::DeliveryId;
 
 use super::PgStore;
-use super::queue::enqueue_in_tx;
+use super::queue::{enqueue_in_tx, enqueue_many_in_tx};
 use crate::outbox::{OutboxRow, delivery_job_payload, event_job_payload, has_stock_effect};
 use crate::webhooks::EndpointRow;
-use crate::{JobTemplate, NewJob, Outbox, OutboxEvent, OutboxLag, RelayOptions, RelayOutcome, Result, WebhookEndpoint};
+use crate::{JobTemplate, Outbox, OutboxEvent, OutboxLag, RelayOptions, RelayOutcome, Result, WebhookEndpoint};
 
 /// The advisory lock that makes one relay run at a time across all nodes
 /// ("OUTBOX" folded into an i64), so events are fanned out in sequence order.
@@ -45,20 +45,20 @@ impl Outbox for PgStore {
             .map(OutboxEvent::try_from)
             .collect::<Result<Vec<_>>>()?;
         let endpoints = enabled_endpoints(&mut tx).await?;
-        // Each enqueue locks its group's head row, and completions lock theirs
-        // sorted by queue and group: enqueuing in that same order (a stable
-        // sort, so each group keeps its events' order) means the relay and a
-        // completer never wait on each other in a cycle.
-        let mut deliveries = 0;
-        let mut wanted: Vec<(&WebhookEndpoint, &OutboxEvent)> = Vec::new();
+        // The whole batch's fan-out in two statements: its deliveries, then
+        // every job (events, inventory, webhooks) in one enqueue, which locks
+        // the groups' head rows in the one order every writer uses.
+        let mut deliveries = NewDeliveries::default();
         let mut jobs = Vec::new();
         for event in &events {
-            wanted.extend(
-                endpoints
-                    .iter()
-                    .filter(|e| e.wants(&event.event_type))
-                    .map(|e| (e, event)),
-            );
+            for endpoint in endpoints.iter().filter(|e| e.wants(&event.event_type)) {
+                let id = deliveries.push(endpoint, event);
+                jobs.push(
+                    options
+                        .webhooks
+                        .job(endpoint.id.as_str(), delivery_job_payload(id.as_str()), options.now),
+                );
+            }
             if let Some(template) = &options.events {
                 jobs.push(
                     template
@@ -78,23 +78,12 @@ impl Outbox for PgStore {
                 );
             }
         }
+        // A stable sort: each group keeps its events' order.
         jobs.sort_by(|a, b| {
             (a.queue.as_bytes(), a.group_key.as_bytes()).cmp(&(b.queue.as_bytes(), b.group_key.as_bytes()))
         });
-        wanted.sort_by(|a, b| a.0.id.as_str().as_bytes().cmp(b.0.id.as_str().as_bytes()));
-        let (before, after): (Vec<NewJob>, Vec<NewJob>) = jobs
-            .into_iter()
-            .partition(|job| job.queue.as_str() < options.webhooks.queue.as_str());
-        for job in &before {
-            enqueue_in_tx(&mut tx, job).await?;
-        }
-        for (endpoint, event) in wanted {
-            create_delivery(&mut tx, endpoint, event, &options.webhooks, options.now).await?;
-            deliveries += 1;
-        }
-        for job in &after {
-            enqueue_in_tx(&mut tx, job).await?;
-        }
+        let delivered = deliveries.insert(&mut tx, options.now).await?;
+        enqueue_many_in_tx(&mut tx, &jobs).await?;
         let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
         sqlx::query("UPDATE outbox_events SET published_at = $2 WHERE seq = ANY($1)")
             .bind(&seqs)
@@ -104,7 +93,7 @@ impl Outbox for PgStore {
         tx.commit().await?;
         Ok(RelayOutcome {
             events: seqs.len() as u64,
-            deliveries,
+            deliveries: delivered,
             busy: false,
         })
     }
@@ -168,4 +157,43 @@ pub(super) async fn create_delivery(
     let job = jobs.job(endpoint.id.as_str(), delivery_job_payload(id.as_str()), now);
     enqueue_in_tx(tx, &job).await?;
     Ok(id)
+}
+
+/// A relay batch's deliveries, one array per column, inserted in one statement.
+#[derive(Default)]
+struct NewDeliveries {
+    ids: Vec<String>,
+    endpoints: Vec<String>,
+    events: Vec<String>,
+    event_types: Vec<String>,
+}
+
+impl NewDeliveries {
+    fn push(&mut self, endpoint: &WebhookEndpoint, event: &OutboxEvent) -> DeliveryId {
+        let id = DeliveryId::generate();
+        self.ids.push(id.as_str().to_owned());
+        self.endpoints.push(endpoint.id.as_str().to_owned());
+        self.events.push(event.id.clone());
+        self.event_types.push(event.event_type.clone());
+        id
+    }
+
+    async fn insert(&self, tx: &mut Tx, now: DateTime<Utc>) -> Result<u64> {
+        if self.ids.is_empty() {
+            return Ok(0);
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, event_type, status, created_at) \
+             SELECT id, endpoint_id, event_id, event_type, 'pending', $5 \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS d(id, endpoint_id, event_id, event_type)",
+        )
+        .bind(&self.ids)
+        .bind(&self.endpoints)
+        .bind(&self.events)
+        .bind(&self.event_types)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        Ok(inserted.rows_affected())
+    }
 }

@@ -76,11 +76,12 @@ const SYNC_HEADS_OF_JOBS: &str = "\
       AND h.visible_at <> j.visible_at";
 
 /// Points each listed group's head row at its oldest live job, or removes
-/// the row when the group has none left. The lookup orders by the whole of
-/// `jobs_group_idx` so that only that index can serve it: ordered by `seq`
-/// alone, the planner may walk `jobs_live_idx` (the queue in enqueue order)
-/// instead, which for an emptied group means every live job of the queue
-/// (19 s per refresh with one group 100,000 jobs deep). The caller holds the rows' locks
+/// the row when the group has none left. The lookup is served by
+/// `jobs_group_idx`; no index that walks a whole queue in enqueue order
+/// exists any more (migration 0007 dropped `jobs_live_idx`, which the planner
+/// chose here whenever statistics showed one deep group, reading that group's
+/// whole backlog on every refresh: 13 s for 100 groups beside 100,000 jobs
+/// in one). The caller holds the rows' locks
 /// (or the groups have no row yet), so this runs with a snapshot taken after
 /// every change to these groups that committed before it.
 const REFRESH_HEADS: &str = "\
@@ -105,6 +106,14 @@ const LOCK_HEADS_OF_JOBS: &str = "\
     SELECT 1 FROM job_heads \
     WHERE (queue, group_key) IN (SELECT queue, group_key FROM jobs WHERE id = ANY($1)) \
     ORDER BY queue COLLATE \"C\", group_key COLLATE \"C\" FOR UPDATE";
+
+// LEASED: a job carries a lease token only while it is in flight (a lease
+// sets it; release, failure, dead-lettering and redrive clear it), so a
+// matching (id, lease_token) pair is an in-flight lease. Statements that take
+// such pairs do not also name `state = 'in_flight'`: with it, the planner may
+// drive the statement from `jobs_in_flight_idx` and compare every in-flight
+// job with every pair (53 ms per completion of 100 jobs with 1,600 in
+// flight) instead of looking the listed ids up in `jobs_pkey`.
 
 /// Groups (queue and key as two parallel arrays) that changed in one write.
 #[derive(Default)]
@@ -258,6 +267,85 @@ pub(crate) async fn enqueue_in_tx(tx: &mut Tx, job: &NewJob) -> Result<JobId> {
     )))
 }
 
+/// Enqueues many jobs in one statement, inside the caller's transaction:
+/// the relay's fan-out, which would otherwise cost two round trips a job.
+/// The jobs are taken in the order given, so each group keeps its jobs'
+/// order; head rows are upserted sorted by queue and group (`COLLATE "C"`,
+/// as every other writer locks them), so no two writers wait on each other
+/// in a cycle. A job whose dedup key is held is left out, as `enqueue_in_tx`
+/// would return the holder. Returns how many were inserted.
+pub(crate) async fn enqueue_many_in_tx(tx: &mut Tx, jobs: &[NewJob]) -> Result<u64> {
+    if jobs.is_empty() {
+        return Ok(0);
+    }
+    let mut columns = EnqueueColumns::default();
+    for job in jobs {
+        columns.push(job);
+    }
+    let inserted: i64 = sqlx::query_scalar(
+        "WITH input AS ( \
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], \
+                                $7::int[], $8::bigint[], $9::timestamptz[]) WITH ORDINALITY \
+             AS t(id, queue, group_key, payload, dedup_key, visible_at, max_receives, visibility_timeout_ms, \
+                  created_at, n)), \
+         inserted AS ( \
+           INSERT INTO jobs (id, queue, group_key, payload, dedup_key, state, visible_at, max_receives, \
+                             visibility_timeout_ms, created_at) \
+           SELECT id, queue, group_key, payload, dedup_key, 'ready', visible_at, max_receives, \
+                  visibility_timeout_ms, created_at FROM input ORDER BY n \
+           ON CONFLICT (queue, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING \
+           RETURNING queue, group_key, seq, id, visible_at), \
+         heads AS ( \
+           INSERT INTO job_heads (queue, group_key, seq, job_id, visible_at) \
+           SELECT DISTINCT ON (queue COLLATE \"C\", group_key COLLATE \"C\") queue, group_key, seq, id, visible_at \
+           FROM inserted ORDER BY queue COLLATE \"C\", group_key COLLATE \"C\", seq \
+           ON CONFLICT (queue, group_key) DO UPDATE \
+             SET seq = excluded.seq, job_id = excluded.job_id, visible_at = excluded.visible_at \
+           WHERE excluded.seq < job_heads.seq) \
+         SELECT count(*) FROM inserted",
+    )
+    .bind(&columns.ids)
+    .bind(&columns.queues)
+    .bind(&columns.groups)
+    .bind(&columns.payloads)
+    .bind(&columns.dedup_keys)
+    .bind(&columns.visible_at)
+    .bind(&columns.max_receives)
+    .bind(&columns.visibility_timeout_ms)
+    .bind(&columns.created_at)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(u64::try_from(inserted).unwrap_or(0))
+}
+
+/// `enqueue_many_in_tx`'s jobs as one array per column.
+#[derive(Default)]
+struct EnqueueColumns {
+    ids: Vec<String>,
+    queues: Vec<String>,
+    groups: Vec<String>,
+    payloads: Vec<String>,
+    dedup_keys: Vec<Option<String>>,
+    visible_at: Vec<DateTime<Utc>>,
+    max_receives: Vec<i32>,
+    visibility_timeout_ms: Vec<i64>,
+    created_at: Vec<DateTime<Utc>>,
+}
+
+impl EnqueueColumns {
+    fn push(&mut self, job: &NewJob) {
+        self.ids.push(job.id.as_str().to_owned());
+        self.queues.push(job.queue.clone());
+        self.groups.push(job.group_key.clone());
+        self.payloads.push(job.payload_text());
+        self.dedup_keys.push(job.dedup_key.clone());
+        self.visible_at.push(job.first_visible_at());
+        self.max_receives.push(job.max_receives_column());
+        self.visibility_timeout_ms.push(job.visibility_timeout_ms());
+        self.created_at.push(job.now);
+    }
+}
+
 struct Round {
     runs: Vec<Vec<ClaimedJob>>,
     dead_lettered: usize,
@@ -374,7 +462,7 @@ async fn release_in_tx(tx: &mut Tx, ids: &[JobId], token: &LeaseToken, now: Date
     let released = sqlx::query(
         "UPDATE jobs SET state = 'ready', receive_count = greatest(receive_count - 1, 0), visible_at = $3, \
            lease_token = NULL \
-         WHERE id = ANY($1) AND lease_token = $2 AND state = 'in_flight'",
+         WHERE id = ANY($1) AND lease_token = $2",
     )
     .bind(&ids)
     .bind(token.as_str())
@@ -420,7 +508,7 @@ impl JobQueue for PgStore {
         let released = sqlx::query(
             "UPDATE jobs SET state = 'ready', receive_count = greatest(receive_count - 1, 0), visible_at = $3, \
                lease_token = NULL \
-             WHERE state = 'in_flight' AND (id, lease_token) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+             WHERE (id, lease_token) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
         )
         .bind(&ids)
         .bind(tokens)
@@ -463,14 +551,14 @@ impl JobQueue for PgStore {
         }
         // The pairs travel as two parallel arrays: one statement and one
         // round trip whatever the batch size. A pair listed twice still
-        // removes its job once, and counts once.
+        // removes its job once, and counts once. See `LEASED` for why the
+        // state is not named.
         let (ids, tokens): (Vec<&str>, Vec<&str>) =
             jobs.iter().map(|(id, lease)| (id.as_str(), lease.as_str())).unzip();
         let mut tx = self.worker.begin().await?;
         lock_groups_of(&mut tx, &ids).await?;
         let deleted: Vec<(String, String)> = sqlx::query_as(
-            "DELETE FROM jobs WHERE state = 'in_flight' \
-               AND (id, lease_token) IN (SELECT * FROM unnest($1::text[], $2::text[])) \
+            "DELETE FROM jobs WHERE (id, lease_token) IN (SELECT * FROM unnest($1::text[], $2::text[])) \
              RETURNING queue, group_key",
         )
         .bind(ids)
