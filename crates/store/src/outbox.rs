@@ -57,6 +57,14 @@ pub struct RelayOutcome {
     pub deliveries: u64,
     /// Another node held the relay: this step did nothing.
     pub busy: bool,
+    /// Committed events wait behind a hole in the sequence (PostgreSQL: a
+    /// transaction still running, or one whose rollback is not yet known).
+    pub held: bool,
+    /// Events published below the mark: their transaction held its place in
+    /// the sequence so long that the relay had stepped over it.
+    pub late: u64,
+    /// Places in the sequence stepped over as holes nothing will fill.
+    pub skipped: u64,
 }
 
 /// How far the relay is behind, for metrics.
@@ -110,7 +118,7 @@ macro_rules! outbox_columns {
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct OutboxRow {
-    seq: i64,
+    pub(crate) seq: i64,
     id: String,
     aggregate_id: String,
     event_type: String,

@@ -11,6 +11,7 @@ mod orders;
 mod outbox;
 mod pooling;
 mod queue;
+mod sequence;
 mod webhooks;
 
 use std::str::FromStr;

@@ -7,6 +7,7 @@ use holdfast_domain::DeliveryId;
 
 use super::PgStore;
 use super::queue::{enqueue_in_tx, enqueue_many_in_tx};
+use super::sequence::{self, Gap, Mark, Plan};
 use crate::outbox::{OutboxRow, delivery_job_payload, event_job_payload, has_stock_effect};
 use crate::webhooks::EndpointRow;
 use crate::{JobTemplate, Outbox, OutboxEvent, OutboxLag, RelayOptions, RelayOutcome, Result, WebhookEndpoint};
@@ -29,6 +30,7 @@ impl Outbox for PgStore {
                 ..RelayOutcome::default()
             });
         }
+        let mark = read_mark(&mut tx).await?;
         let rows: Vec<OutboxRow> = sqlx::query_as(concat!(
             "SELECT ",
             outbox_columns!(),
@@ -40,10 +42,22 @@ impl Outbox for PgStore {
         if rows.is_empty() {
             return Ok(RelayOutcome::default());
         }
+        // Only rows that continue the sequence without a hole (see `sequence`).
+        let unpublished: Vec<i64> = rows.iter().map(|row| row.seq).collect();
+        let plan = sequence::plan(&mark, &unpublished, options.now);
+        write_mark(&mut tx, &mark, &plan).await?;
         let events = rows
             .into_iter()
+            .take(plan.publish.len())
             .map(OutboxEvent::try_from)
             .collect::<Result<Vec<_>>>()?;
+        if events.is_empty() {
+            tx.commit().await?;
+            return Ok(RelayOutcome {
+                held: true,
+                ..RelayOutcome::default()
+            });
+        }
         let endpoints = enabled_endpoints(&mut tx).await?;
         // The whole batch's fan-out in two statements: its deliveries, then
         // every job (events, inventory, webhooks) in one enqueue, which locks
@@ -95,6 +109,9 @@ impl Outbox for PgStore {
             events: seqs.len() as u64,
             deliveries: delivered,
             busy: false,
+            held: plan.publish.len() < unpublished.len(),
+            late: plan.late,
+            skipped: plan.skipped,
         })
     }
 
@@ -120,6 +137,46 @@ impl Outbox for PgStore {
             oldest_age_s: oldest.map(|at| (now - at).num_seconds().max(0)),
         })
     }
+}
+
+async fn read_mark(tx: &mut Tx) -> Result<Mark> {
+    let (high_water, gap_since, gap_xmax_taken, gap_settled): (i64, Option<DateTime<Utc>>, bool, bool) =
+        sqlx::query_as(
+            "SELECT high_water, gap_since, gap_xmax IS NOT NULL, \
+               coalesce(pg_snapshot_xmin(pg_current_snapshot()) >= gap_xmax, false) \
+             FROM outbox_relay",
+        )
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(Mark {
+        high_water,
+        gap_since,
+        gap_xmax_taken,
+        gap_settled,
+    })
+}
+
+async fn write_mark(tx: &mut Tx, mark: &Mark, plan: &Plan) -> Result<()> {
+    if plan.high_water == mark.high_water && plan.gap == Gap::Keep {
+        return Ok(());
+    }
+    let (gap_since, xmax) = match plan.gap {
+        Gap::Clear => (None, "clear"),
+        Gap::Seen(at) => (Some(at), "clear"),
+        Gap::TakeXmax => (mark.gap_since, "take"),
+        Gap::Keep => (mark.gap_since, "keep"),
+    };
+    sqlx::query(
+        "UPDATE outbox_relay SET high_water = $1, gap_since = $2, \
+           gap_xmax = CASE $3 WHEN 'take' THEN pg_snapshot_xmax(pg_current_snapshot()) \
+                              WHEN 'keep' THEN gap_xmax END",
+    )
+    .bind(plan.high_water)
+    .bind(gap_since)
+    .bind(xmax)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 async fn enabled_endpoints(tx: &mut Tx) -> Result<Vec<WebhookEndpoint>> {

@@ -67,7 +67,7 @@ impl Outbox for SqliteStore {
         Ok(RelayOutcome {
             events: events.len() as u64,
             deliveries,
-            busy: false,
+            ..RelayOutcome::default()
         })
     }
 

@@ -167,3 +167,141 @@ both_backends!(
         db.drop_database().await;
     }
 );
+
+/// PostgreSQL only: there transactions commit in any order, so a row can
+/// commit after one with a higher seq (SQLite has one writer, so its rows
+/// commit in seq order). The relay must hold the later row until the hole
+/// fills, or until PostgreSQL shows that nothing running can fill it.
+mod a_hole_in_the_outbox_sequence {
+    use super::*;
+    use crate::helpers::{Backend, pgbouncer, postgres_admin_url};
+    use sqlx::Connection;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres() {
+        if postgres_admin_url().await.is_some() {
+            holds_later_events_until_it_fills_or_proves_permanent(Backend::Postgres).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn pgbouncer_transaction_pooling() {
+        if pgbouncer().await.is_some() {
+            holds_later_events_until_it_fills_or_proves_permanent(Backend::PgBouncer).await;
+        }
+    }
+
+    fn relay_options() -> RelayOptions {
+        RelayOptions {
+            limit: 100,
+            now: Utc::now(),
+            webhooks: JobTemplate::new("webhooks"),
+            events: None,
+            inventory: None,
+        }
+    }
+
+    /// Writes an event in a transaction of its own that stays open.
+    async fn open_event(url: &str, id: &str) -> sqlx::PgConnection {
+        let mut connection = sqlx::PgConnection::connect(url).await.expect("connect");
+        sqlx::query("BEGIN").execute(&mut connection).await.expect("begin");
+        sqlx::query(
+            "INSERT INTO outbox_events (id, aggregate_id, event_type, payload, created_at) \
+             VALUES ($1, 'ord_held', 'order.paid', '{}', now())",
+        )
+        .bind(id)
+        .execute(&mut connection)
+        .await
+        .expect("insert");
+        connection
+    }
+
+    async fn published_order(store: &SharedStore, endpoint: &WebhookEndpointId) -> Vec<String> {
+        let mut events = Vec::new();
+        loop {
+            let claimed = store
+                .queue()
+                .claim_batch("webhooks", "checker", 10, Utc::now())
+                .await
+                .expect("claim");
+            let Some(job) = claimed.first() else {
+                return events;
+            };
+            let delivery_id = job.job.payload["delivery_id"].as_str().expect("delivery id");
+            let delivery = store
+                .webhooks()
+                .deliveries(endpoint, 1_000)
+                .await
+                .expect("deliveries")
+                .into_iter()
+                .find(|d| d.id.as_str() == delivery_id)
+                .expect("the job's delivery");
+            events.push(delivery.event_id);
+            assert!(
+                store
+                    .queue()
+                    .complete(&job.job.id, &job.lease_token)
+                    .await
+                    .expect("complete")
+            );
+        }
+    }
+
+    async fn holds_later_events_until_it_fills_or_proves_permanent(backend: Backend) {
+        let db = open(backend).await;
+        let store = db.store.clone();
+        store
+            .create_product(&NewProduct {
+                sku: Sku::parse("HOLE").expect("sku"),
+                name: "Hole".into(),
+                price: Money::new(1_000, Currency::USD).expect("price"),
+                on_hand: 10,
+                created_at: Utc::now(),
+            })
+            .await
+            .expect("product");
+        let everything = endpoint(&store, &["*"]).await;
+
+        // A transaction takes its place in the sequence and keeps running,
+        // while a later checkout commits.
+        let slow = open_event(&db.database_url, "evt_slow").await;
+        store.place_order(&new_order("HOLE", 1)).await.expect("placed");
+        for _ in 0..5 {
+            let outcome = store.outbox().relay_batch(&relay_options()).await.expect("relay");
+            assert_eq!((outcome.events, outcome.held), (0, true), "the later event waits");
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        }
+        sqlx::query("COMMIT").execute(&mut { slow }).await.expect("commit");
+        let outcome = store.outbox().relay_batch(&relay_options()).await.expect("relay");
+        assert_eq!(
+            (outcome.events, outcome.held, outcome.late, outcome.skipped),
+            (2, false, 0, 0)
+        );
+        let order = published_order(&store, &everything).await;
+        assert_eq!(order.len(), 2);
+        assert_eq!(order[0], "evt_slow", "published in sequence order: {order:?}");
+
+        // A transaction takes its place and rolls back: the hole is permanent,
+        // and the relay steps over it once PostgreSQL shows nothing can fill it.
+        let doomed = open_event(&db.database_url, "evt_doomed").await;
+        store.place_order(&new_order("HOLE", 1)).await.expect("placed");
+        assert!(store.outbox().relay_batch(&relay_options()).await.expect("relay").held);
+        sqlx::query("ROLLBACK")
+            .execute(&mut { doomed })
+            .await
+            .expect("rollback");
+        let mut published = None;
+        for _ in 0..20 {
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+            let outcome = store.outbox().relay_batch(&relay_options()).await.expect("relay");
+            if outcome.events > 0 {
+                published = Some(outcome);
+                break;
+            }
+        }
+        let outcome = published.expect("the event after a rolled-back hole is published within 20 passes");
+        assert_eq!((outcome.events, outcome.skipped, outcome.late), (1, 1, 0));
+        assert_eq!(store.outbox().lag(Utc::now()).await.expect("lag").unpublished, 0);
+        db.drop_database().await;
+    }
+}
