@@ -75,7 +75,13 @@ struct Verdict {
     out_of_order: Vec<String>,
     first: Option<DateTime<Utc>>,
     last: Option<DateTime<Utc>>,
+    /// Deliveries accepted after the burst was placed: the backlog worked
+    /// off with nothing else writing.
+    after_burst: usize,
 }
+
+/// Fewer deliveries than this left after the burst make no figure of their own.
+const BACKLOG_SAMPLE: usize = 200;
 
 pub async fn run(args: WebhooksArgs) -> anyhow::Result<u8> {
     anyhow::ensure!(!args.endpoints.is_empty(), "--endpoints needs at least one count");
@@ -120,17 +126,19 @@ async fn run_one(args: &WebhooksArgs, endpoints: u32) -> anyhow::Result<u8> {
         }
     );
     let created = create_burst(&service.store, args.events).await?;
+    let burst_end = Utc::now();
     println!(
         "  burst                  {:>9} order.pending_payment events placed in {:.2} s",
         args.events,
         created.as_secs_f64()
     );
     let complete = wait_for_deliveries(&partner.receiver, &names, expected, Duration::from_secs(args.timeout_s)).await;
-    let verdict = judge(&service.store, &partner.receiver, &names, args.events).await?;
+    let verdict = judge(&service.store, &partner.receiver, &names, args.events, burst_end).await?;
     // One delivery in flight per endpoint, so fewer endpoints than the
     // concurrency leave slots idle.
     let slots = names.len().min(usize::try_from(args.concurrency).unwrap_or(usize::MAX));
     let rate = report_deliveries(&verdict, expected, slots, &service.base_url).await?;
+    report_backlog(&verdict, burst_end, goal(endpoints));
     let ceiling = receiver_ceiling(&partner, &names, expected, args.concurrency).await?;
     println!(
         "  receiver ceiling       {:>9} requests in {:.2} s = {:>8.0} requests/s (plain client, {} connections, same run)",
@@ -241,6 +249,7 @@ async fn judge(
     receiver: &WebhookReceiver,
     names: &[String],
     events: u64,
+    burst_end: DateTime<Utc>,
 ) -> anyhow::Result<Verdict> {
     let mut seqs: HashMap<String, i64> = HashMap::new();
     let mut verdict = Verdict::default();
@@ -264,6 +273,10 @@ async fn judge(
             verdict.out_of_order.push(name.clone());
         }
         span(&mut verdict, &deliveries);
+        verdict.after_burst += deliveries
+            .iter()
+            .filter(|d| d.is_accepted() && d.received_at > burst_end)
+            .count();
     }
     Ok(verdict)
 }
@@ -293,6 +306,29 @@ fn span(verdict: &mut Verdict, deliveries: &[Delivery]) {
         .max();
     verdict.first = verdict.first.into_iter().chain(first).min();
     verdict.last = verdict.last.into_iter().chain(last).max();
+}
+
+/// Prints how fast the backlog left when the burst was placed went out, with
+/// nothing else writing to the database, when enough was left to measure.
+fn report_backlog(verdict: &Verdict, burst_end: DateTime<Utc>, goal: f64) {
+    let Some(last) = verdict.last else {
+        return;
+    };
+    if verdict.after_burst < BACKLOG_SAMPLE {
+        println!(
+            "  backlog after burst    {:>9} deliveries left when the burst was placed (fewer than {BACKLOG_SAMPLE}: no figure)",
+            verdict.after_burst
+        );
+        return;
+    }
+    let window = (last - burst_end).to_std().unwrap_or_default();
+    let rate = verdict.after_burst as f64 / window.as_secs_f64().max(1e-3);
+    println!(
+        "  backlog after burst    {:>9} in {:.2} s = {rate:>8.0} deliveries/s (nothing else writing)   goal >= {goal:.0} -> {}",
+        verdict.after_burst,
+        window.as_secs_f64(),
+        super::verdict(rate >= goal)
+    );
 }
 
 /// Prints the delivery figures and returns deliveries/s.
