@@ -141,6 +141,7 @@ pub fn order_body(items: &[(String, u32)], email: &str, payment_method: &str) ->
 pub struct Latencies(Histogram<u64>);
 
 impl Default for Latencies {
+    #[allow(clippy::expect_used, reason = "the bounds are constants that hdrhistogram accepts")]
     fn default() -> Self {
         Self(Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant histogram bounds are valid"))
     }

@@ -92,6 +92,7 @@ impl WebhookSecret {
         format!("{SECRET_PREFIX}{}", BASE64.encode(&self.key))
     }
 
+    #[allow(clippy::expect_used, reason = "HMAC accepts keys of any length")]
     fn mac(&self) -> HmacSha256 {
         // HMAC pads or hashes keys of any length, so this constructor never fails; the
         // `Result` only exists because the trait also serves fixed-key MACs.

@@ -67,6 +67,10 @@ struct Writer {
 type InFlight = JoinHandle<(Vec<NewJournalEntry>, Result<(), StoreError>)>;
 
 impl Writer {
+    #[allow(
+        clippy::expect_used,
+        reason = "the select! branch that polls `in_flight` runs only when it is Some"
+    )]
     async fn run(mut self, mut transitions: Receiver<Transition>, mut stop: watch::Receiver<bool>) {
         let mut in_flight: Option<InFlight> = None;
         let mut failures = 0u32;

@@ -2,6 +2,9 @@
 //! configuration loudly (seed 001), the demo runs end to end, and a worker
 //! killed with SIGKILL mid-job loses no work and repeats none.
 
+// Test code may unwrap: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod demo;
 mod drill;
 mod kill;

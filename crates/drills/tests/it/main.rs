@@ -4,6 +4,9 @@
 //! scale against real services, checking what they verify rather than how
 //! fast they are.
 
+// Test code may unwrap: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod api;
 mod http;
 mod inventory_hang;

@@ -2,6 +2,9 @@
 //! reviewed `insta` snapshots, against real PostgreSQL, real HTTP servers and
 //! the real promtool/amtool.
 
+// Test code may unwrap: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod canary;
 mod cli;
 mod lint;

@@ -3,6 +3,9 @@
 //! time where the claim is about timing and on several threads where the
 //! claim is about concurrency.
 
+// Test code may unwrap: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod api;
 mod breaker;
 mod bulkhead;

@@ -2,6 +2,9 @@
 //! recording webhook receiver standing in for Holdfast; `receiver` tests the partner
 //! stand-in, `WebhookReceiver`, with a real client posting signed deliveries.
 
+// Test code may unwrap: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod payments;
 mod receiver;
 mod support;

@@ -2,6 +2,9 @@
 //! `127.0.0.1:0` against a fresh database, and every behaviour runs on
 //! SQLite, PostgreSQL and PostgreSQL through PgBouncer (`both_backends!`).
 
+// Test code may unwrap: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod helpers;
 
 mod bad_input;

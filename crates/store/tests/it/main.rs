@@ -1,6 +1,9 @@
 //! The store's integration suite: the job queue, the outbox relay, stock holds
 //! and the operational journal on SQLite and PostgreSQL.
 
+// Test code may unwrap: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod batches;
 mod deadline;
 mod helpers;
