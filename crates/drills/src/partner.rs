@@ -4,7 +4,8 @@
 
 use std::collections::HashSet;
 
-use holdfast_sandbox::{Delivery, WebhookReceiver, WebhookSecret};
+use holdfast_sandbox::{Delivery, WebhookReceiver};
+use holdfast_signing::WebhookSecret;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;

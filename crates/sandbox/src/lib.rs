@@ -15,12 +15,14 @@ mod idempotency;
 mod ids;
 pub mod payments;
 pub mod receiver;
-pub mod signature;
-pub mod standard_webhooks;
 pub mod warehouse;
 
 pub use payments::{PaymentIntent, PaymentsConfig, PaymentsStats, SandboxPayments};
 pub use receiver::{Delivery, DeliveryCounts, Respond, Verification, WaitTimeout, WebhookReceiver};
-pub use signature::{SignatureError, stripe_signature_header, verify_stripe_signature};
-pub use standard_webhooks::{SecretError, SignedHeaders, VerifyError, WebhookHeaders, WebhookSecret};
+// The signatures live in their own crate; these paths stay for the sandbox's users.
+pub use holdfast_signing::stripe as signature;
+pub use holdfast_signing::{
+    SecretError, SignatureError, SignedHeaders, VerifyError, WebhookHeaders, WebhookSecret, standard_webhooks,
+    stripe_signature_header, verify_stripe_signature,
+};
 pub use warehouse::{SandboxWarehouse, Shipment, WarehouseConfig, WarehouseStats};

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use clap::Args;
 use holdfast_domain::Sku;
-use holdfast_sandbox::{Delivery, SignedHeaders, WebhookReceiver, WebhookSecret};
+use holdfast_sandbox::{Delivery, WebhookReceiver};
+use holdfast_signing::{SignedHeaders, WebhookSecret};
 use holdfast_store::{PlaceOrderError, SharedStore, StoreError};
 use indicatif::{ProgressBar, ProgressStyle};
 

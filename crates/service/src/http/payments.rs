@@ -89,7 +89,7 @@ pub struct WebhookAck {
     responses((status = 200, body = WebhookAck), (status = 400, body = Problem)))]
 pub async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Json<WebhookAck>> {
     let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
-    holdfast_sandbox::verify_stripe_signature(
+    holdfast_signing::verify_stripe_signature(
         state.config.payments.webhook_secret.expose(),
         signature,
         &body,

@@ -16,8 +16,8 @@ use super::auth::Admin;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{ApiJson, ApiQuery};
 use super::state::AppState;
-use crate::providers::webhooks::{generate_secret, secret_key};
 use crate::workers::webhooks::QUEUE;
+use holdfast_signing::WebhookSecret;
 
 const MAX_EVENT_TYPES: usize = 64;
 
@@ -78,7 +78,7 @@ pub async fn create_endpoint(
     let url = parse_url(&input.url)?;
     let event_types = parse_event_types(input.event_types)?;
     let secret = match input.secret {
-        Some(secret) if secret_key(&secret).is_some() => secret,
+        Some(secret) if WebhookSecret::parse(&secret).is_ok() => secret,
         Some(_) => {
             return Err(ApiError::field(
                 "invalid_request",
@@ -86,7 +86,7 @@ pub async fn create_endpoint(
                 "must be whsec_ followed by the base64 of 24 to 64 bytes",
             ));
         }
-        None => generate_secret(),
+        None => WebhookSecret::generate().expose(),
     };
     let endpoint = state
         .store

@@ -6,44 +6,16 @@
 
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, Utc};
-use hmac::{Hmac, Mac};
-use rand::RngCore;
-use sha2::Sha256;
+use holdfast_signing::{SignedHeaders, WebhookSecret};
 
 use super::payments::describe;
-
-pub const SECRET_PREFIX: &str = "whsec_";
-
-/// A fresh endpoint secret: 24 random bytes, as Svix makes them.
-pub fn generate_secret() -> String {
-    let mut key = [0u8; 24];
-    rand::thread_rng().fill_bytes(&mut key);
-    format!("{SECRET_PREFIX}{}", BASE64.encode(key))
-}
-
-/// The key bytes of a `whsec_…` secret; `None` if it is not one.
-pub fn secret_key(secret: &str) -> Option<Vec<u8>> {
-    let key = BASE64.decode(secret.strip_prefix(SECRET_PREFIX)?).ok()?;
-    (16..=64).contains(&key.len()).then_some(key)
-}
-
-/// The `webhook-signature` header value for one message.
-pub fn sign(key: &[u8], msg_id: &str, timestamp: i64, body: &str) -> String {
-    // HMAC accepts keys of any length, so `new_from_slice` cannot fail here.
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-    mac.update(format!("{msg_id}.{timestamp}.").as_bytes());
-    mac.update(body.as_bytes());
-    format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
-}
 
 /// One delivery to send.
 #[derive(Debug, Clone)]
 pub struct Outgoing<'a> {
     pub url: &'a str,
-    pub key: &'a [u8],
+    pub secret: &'a WebhookSecret,
     pub msg_id: &'a str,
     pub body: &'a str,
     pub now: DateTime<Utc>,
@@ -78,21 +50,18 @@ impl WebhookSender {
     }
 
     pub async fn send(&self, outgoing: &Outgoing<'_>) -> Answer {
-        let timestamp = outgoing.now.timestamp();
+        let signed = SignedHeaders::sign(
+            outgoing.secret,
+            outgoing.msg_id,
+            outgoing.now.timestamp(),
+            outgoing.body,
+        );
         let started = Instant::now();
-        let sent = self
-            .http
-            .post(outgoing.url)
-            .header("content-type", "application/json")
-            .header("webhook-id", outgoing.msg_id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header(
-                "webhook-signature",
-                sign(outgoing.key, outgoing.msg_id, timestamp, outgoing.body),
-            )
-            .body(outgoing.body.to_owned())
-            .send()
-            .await;
+        let mut request = self.http.post(outgoing.url).header("content-type", "application/json");
+        for (name, value) in signed.pairs() {
+            request = request.header(name, value);
+        }
+        let sent = request.body(outgoing.body.to_owned()).send().await;
         let latency = started.elapsed();
         match sent {
             Ok(response) => {
@@ -131,26 +100,6 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn generated_secrets_round_trip() {
-        let secret = generate_secret();
-        assert!(secret.starts_with("whsec_"));
-        assert_eq!(secret_key(&secret).map(|k| k.len()), Some(24));
-        assert_eq!(secret_key("whsec_not base64"), None);
-        assert_eq!(secret_key("sk_abc"), None);
-    }
-
-    #[test]
-    fn signature_matches_the_spec_example() {
-        // The example from the Standard Webhooks specification.
-        let key = secret_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
-        let body = r#"{"test": 2432232314}"#;
-        assert_eq!(
-            sign(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body),
-            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
-        );
-    }
 
     #[test]
     fn retry_after_reads_seconds_and_dates() {

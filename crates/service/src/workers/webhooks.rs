@@ -16,7 +16,8 @@ use holdfast_store::{AttemptOutcome, ClaimedJob, DeliveryStatus, DeliveryWork, W
 use super::WorkerContext;
 use super::jobs::{JobOutcome, backoff, jitter, payload_str};
 use crate::config::WebhooksConfig;
-use crate::providers::webhooks::{Answer, Outgoing, secret_key};
+use crate::providers::webhooks::{Answer, Outgoing};
+use holdfast_signing::WebhookSecret;
 
 pub const QUEUE: &str = "webhooks";
 
@@ -119,7 +120,7 @@ async fn attempt(
         let attempt = failed_attempt(delivery_id, now, &reason);
         return Attempted::done(Some((attempt, AttemptOutcome::Skipped)));
     }
-    let Some(key) = secret_key(&work.endpoint.secret) else {
+    let Ok(secret) = WebhookSecret::parse(&work.endpoint.secret) else {
         let reason = "the endpoint's secret is not a whsec_ secret".to_owned();
         let attempt = failed_attempt(delivery_id, now, &reason);
         return Attempted::done(Some((attempt, AttemptOutcome::DisableEndpoint { reason })));
@@ -129,7 +130,7 @@ async fn attempt(
         .webhook_sender
         .send(&Outgoing {
             url: &work.endpoint.url,
-            key: &key,
+            secret: &secret,
             msg_id: &work.event.id,
             body: &body,
             now,

@@ -38,7 +38,9 @@ pub enum SignatureError {
 
 /// Current Unix time in seconds, the clock both helpers expect.
 pub fn unix_now() -> i64 {
-    chrono::Utc::now().timestamp()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Builds the `Stripe-Signature` header value for `payload` signed at `timestamp`.

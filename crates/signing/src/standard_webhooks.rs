@@ -12,10 +12,10 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use axum::http::HeaderMap;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
+use http::HeaderMap;
 use rand::RngCore;
 use sha2::Sha256;
 
