@@ -21,7 +21,8 @@ use holdfast_service::workers::fulfillment;
 use holdfast_store::{JobTemplate, NewOrder, NewProduct, SharedStore, StatusChange};
 use tokio::sync::oneshot;
 
-use crate::{free_port, postgres_url};
+use crate::free_port;
+use holdfast_testkit::postgres_admin_url;
 
 /// Long enough that the first process is surely killed while its call is
 /// still waiting in the warehouse.
@@ -49,7 +50,9 @@ async fn sqlite_a_killed_worker_ships_the_order_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_killed_worker_ships_the_order_exactly_once() {
-    let Some(admin) = postgres_url() else { return };
+    let Some(admin) = postgres_admin_url().await else {
+        return;
+    };
     let url = holdfast_store::scratch::create_database(&admin, "kill")
         .await
         .expect("scratch database");

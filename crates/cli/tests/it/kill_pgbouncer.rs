@@ -18,7 +18,8 @@ use holdfast_store::PgBouncer;
 use holdfast_store::scratch::{PgBouncerSettings, ScratchPgBouncer};
 use tokio::sync::Mutex;
 
-use crate::{free_port, postgres_url};
+use crate::free_port;
+use holdfast_testkit::postgres_admin_url;
 
 const ON_HAND: i64 = 100_000;
 const CLIENTS: usize = 8;
@@ -27,7 +28,9 @@ const BEFORE_KILL: usize = 150;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_under_load_through_pgbouncer_loses_no_acknowledged_order() {
-    let Some(admin) = postgres_url() else { return };
+    let Some(admin) = postgres_admin_url().await else {
+        return;
+    };
     if !ScratchPgBouncer::installed() {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("pgbouncer is not installed (CI=true: a test that cannot get its service fails)");

@@ -59,21 +59,13 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// `HOLDFAST_TEST_PG_URL` or the local default, if it answers. Under
-/// `CI=true` an unreachable server fails the test instead of skipping it.
+/// The test PostgreSQL server for a test that is not async: the shared
+/// check (`HOLDFAST_TEST_PG_URL`, a connect timeout, the `CI=true` rule) on a
+/// runtime of its own. Async tests call `holdfast_testkit::postgres_admin_url`.
 pub fn postgres_url() -> Option<String> {
-    let url =
-        std::env::var("HOLDFAST_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let reachable =
-        std::net::TcpStream::connect_timeout(&"127.0.0.1:5432".parse().expect("addr"), Duration::from_secs(2));
-    let host_port_ok = url.contains("127.0.0.1:5432") || url.contains("localhost:5432");
-    if reachable.is_ok() || !host_port_ok {
-        return Some(url);
-    }
-    let why = format!("PostgreSQL at {url} is unreachable");
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{why} (CI=true: a test that cannot reach its service fails)");
-    }
-    eprintln!("skipping: {why}");
-    None
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime for the PostgreSQL check")
+        .block_on(holdfast_testkit::postgres_admin_url())
 }

@@ -91,28 +91,4 @@ pub fn http_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder().timeout(timeout).no_proxy().build()
 }
 
-/// The PostgreSQL server tests use: `HOLDFAST_TEST_PG_URL`, else the local
-/// default. When it cannot be reached the test is skipped with a message,
-/// except under `CI=true`, where that is a failure.
-pub async fn postgres_admin_url() -> Option<String> {
-    let url =
-        std::env::var("HOLDFAST_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let reachable = tokio::time::timeout(Duration::from_secs(5), async {
-        use sqlx::Connection;
-        sqlx::PgConnection::connect(&url).await
-    })
-    .await;
-    let why = match reachable {
-        Ok(Ok(connection)) => {
-            let _ = sqlx::Connection::close(connection).await;
-            return Some(url);
-        }
-        Ok(Err(error)) => format!("PostgreSQL at {url} is unreachable: {error}"),
-        Err(_) => format!("PostgreSQL at {url} did not answer within 5 s"),
-    };
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{why} (CI=true: a test that cannot reach its service fails)");
-    }
-    eprintln!("skipping: {why} (set HOLDFAST_TEST_PG_URL)");
-    None
-}
+pub use holdfast_testkit::postgres_admin_url;

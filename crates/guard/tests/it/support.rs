@@ -25,15 +25,10 @@ pub struct ScratchDb {
 impl ScratchDb {
     /// `None` (after [`unavailable`]) when PostgreSQL cannot be reached.
     pub async fn create() -> Option<ScratchDb> {
-        let admin_url = std::env::var("HOLDFAST_TEST_PG_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let mut admin = match PgConnection::connect(&admin_url).await {
-            Ok(c) => c,
-            Err(e) => {
-                unavailable("PostgreSQL (HOLDFAST_TEST_PG_URL)", e);
-                return None;
-            }
-        };
+        let admin_url = holdfast_testkit::postgres_admin_url().await?;
+        let mut admin = PgConnection::connect(&admin_url)
+            .await
+            .expect("connecting to the PostgreSQL server that just answered");
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());

@@ -12,33 +12,51 @@ both_backends!(two_hundred_buyers_race_for_fifty_units, |backend| async move {
     for i in 0..200 {
         let app = app.clone();
         buyers.push(tokio::spawn(async move {
+            // A 503 (a deadlock PostgreSQL broke, a pool or deadline that ran
+            // out under load) is retryable, and a client retries it with the
+            // same key, as Retry-After invites: the order a cut-off request
+            // did take is then found, not taken twice.
             let body = order(&[("LAST-50", 1)], "pm_card_visa");
-            app.shop.checkout(&body, &format!("race-{i}")).await
+            let key = format!("race-{i}");
+            let mut shed = 0;
+            loop {
+                let answer = app.shop.checkout(&body, &key).await;
+                if answer.status != 503 || shed == 20 {
+                    return (answer, shed);
+                }
+                assert!(
+                    ["dependency_unavailable", "deadline_exceeded"]
+                        .contains(&answer.body["code"].as_str().unwrap_or("")),
+                    "{}",
+                    answer.body
+                );
+                assert!(answer.headers.contains_key("retry-after"), "{:?}", answer.headers);
+                shed += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
         }));
     }
     let (mut won, mut lost, mut accepted, mut shed) = (0, 0, 0, 0);
     for buyer in buyers {
-        let answer = buyer.await.expect("buyer task");
+        let (answer, retried) = buyer.await.expect("buyer task");
+        shed += retried;
         match answer.status {
             201 => won += 1,
             // More buyers than the inventory bulkhead admits at once: the
             // rest are taken as accepted and settled by the checkout worker.
             202 => accepted += 1,
-            // A transaction PostgreSQL aborted to break a deadlock, when
-            // even taking the order for later failed: retryable, honest.
-            503 => {
-                assert_eq!(answer.body["code"], "dependency_unavailable", "{}", answer.body);
-                assert!(answer.headers.contains_key("retry-after"), "{:?}", answer.headers);
-                shed += 1;
-            }
             409 => {
                 assert_eq!(answer.body["code"], "out_of_stock", "{}", answer.body);
                 lost += 1;
             }
-            other => panic!("unexpected {other}: {}", answer.body),
+            other => panic!(
+                "unexpected final answer {other} after {retried} retries: {}",
+                answer.body
+            ),
         }
     }
-    assert_eq!(won + lost + accepted + shed, 200);
+    eprintln!("{won} won, {accepted} accepted, {lost} out of stock, {shed} retries after a 503");
+    assert_eq!(won + lost + accepted, 200);
     assert!(won <= 50, "{won} reservations for 50 units");
     let (on_hand, reserved, available) = app.inventory("LAST-50").await;
     assert!(on_hand - reserved == available && available >= 0, "nothing oversold");

@@ -8,102 +8,7 @@ use holdfast_store::SharedStore;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-    /// PostgreSQL through a stock PgBouncer in transaction pooling mode,
-    /// with `database.pgbouncer = "transaction"`.
-    PgBouncer,
-}
-
-/// Runs a test body once per backend: SQLite, PostgreSQL, and PostgreSQL
-/// through PgBouncer: `both_backends!(name, |backend| async move { … })`.
-#[macro_export]
-macro_rules! both_backends {
-    ($name:ident, $body:expr) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                let test = $body;
-                test($crate::helpers::Backend::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                if $crate::helpers::postgres_admin_url().await.is_none() {
-                    return;
-                }
-                let test = $body;
-                test($crate::helpers::Backend::Postgres).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn pgbouncer() {
-                if $crate::helpers::pgbouncer().await.is_none() {
-                    return;
-                }
-                let test = $body;
-                test($crate::helpers::Backend::PgBouncer).await;
-            }
-        }
-    };
-}
-
-/// The test binary's PgBouncer (transaction pooling) in front of the test
-/// PostgreSQL server, started by the first test that needs it. Skipped with a
-/// message when PostgreSQL or the `pgbouncer` binary is missing, except
-/// under `CI=true`, where that is a failure.
-pub async fn pgbouncer() -> Option<&'static holdfast_store::scratch::ScratchPgBouncer> {
-    static BOUNCER: std::sync::OnceLock<Result<holdfast_store::scratch::ScratchPgBouncer, String>> =
-        std::sync::OnceLock::new();
-    let server = postgres_admin_url().await?;
-    if !holdfast_store::scratch::ScratchPgBouncer::installed() {
-        return skip_or_fail("pgbouncer is not installed (Debian: apt-get install pgbouncer)");
-    }
-    let started = BOUNCER.get_or_init(|| {
-        holdfast_store::scratch::ScratchPgBouncer::start(
-            &server,
-            &holdfast_store::scratch::PgBouncerSettings::default(),
-        )
-    });
-    match started {
-        Ok(bouncer) => Some(bouncer),
-        Err(error) => panic!("pgbouncer is installed but did not start: {error}"),
-    }
-}
-
-/// The PostgreSQL server tests use: `HOLDFAST_TEST_PG_URL`, else the local
-/// default. When it cannot be reached the test is skipped with a message,
-/// except under `CI=true`, where that is a failure.
-pub async fn postgres_admin_url() -> Option<String> {
-    let url =
-        std::env::var("HOLDFAST_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let reachable = tokio::time::timeout(Duration::from_secs(5), async {
-        use sqlx::Connection;
-        sqlx::PgConnection::connect(&url).await
-    })
-    .await;
-    match reachable {
-        Ok(Ok(connection)) => {
-            let _ = sqlx::Connection::close(connection).await;
-            Some(url)
-        }
-        Ok(Err(error)) => skip_or_fail(&format!("PostgreSQL at {url} is unreachable: {error}")),
-        Err(_) => skip_or_fail(&format!("PostgreSQL at {url} did not answer within 5 s")),
-    }
-}
-
-fn skip_or_fail<T>(why: &str) -> Option<T> {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{why} (CI=true: a test that cannot reach its service fails)");
-    }
-    eprintln!("skipping: {why} (set HOLDFAST_TEST_PG_URL)");
-    None
-}
+pub use holdfast_testkit::{Backend, nats_url, pgbouncer, postgres_admin_url};
 
 pub struct TestApp {
     pub store: SharedStore,
@@ -122,17 +27,6 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestApp {
     spawn_app_as(backend, Role::All, tweak).await
-}
-
-/// The NATS server tests publish to: `HOLDFAST_TEST_NATS_URL`, else the local
-/// default; skipped when unreachable, except under `CI=true`.
-pub async fn nats_url() -> Option<String> {
-    let url = std::env::var("HOLDFAST_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-    let options = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5));
-    match options.connect(url.as_str()).await {
-        Ok(_) => Some(url),
-        Err(error) => skip_or_fail(&format!("NATS at {url} is unreachable: {error}")),
-    }
 }
 
 /// A recording webhook receiver on a loopback port, and its base URL.

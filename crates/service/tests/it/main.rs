@@ -7,6 +7,8 @@
 
 mod helpers;
 
+pub use holdfast_testkit::both_backends;
+
 mod bad_input;
 mod checkout;
 mod concurrency;

@@ -4,98 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use holdfast_store::scratch::{PgBouncerSettings, ScratchPgBouncer};
 use holdfast_store::{ClaimedJob, ConnectOptions, JobQueue, NewJob, PgBouncer, PoolOptions, Pools, SharedStore};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-    /// PostgreSQL through a stock PgBouncer in transaction pooling mode,
-    /// with `PgBouncer::Transaction`.
-    PgBouncer,
-}
-
-/// Runs a test body once per backend: SQLite, PostgreSQL, and PostgreSQL
-/// through PgBouncer: `both_backends!(name, |backend| async move { … })`.
-#[macro_export]
-macro_rules! both_backends {
-    ($name:ident, $body:expr) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                let test = $body;
-                test($crate::helpers::Backend::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                if $crate::helpers::postgres_admin_url().await.is_none() {
-                    return;
-                }
-                let test = $body;
-                test($crate::helpers::Backend::Postgres).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn pgbouncer() {
-                if $crate::helpers::pgbouncer().await.is_none() {
-                    return;
-                }
-                let test = $body;
-                test($crate::helpers::Backend::PgBouncer).await;
-            }
-        }
-    };
-}
-
-/// The test binary's PgBouncer (transaction pooling) in front of the test
-/// PostgreSQL server, started by the first test that needs it. Skipped with a
-/// message when PostgreSQL or the `pgbouncer` binary is missing, except
-/// under `CI=true`, where that is a failure.
-pub async fn pgbouncer() -> Option<&'static ScratchPgBouncer> {
-    static BOUNCER: std::sync::OnceLock<Result<ScratchPgBouncer, String>> = std::sync::OnceLock::new();
-    let server = postgres_admin_url().await?;
-    if !ScratchPgBouncer::installed() {
-        return skip_or_fail("pgbouncer is not installed (Debian: apt-get install pgbouncer)");
-    }
-    match BOUNCER.get_or_init(|| ScratchPgBouncer::start(&server, &PgBouncerSettings::default())) {
-        Ok(bouncer) => Some(bouncer),
-        Err(error) => panic!("pgbouncer is installed but did not start: {error}"),
-    }
-}
-
-/// The PostgreSQL server tests use: `HOLDFAST_TEST_PG_URL`, else the local
-/// default. When it cannot be reached the test is skipped with a message,
-/// except under `CI=true`, where that is a failure.
-pub async fn postgres_admin_url() -> Option<String> {
-    let url =
-        std::env::var("HOLDFAST_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let reachable = tokio::time::timeout(Duration::from_secs(5), async {
-        use sqlx::Connection;
-        sqlx::PgConnection::connect(&url).await
-    })
-    .await;
-    match reachable {
-        Ok(Ok(connection)) => {
-            let _ = sqlx::Connection::close(connection).await;
-            Some(url)
-        }
-        Ok(Err(error)) => skip_or_fail(&format!("PostgreSQL at {url} is unreachable: {error}")),
-        Err(_) => skip_or_fail(&format!("PostgreSQL at {url} did not answer within 5 s")),
-    }
-}
-
-fn skip_or_fail<T>(why: &str) -> Option<T> {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{why} (CI=true: a test that cannot reach its service fails)");
-    }
-    eprintln!("skipping: {why} (set HOLDFAST_TEST_PG_URL)");
-    None
-}
+pub use holdfast_testkit::{Backend, pgbouncer, postgres_admin_url};
 
 /// A migrated store on a database of its own: a temporary SQLite file, or a
 /// scratch PostgreSQL database dropped by [`TestStore::drop_database`].

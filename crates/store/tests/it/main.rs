@@ -7,6 +7,8 @@
 mod batches;
 mod deadline;
 mod helpers;
+
+pub use holdfast_testkit::both_backends;
 mod holds;
 mod journal;
 mod lifecycle;
