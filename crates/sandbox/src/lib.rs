@@ -19,10 +19,4 @@ pub mod warehouse;
 
 pub use payments::{PaymentIntent, PaymentsConfig, PaymentsStats, SandboxPayments};
 pub use receiver::{Delivery, DeliveryCounts, Respond, Verification, WaitTimeout, WebhookReceiver};
-// The signatures live in their own crate; these paths stay for the sandbox's users.
-pub use holdfast_signing::stripe as signature;
-pub use holdfast_signing::{
-    SecretError, SignatureError, SignedHeaders, VerifyError, WebhookHeaders, WebhookSecret, standard_webhooks,
-    stripe_signature_header, verify_stripe_signature,
-};
 pub use warehouse::{SandboxWarehouse, Shipment, WarehouseConfig, WarehouseStats};

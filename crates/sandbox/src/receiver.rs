@@ -26,7 +26,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-use crate::standard_webhooks::{DEFAULT_TOLERANCE, VerifyError, WebhookHeaders, WebhookSecret, verify};
+use holdfast_signing::standard_webhooks::{DEFAULT_TOLERANCE, VerifyError, WebhookHeaders, WebhookSecret, verify};
 
 /// One scripted answer: a status, an optional `Retry-After`, an optional delay before
 /// answering, and how many consecutive requests it answers.

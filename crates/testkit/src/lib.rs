@@ -42,31 +42,31 @@ macro_rules! both_backends {
             #[allow(unused_imports)]
             use super::*;
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                let test = $body;
-                test($crate::Backend::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                if $crate::postgres_admin_url().await.is_none() {
-                    return;
-                }
-                let test = $body;
-                test($crate::Backend::Postgres).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn pgbouncer() {
-                if $crate::pgbouncer().await.is_none() {
-                    return;
-                }
-                let test = $body;
-                test($crate::Backend::PgBouncer).await;
-            }
+            $crate::both_backends!(@run sqlite, Sqlite, $body);
+            $crate::both_backends!(@run postgres, Postgres, $body);
+            $crate::both_backends!(@run pgbouncer, PgBouncer, $body);
         }
     };
+    (@run $test:ident, $backend:ident, $body:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $test() {
+            if !$crate::available($crate::Backend::$backend).await {
+                return;
+            }
+            let test = $body;
+            test($crate::Backend::$backend).await;
+        }
+    };
+}
+
+/// Whether `backend`'s services are there; when they are not, the test is
+/// skipped with a message, or fails under `CI=true` (see [`skip_or_fail`]).
+pub async fn available(backend: Backend) -> bool {
+    match backend {
+        Backend::Sqlite => true,
+        Backend::Postgres => postgres_admin_url().await.is_some(),
+        Backend::PgBouncer => pgbouncer().await.is_some(),
+    }
 }
 
 /// A test that cannot reach a service it needs: `None` with a message, or a

@@ -13,7 +13,7 @@ use serde_json::json;
 use super::Inner;
 use super::intent::PaymentIntent;
 use crate::ids::{new_id, unix_now};
-use crate::signature::stripe_signature_header;
+use holdfast_signing::stripe_signature_header;
 
 /// Waits between delivery attempts: ten attempts over roughly fifty seconds, so a
 /// receiver that is restarting still gets the event.

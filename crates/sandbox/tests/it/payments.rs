@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use holdfast_sandbox::signature::{DEFAULT_TOLERANCE, unix_now, verify_stripe_signature};
+use holdfast_signing::stripe::{DEFAULT_TOLERANCE, unix_now, verify_stripe_signature};
 
 use crate::support::{Receiver, SECRET, TestResult, config_with_webhook, eventually, get, post_form, spawn_payments};
 

@@ -5,8 +5,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::Utc;
-use holdfast_sandbox::standard_webhooks::WEBHOOK_ID;
-use holdfast_sandbox::{Delivery, Respond, SignedHeaders, Verification, VerifyError, WebhookSecret};
+use holdfast_sandbox::{Delivery, Respond, Verification};
+use holdfast_signing::standard_webhooks::WEBHOOK_ID;
+use holdfast_signing::{SignedHeaders, VerifyError, WebhookSecret};
 use serde_json::json;
 
 use crate::support::{TestResult, spawn_receiver};

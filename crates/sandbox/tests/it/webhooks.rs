@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use holdfast_sandbox::signature::{DEFAULT_TOLERANCE, unix_now, verify_stripe_signature};
+use holdfast_signing::stripe::{DEFAULT_TOLERANCE, unix_now, verify_stripe_signature};
 use tokio::net::TcpListener;
 
 use crate::support::{

@@ -63,7 +63,7 @@ async fn listen(app: &TestApp, receiver: &WebhookReceiver, base: &str, name: &st
     let (id, secret) = register(app, &format!("{base}/hooks/{name}"), types).await;
     receiver.set_secret(
         name,
-        holdfast_sandbox::WebhookSecret::parse(&secret).expect("whsec secret"),
+        holdfast_signing::WebhookSecret::parse(&secret).expect("whsec secret"),
     );
     (id, secret)
 }

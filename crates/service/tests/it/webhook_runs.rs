@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
-use holdfast_sandbox::{Delivery, Respond, WebhookReceiver, WebhookSecret};
+use holdfast_sandbox::{Delivery, Respond, WebhookReceiver};
 use holdfast_service::Role;
 use holdfast_service::workers::{relay, webhooks};
+use holdfast_signing::WebhookSecret;
 use serde_json::json;
 use tokio::sync::{Notify, watch};
 

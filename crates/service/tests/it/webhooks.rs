@@ -51,14 +51,14 @@ both_backends!(webhooks_are_verified_and_deduplicated, |backend| async move {
     let wrong_secret = deliver(
         &app,
         &event,
-        Some(holdfast_sandbox::stripe_signature_header("whsec_other", now, &event)),
+        Some(holdfast_signing::stripe_signature_header("whsec_other", now, &event)),
     )
     .await;
     assert_eq!(wrong_secret.status, 400);
     let stale = deliver(
         &app,
         &event,
-        Some(holdfast_sandbox::stripe_signature_header(&secret, now - 3600, &event)),
+        Some(holdfast_signing::stripe_signature_header(&secret, now - 3600, &event)),
     )
     .await;
     assert_eq!(stale.status, 400, "a replay from an hour ago is refused");
@@ -66,12 +66,12 @@ both_backends!(webhooks_are_verified_and_deduplicated, |backend| async move {
     let forged = deliver(
         &app,
         &tampered,
-        Some(holdfast_sandbox::stripe_signature_header(&secret, now, &event)),
+        Some(holdfast_signing::stripe_signature_header(&secret, now, &event)),
     )
     .await;
     assert_eq!(forged.status, 400, "the signature covers the raw body");
 
-    let signature = holdfast_sandbox::stripe_signature_header(&secret, now, &event);
+    let signature = holdfast_signing::stripe_signature_header(&secret, now, &event);
     let first = deliver(&app, &event, Some(signature.clone())).await;
     assert_eq!((first.status, first.body["duplicate"].clone()), (200, json!(false)));
     let second = deliver(&app, &event, Some(signature)).await;

@@ -273,16 +273,16 @@ pub(crate) async fn enqueue_in_tx(tx: &mut Tx, job: &NewJob) -> Result<JobId> {
 /// order; head rows are upserted sorted by queue and group (`COLLATE "C"`,
 /// as every other writer locks them), so no two writers wait on each other
 /// in a cycle. A job whose dedup key is held is left out, as `enqueue_in_tx`
-/// would return the holder. Returns how many were inserted.
-pub(crate) async fn enqueue_many_in_tx(tx: &mut Tx, jobs: &[NewJob]) -> Result<u64> {
+/// would return the holder.
+pub(crate) async fn enqueue_many_in_tx(tx: &mut Tx, jobs: &[NewJob]) -> Result<()> {
     if jobs.is_empty() {
-        return Ok(0);
+        return Ok(());
     }
     let mut columns = EnqueueColumns::default();
     for job in jobs {
         columns.push(job);
     }
-    let inserted: i64 = sqlx::query_scalar(
+    sqlx::query(
         "WITH input AS ( \
            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], \
                                 $7::int[], $8::bigint[], $9::timestamptz[]) WITH ORDINALITY \
@@ -313,9 +313,9 @@ pub(crate) async fn enqueue_many_in_tx(tx: &mut Tx, jobs: &[NewJob]) -> Result<u
     .bind(&columns.max_receives)
     .bind(&columns.visibility_timeout_ms)
     .bind(&columns.created_at)
-    .fetch_one(&mut **tx)
+    .execute(&mut **tx)
     .await?;
-    Ok(u64::try_from(inserted).unwrap_or(0))
+    Ok(())
 }
 
 /// `enqueue_many_in_tx`'s jobs as one array per column.

@@ -3,27 +3,16 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use holdfast_domain::{Currency, Money, Sku};
-use holdfast_store::{NewProduct, PlaceOrderError, StoreError};
+use holdfast_store::{PlaceOrderError, StoreError};
 use sqlx::Connection;
 
 use crate::both_backends;
-use crate::helpers::{Backend, open};
+use crate::helpers::{Backend, open, product};
 use crate::outbox::new_order;
 
 both_backends!(a_write_gives_up_at_the_request_deadline, |backend| async move {
     let db = open(backend).await;
-    db.store
-        .create_product(&NewProduct {
-            sku: Sku::parse("LOCKED").expect("sku"),
-            name: "Locked".into(),
-            price: Money::new(1_000, Currency::USD).expect("price"),
-            on_hand: 5,
-            created_at: Utc::now(),
-        })
-        .await
-        .expect("product");
+    product(&db.store, "LOCKED", 5).await;
     // Another session holds what checkout needs, as seed 000's migration did.
     let holder: Box<dyn std::any::Any + Send> = match backend {
         Backend::Postgres | Backend::PgBouncer => {

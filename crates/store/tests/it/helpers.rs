@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use holdfast_store::{ClaimedJob, ConnectOptions, JobQueue, NewJob, PgBouncer, PoolOptions, Pools, SharedStore};
+use holdfast_domain::{Currency, Money, Sku};
+use holdfast_store::{
+    ClaimedJob, ConnectOptions, JobQueue, NewJob, NewProduct, PgBouncer, PoolOptions, Pools, SharedStore,
+};
 
 pub use holdfast_testkit::{Backend, pgbouncer, postgres_admin_url};
 
@@ -115,4 +118,18 @@ pub async fn claim_one(queue: &dyn JobQueue, name: &str, worker: &str, now: Date
     let mut claimed = queue.claim_batch(name, worker, 1, now).await.expect("claim");
     assert!(claimed.len() <= 1, "asked for one job, got {}", claimed.len());
     claimed.pop()
+}
+
+/// Creates product `sku` at 10.00 USD with `on_hand` units.
+pub async fn product(store: &SharedStore, sku: &str, on_hand: u32) {
+    store
+        .create_product(&NewProduct {
+            sku: Sku::parse(sku).expect("sku"),
+            name: sku.into(),
+            price: Money::new(1_000, Currency::USD).expect("price"),
+            on_hand,
+            created_at: Utc::now(),
+        })
+        .await
+        .expect("product");
 }

@@ -3,14 +3,13 @@
 //! and counted as reserved wherever checkout's reservations are.
 
 use chrono::{DateTime, Utc};
-use holdfast_domain::{Currency, Money, OrderId, Quantity, Sku};
+use holdfast_domain::{OrderId, Quantity, Sku};
 use holdfast_store::{
-    HoldAction, HoldStatus, InventoryBatch, InventoryLevel, NewHold, NewProduct, PlaceOrderError, SharedStore,
-    StoreError,
+    HoldAction, HoldStatus, InventoryBatch, InventoryLevel, NewHold, PlaceOrderError, SharedStore, StoreError,
 };
 
 use crate::both_backends;
-use crate::helpers::{open, secs, t0};
+use crate::helpers::{open, product, secs, t0};
 use crate::outbox::new_order;
 
 fn sku(raw: &str) -> Sku {
@@ -27,19 +26,6 @@ fn new_hold(id: &OrderId, lines: &[(&str, i64)], now: DateTime<Utc>) -> NewHold 
         expires_at: now + secs(900),
         now,
     }
-}
-
-async fn product(store: &SharedStore, raw: &str, on_hand: u32) {
-    store
-        .create_product(&NewProduct {
-            sku: sku(raw),
-            name: raw.into(),
-            price: Money::new(1_000, Currency::USD).expect("price"),
-            on_hand,
-            created_at: Utc::now(),
-        })
-        .await
-        .expect("product");
 }
 
 /// (available, reserved, on hand) of a SKU.
