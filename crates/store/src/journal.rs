@@ -5,6 +5,10 @@
 //! Entries are written on the worker pool, never by a request, and read on
 //! the read pool, so the journal competes with neither checkouts nor the
 //! `GET` endpoints.
+//!
+//! Both backends run the same SQL ([`impl_journal!`]); nothing here is per
+//! backend. On SQLite `at` is RFC 3339 text in UTC, as sqlx writes every time
+//! there, so comparing the text compares the times.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -93,4 +97,53 @@ impl TryFrom<JournalRow> for JournalEntry {
             node: row.node,
         })
     }
+}
+
+/// `Journal` for a backend's store: the same SQL on both. See the crate's
+/// docs for what a backend provides (`begin_write`, the `read` and `worker`
+/// pools).
+macro_rules! impl_journal {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::Journal for $store {
+            async fn record(&self, entries: &[$crate::NewJournalEntry]) -> $crate::Result<()> {
+                if entries.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = begin_write(&self.worker).await?;
+                for entry in entries {
+                    sqlx::query(
+                        "INSERT INTO ops_journal (at, kind, subject, summary, detail, node) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(entry.at)
+                    .bind(&entry.kind)
+                    .bind(&entry.subject)
+                    .bind(&entry.summary)
+                    .bind(entry.detail.to_string())
+                    .bind(&entry.node)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn list(&self, query: &$crate::JournalQuery) -> $crate::Result<Vec<$crate::JournalEntry>> {
+                let rows: Vec<$crate::journal::JournalRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    journal_columns!(),
+                    " FROM ops_journal WHERE ($1 IS NULL OR at >= $1) AND ($2 IS NULL OR at < $2) ",
+                    "AND ($3 IS NULL OR kind = $3) ORDER BY at, seq LIMIT $4"
+                ))
+                .bind(query.since)
+                .bind(query.until)
+                .bind(query.kind.as_deref())
+                .bind(query.limit)
+                .fetch_all(&self.read)
+                .await?;
+                rows.into_iter().map($crate::JournalEntry::try_from).collect()
+            }
+        }
+    };
 }

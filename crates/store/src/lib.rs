@@ -4,6 +4,30 @@
 //! Callers see domain types and [`StoreError`]; nothing above this crate
 //! writes SQL. Each implementation owns three pools (reads, checkout writes,
 //! background workers) so that a stuck write path never starves reads.
+//!
+//! # One SQL text for both backends
+//!
+//! SQL that is the same on both backends is written once, in the resource's
+//! module (`journal.rs`, `webhooks.rs`, …), inside an `impl_<trait>!` macro
+//! that each backend expands for its own store type (`impl_journal!(PgStore)`
+//! in `postgres/mod.rs`). Placeholders are `$N` on both: sqlx binds them by
+//! position on SQLite too. The macro's body is type-checked once per backend,
+//! so each expansion uses that backend's pools, transaction type and row
+//! decoding with no generic bounds to spell out. Names the body does not
+//! qualify with `$crate::` resolve where it is expanded; each backend's
+//! `mod.rs` provides the same few:
+//!
+//! - the pools `self.read`, `self.write` and `self.worker`;
+//! - `begin_write(&pool)`: a write transaction (`BEGIN IMMEDIATE` on SQLite,
+//!   timeouts from the request's deadline on PostgreSQL);
+//! - anything truly per backend, passed to the macro as an argument (a SQL
+//!   fragment, a helper function) or kept in the backend's own file.
+//!
+//! What stays per backend, and why: connecting and pool settings,
+//! migrations and their status, stock (buckets claimed `SKIP LOCKED` on
+//! PostgreSQL, `take_stock` against SQLite's one writer), the queue's claim
+//! query, the relay's lock and sequence gaps (PostgreSQL commits out of
+//! sequence order; SQLite cannot), array binds (`= ANY($1)` vs `json_each`).
 
 #[macro_use]
 mod rows;

@@ -5,7 +5,6 @@
 
 mod catalogue;
 mod holds;
-mod journal;
 mod migrate;
 mod orders;
 mod outbox;
@@ -123,6 +122,12 @@ fn session_timeouts(settings: Settings) -> String {
     )
 }
 
+/// A transaction on `pool`, its timeouts set from the request's deadline
+/// (`pooling.rs`). The shared SQL of both backends begins every write here.
+pub(crate) async fn begin_write(pool: &Pool) -> Result<Tx> {
+    pool.begin().await
+}
+
 fn usage(name: &'static str, pool: &Pool) -> PoolUsage {
     let pool = pool.sqlx();
     let max = pool.options().get_max_connections();
@@ -133,6 +138,8 @@ fn usage(name: &'static str, pool: &Pool) -> PoolUsage {
         max,
     }
 }
+
+impl_journal!(PgStore);
 
 #[async_trait]
 impl Store for PgStore {

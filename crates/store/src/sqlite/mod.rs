@@ -8,7 +8,6 @@
 
 mod catalogue;
 mod holds;
-mod journal;
 mod orders;
 mod outbox;
 mod queue;
@@ -106,6 +105,8 @@ pub(crate) async fn begin_write(pool: &SqlitePool) -> Result<sqlx::Transaction<'
     // Within a request, the wait for SQLite's one writer ends at its deadline.
     crate::deadline::within(pool.begin_with("BEGIN IMMEDIATE")).await
 }
+
+impl_journal!(SqliteStore);
 
 #[async_trait]
 impl Store for SqliteStore {
