@@ -132,6 +132,9 @@ pub struct EventsConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhooksConfig {
+    /// Lets deliveries reach loopback, private and link-local addresses
+    /// (`providers/egress.rs`); off by default.
+    pub allow_private_networks: bool,
     pub retry_schedule_ms: Vec<u64>,
     pub disable_after_s: u64,
     pub max_retry_after_s: u64,

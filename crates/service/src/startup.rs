@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, ConfigError, InventoryMode, PaymentsProvider};
 use crate::http::auth::{generate_key, hash_key, register_key, validate_key};
 use crate::http::state::AppState;
+use crate::providers::egress::Egress;
 use crate::providers::events::EventPublisher;
 use crate::providers::inventory::RemoteInventory;
 use crate::providers::payments::{NoPayments, PaymentProvider, StripeClient};
@@ -301,7 +302,10 @@ impl Application {
             payments,
             events,
             inventory,
-            webhook_sender: WebhookSender::new(deadline(config.dependencies.webhooks.deadline_ms))?,
+            webhook_sender: WebhookSender::new(
+                deadline(config.dependencies.webhooks.deadline_ms),
+                Egress::from_config(config.webhooks.allow_private_networks),
+            )?,
             dependencies: self.dependencies.clone(),
             worker_id: WorkerContext::new_worker_id(),
             wake: Wakers::default(),

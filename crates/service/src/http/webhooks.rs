@@ -16,6 +16,7 @@ use super::auth::Admin;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{ApiJson, ApiQuery};
 use super::state::AppState;
+use crate::providers::egress::Egress;
 use crate::workers::webhooks::QUEUE;
 use holdfast_signing::WebhookSecret;
 
@@ -75,7 +76,10 @@ pub async fn create_endpoint(
     json: ApiJson<EndpointIn>,
 ) -> ApiResult<(StatusCode, Json<EndpointOut>)> {
     let input = json.body;
-    let url = parse_url(&input.url)?;
+    let url = parse_url(
+        &input.url,
+        Egress::from_config(state.config.webhooks.allow_private_networks),
+    )?;
     let event_types = parse_event_types(input.event_types)?;
     let secret = match input.secret {
         Some(secret) if WebhookSecret::parse(&secret).is_ok() => secret,
@@ -296,11 +300,22 @@ async fn find_delivery(state: &AppState, endpoint: &str, raw: &str) -> ApiResult
     }
 }
 
-fn parse_url(raw: &str) -> ApiResult<String> {
+fn parse_url(raw: &str, egress: Egress) -> ApiResult<String> {
     let invalid = |why: &str| ApiError::field("invalid_request", "url", why);
     let url = url::Url::parse(raw.trim()).map_err(|e| invalid(&format!("is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(invalid("must be an http or https URL with a host"));
+    }
+    if let Err(refused) = egress.check_url(&url) {
+        return Err(ApiError::field(
+            "url_not_allowed",
+            "url",
+            format!(
+                "{} is a {} address; webhooks reach public addresses only unless \
+                 webhooks.allow_private_networks = true",
+                refused.ip, refused.reason
+            ),
+        ));
     }
     Ok(url.to_string())
 }

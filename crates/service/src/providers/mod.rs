@@ -1,5 +1,6 @@
 //! Adapters to the outside services Holdfast calls.
 
+pub mod egress;
 pub mod events;
 pub mod inventory;
 pub mod payments;

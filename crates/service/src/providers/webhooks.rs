@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use holdfast_signing::{SignedHeaders, WebhookSecret};
 
+use super::egress::{Egress, FilteringResolver};
 use super::payments::describe;
 
 /// One delivery to send.
@@ -34,11 +35,16 @@ pub struct Answer {
 
 pub struct WebhookSender {
     http: reqwest::Client,
+    egress: Egress,
 }
 
 impl WebhookSender {
-    pub fn new(deadline: Duration) -> Result<Self, reqwest::Error> {
+    /// A sender whose deliveries reach only what `egress` allows: the
+    /// client's resolver drops blocked addresses, and `send` checks a URL
+    /// whose host is a literal address (no name to resolve).
+    pub fn new(deadline: Duration, egress: Egress) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
+            .dns_resolver(FilteringResolver::new(egress))
             .timeout(deadline)
             .connect_timeout(deadline.min(Duration::from_secs(5)))
             .user_agent(concat!("holdfast-webhooks/", env!("CARGO_PKG_VERSION")))
@@ -46,10 +52,20 @@ impl WebhookSender {
             // endpoint says, or fails visibly.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(Self { http })
+        Ok(Self { http, egress })
     }
 
     pub async fn send(&self, outgoing: &Outgoing<'_>) -> Answer {
+        if let Ok(url) = url::Url::parse(outgoing.url)
+            && let Err(refused) = self.egress.check_url(&url)
+        {
+            return Answer {
+                status: None,
+                latency: Duration::ZERO,
+                error: Some(refused.to_string()),
+                retry_after: None,
+            };
+        }
         let signed = SignedHeaders::sign(
             outgoing.secret,
             outgoing.msg_id,

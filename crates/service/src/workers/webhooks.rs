@@ -245,6 +245,7 @@ mod tests {
 
     fn config() -> WebhooksConfig {
         WebhooksConfig {
+            allow_private_networks: false,
             retry_schedule_ms: vec![0, 5_000, 300_000],
             disable_after_s: 432_000,
             max_retry_after_s: 3600,

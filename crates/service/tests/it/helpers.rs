@@ -93,6 +93,8 @@ async fn spawn_app_on(
     if backend == Backend::PgBouncer {
         config.database.pgbouncer = holdfast_store::PgBouncer::Transaction;
     }
+    // The tests' partners listen on 127.0.0.1; `egress.rs` tests the filter.
+    config.webhooks.allow_private_networks = true;
     tweak(&mut config);
     let app = Application::build(config.clone(), role)
         .await

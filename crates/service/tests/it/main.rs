@@ -12,6 +12,7 @@ pub use holdfast_testkit::both_backends;
 mod bad_input;
 mod checkout;
 mod concurrency;
+mod egress;
 mod events;
 mod expiry;
 mod holds;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use holdfast_service::config::Secret;
+use holdfast_service::providers::egress::Egress;
 use holdfast_service::providers::events::EventPublisher;
 use holdfast_service::providers::payments::StripeClient;
 use holdfast_service::providers::warehouse::HttpWarehouse;
@@ -25,7 +26,11 @@ pub fn worker_context(app: &TestApp, worker_id: &str, events: Option<Arc<EventPu
         payments: Arc::new(StripeClient::new("http://127.0.0.1:9", Secret::new("unused"), deadline).expect("client")),
         events,
         inventory: None,
-        webhook_sender: WebhookSender::new(deadline).expect("client"),
+        webhook_sender: WebhookSender::new(
+            deadline,
+            Egress::from_config(app.config.webhooks.allow_private_networks),
+        )
+        .expect("client"),
         dependencies: Arc::new(app.config.dependencies.registry().expect("policies")),
         worker_id: worker_id.into(),
         wake: Wakers::default(),
