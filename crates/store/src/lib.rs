@@ -39,6 +39,8 @@ mod webhooks;
 mod holds;
 #[macro_use]
 mod journal;
+#[macro_use]
+mod store_impl;
 mod connect;
 pub mod deadline;
 mod error;

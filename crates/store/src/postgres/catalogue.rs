@@ -1,148 +1,84 @@
-//! Products and stock on PostgreSQL.
+//! The catalogue steps (`store_impl.rs`) whose SQL is PostgreSQL's own: a
+//! SKU's stock is spread over `BUCKETS` rows so concurrent checkouts lock
+//! different ones, written in `unnest` batches; SKU lists bind as one array
+//! (`= ANY($1)`); a batch's SKUs are locked in SKU order.
 
-use super::Pool;
+use std::borrow::Cow;
+
 use holdfast_domain::Sku;
 
+use super::{Pool, Tx};
 use crate::Result;
-use crate::error::StoreError;
-use crate::model::{InventoryBatch, InventoryLevel, NewProduct, Product, SyncOutcome};
-use crate::rows::{ProductRow, replayed, spread};
+use crate::rows::{ProductRow, spread};
 
 /// How many rows one SKU's available stock is spread over. 16 lets 32
 /// concurrent buyers of one SKU mostly lock different rows.
 pub(crate) const BUCKETS: i64 = 16;
 
-/// The units of SKU `$1` held by active reservations: orders' (awaiting
-/// payment or paid) and stock holds' (held or committed).
-macro_rules! reserved_units {
-    () => {
-        "((SELECT coalesce(sum(qty), 0)::bigint FROM stock_reservations \
-            WHERE sku = $1 AND status IN ('held', 'committed')) \
-         + (SELECT coalesce(sum(l.qty), 0)::bigint FROM stock_hold_lines l JOIN stock_holds h ON h.id = l.hold_id \
-            WHERE l.sku = $1 AND h.status IN ('held', 'committed')))"
-    };
-}
-
-pub(super) async fn create_product(pool: &Pool, product: &NewProduct) -> Result<Product> {
-    let mut tx = pool.begin().await?;
-    let row: ProductRow = sqlx::query_as(
-        "INSERT INTO products (sku, name, price_amount, currency, created_at) VALUES ($1, $2, $3, $4, $5) \
-         RETURNING sku, name, price_amount, currency, created_at",
-    )
-    .bind(product.sku.as_str())
-    .bind(&product.name)
-    .bind(product.price.amount())
-    .bind(product.price.currency().code())
-    .bind(product.created_at)
-    .fetch_one(&mut *tx)
-    .await?;
+/// A new product's stock rows: `on_hand` spread over `BUCKETS` buckets.
+pub(super) async fn insert_stock(tx: &mut Tx, sku: &Sku, on_hand: u32) -> Result<()> {
     sqlx::query(
         "INSERT INTO stock_buckets (sku, bucket, available) \
          SELECT $1, b - 1, a FROM unnest($2::int[]) WITH ORDINALITY AS t(a, b)",
     )
-    .bind(product.sku.as_str())
-    .bind(spread_i32(i64::from(product.on_hand)))
-    .execute(&mut *tx)
+    .bind(sku.as_str())
+    .bind(spread_i32(i64::from(on_hand), BUCKETS))
+    .execute(&mut **tx)
     .await?;
-    tx.commit().await?;
-    Product::try_from(row)
+    Ok(())
 }
 
-fn spread_i32(total: i64) -> Vec<i32> {
-    spread(total, BUCKETS)
+fn spread_i32(total: i64, buckets: i64) -> Vec<i32> {
+    spread(total, buckets)
         .into_iter()
         .map(|units| i32::try_from(units).unwrap_or(i32::MAX))
         .collect()
 }
 
-pub(super) async fn get_products(pool: &Pool, skus: &[Sku]) -> Result<Vec<Product>> {
+pub(super) async fn get_products(pool: &Pool, skus: &[Sku]) -> Result<Vec<ProductRow>> {
     let skus: Vec<&str> = skus.iter().map(Sku::as_str).collect();
-    let rows: Vec<ProductRow> =
+    Ok(
         sqlx::query_as("SELECT sku, name, price_amount, currency, created_at FROM products WHERE sku = ANY($1)")
             .bind(&skus)
             .fetch_all(pool)
-            .await?;
-    rows.into_iter().map(Product::try_from).collect()
-}
-
-pub(super) async fn get_inventory(pool: &Pool, sku: &Sku) -> Result<Option<InventoryLevel>> {
-    let row: (Option<i64>, i64) = sqlx::query_as(concat!(
-        "SELECT (SELECT sum(available)::bigint FROM stock_buckets WHERE sku = $1), ",
-        reserved_units!()
-    ))
-    .bind(sku.as_str())
-    .fetch_one(pool)
-    .await?;
-    Ok(row.0.map(|available| InventoryLevel {
-        on_hand: available + row.1,
-        reserved: row.1,
-        available,
-    }))
-}
-
-/// Sets on-hand levels. Each SKU's buckets are locked in bucket order (the
-/// order checkout uses), the units held by reservations and stock holds are
-/// subtracted, and the rest is spread evenly again.
-pub(super) async fn sync_inventory(pool: &Pool, batch: &InventoryBatch) -> Result<SyncOutcome> {
-    let mut tx = pool.begin().await?;
-    let claimed = sqlx::query(
-        "INSERT INTO inventory_sync_batches (batch_id, outcome, created_at) VALUES ($1, '', $2) ON CONFLICT DO NOTHING",
+            .await?,
     )
-    .bind(&batch.batch_id)
-    .bind(batch.received_at)
-    .execute(&mut *tx)
-    .await?;
-    if claimed.rows_affected() == 0 {
-        let stored: String = sqlx::query_scalar("SELECT outcome FROM inventory_sync_batches WHERE batch_id = $1")
-            .bind(&batch.batch_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        return replayed(&stored);
-    }
-    let mut outcome = SyncOutcome {
-        batch_id: batch.batch_id.clone(),
-        updated: vec![],
-        unknown: vec![],
-        replayed: false,
-    };
-    let mut levels = batch.levels.clone();
+}
+
+/// The order a batch's SKUs are set in: by SKU, as checkout locks them, so
+/// a sync and a checkout never wait on each other in a cycle.
+pub(super) fn in_lock_order(levels: &[(Sku, u32)]) -> Cow<'_, [(Sku, u32)]> {
+    let mut levels = levels.to_vec();
     levels.sort_by(|a, b| a.0.cmp(&b.0));
-    for (sku, on_hand) in &levels {
-        let buckets: Vec<i16> =
-            sqlx::query_scalar("SELECT bucket FROM stock_buckets WHERE sku = $1 ORDER BY bucket FOR UPDATE")
-                .bind(sku.as_str())
-                .fetch_all(&mut *tx)
-                .await?;
-        if buckets.is_empty() {
-            outcome.unknown.push(sku.to_string());
-            continue;
-        }
-        let reserved: i64 = sqlx::query_scalar(concat!("SELECT ", reserved_units!()))
+    Cow::Owned(levels)
+}
+
+/// Sets `sku`'s on-hand level; `false` if the SKU is unknown. Its buckets
+/// are locked in bucket order (the order checkout uses), the units held by
+/// reservations and stock holds are subtracted, and the rest is spread
+/// evenly again.
+pub(super) async fn set_on_hand(tx: &mut Tx, sku: &Sku, on_hand: u32) -> Result<bool> {
+    let buckets: Vec<i16> =
+        sqlx::query_scalar("SELECT bucket FROM stock_buckets WHERE sku = $1 ORDER BY bucket FOR UPDATE")
             .bind(sku.as_str())
-            .fetch_one(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?;
-        let available = (i64::from(*on_hand) - reserved).max(0);
-        let shares: Vec<i32> = spread(available, buckets.len() as i64)
-            .into_iter()
-            .map(|units| i32::try_from(units).unwrap_or(i32::MAX))
-            .collect();
-        sqlx::query(
-            "UPDATE stock_buckets b SET available = t.a FROM unnest($2::smallint[], $3::int[]) AS t(bucket, a) \
-             WHERE b.sku = $1 AND b.bucket = t.bucket",
-        )
-        .bind(sku.as_str())
-        .bind(&buckets)
-        .bind(&shares)
-        .execute(&mut *tx)
-        .await?;
-        outcome.updated.push(sku.to_string());
+    if buckets.is_empty() {
+        return Ok(false);
     }
-    let stored = serde_json::to_string(&outcome).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    sqlx::query("UPDATE inventory_sync_batches SET outcome = $2 WHERE batch_id = $1")
-        .bind(&batch.batch_id)
-        .bind(stored)
-        .execute(&mut *tx)
+    let reserved: i64 = sqlx::query_scalar(concat!("SELECT ", reserved_units!()))
+        .bind(sku.as_str())
+        .fetch_one(&mut **tx)
         .await?;
-    tx.commit().await?;
-    Ok(outcome)
+    let available = (i64::from(on_hand) - reserved).max(0);
+    sqlx::query(
+        "UPDATE stock_buckets b SET available = t.a FROM unnest($2::smallint[], $3::int[]) AS t(bucket, a) \
+         WHERE b.sku = $1 AND b.bucket = t.bucket",
+    )
+    .bind(sku.as_str())
+    .bind(&buckets)
+    .bind(spread_i32(available, buckets.len() as i64))
+    .execute(&mut **tx)
+    .await?;
+    Ok(true)
 }

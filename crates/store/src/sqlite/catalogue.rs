@@ -1,47 +1,27 @@
-//! Products and stock on SQLite (one bucket per SKU: there is one writer).
+//! The catalogue steps (`store_impl.rs`) whose SQL is SQLite's own: one
+//! stock row (bucket 0) per SKU, since its one writer serialises checkouts
+//! anyway; SKU lists bind as an `IN` list (SQLite has no arrays); a batch's
+//! SKUs are set as given, the write lock being the only lock.
+
+use std::borrow::Cow;
 
 use holdfast_domain::Sku;
-use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
 
-use super::begin_write;
 use crate::Result;
-use crate::error::StoreError;
-use crate::model::{InventoryBatch, InventoryLevel, NewProduct, Product, SyncOutcome};
-use crate::rows::{ProductRow, replayed};
+use crate::rows::ProductRow;
 
-/// The units of SKU `?1` held by active reservations: orders' (awaiting
-/// payment or paid) and stock holds' (held or committed).
-macro_rules! reserved_units {
-    () => {
-        "((SELECT coalesce(sum(qty), 0) FROM stock_reservations WHERE sku = ?1 AND status IN ('held', 'committed')) \
-         + (SELECT coalesce(sum(l.qty), 0) FROM stock_hold_lines l JOIN stock_holds h ON h.id = l.hold_id \
-           WHERE l.sku = ?1 AND h.status IN ('held', 'committed')))"
-    };
-}
-
-pub(super) async fn create_product(pool: &SqlitePool, product: &NewProduct) -> Result<Product> {
-    let mut tx = begin_write(pool).await?;
-    let row: ProductRow = sqlx::query_as(
-        "INSERT INTO products (sku, name, price_amount, currency, created_at) VALUES (?1, ?2, ?3, ?4, ?5) \
-         RETURNING sku, name, price_amount, currency, created_at",
-    )
-    .bind(product.sku.as_str())
-    .bind(&product.name)
-    .bind(product.price.amount())
-    .bind(product.price.currency().code())
-    .bind(product.created_at)
-    .fetch_one(&mut *tx)
-    .await?;
-    sqlx::query("INSERT INTO stock_buckets (sku, bucket, available) VALUES (?1, 0, ?2)")
-        .bind(product.sku.as_str())
-        .bind(i64::from(product.on_hand))
-        .execute(&mut *tx)
+/// A new product's stock row: all of `on_hand` in bucket 0.
+pub(super) async fn insert_stock(tx: &mut Transaction<'_, Sqlite>, sku: &Sku, on_hand: u32) -> Result<()> {
+    sqlx::query("INSERT INTO stock_buckets (sku, bucket, available) VALUES ($1, 0, $2)")
+        .bind(sku.as_str())
+        .bind(i64::from(on_hand))
+        .execute(&mut **tx)
         .await?;
-    tx.commit().await?;
-    Product::try_from(row)
+    Ok(())
 }
 
-pub(super) async fn get_products(pool: &SqlitePool, skus: &[Sku]) -> Result<Vec<Product>> {
+pub(super) async fn get_products(pool: &SqlitePool, skus: &[Sku]) -> Result<Vec<ProductRow>> {
     if skus.is_empty() {
         return Ok(Vec::new());
     }
@@ -52,63 +32,26 @@ pub(super) async fn get_products(pool: &SqlitePool, skus: &[Sku]) -> Result<Vec<
         separated.push_bind(sku.as_str());
     }
     separated.push_unseparated(")");
-    let rows: Vec<ProductRow> = query.build_query_as().fetch_all(pool).await?;
-    rows.into_iter().map(Product::try_from).collect()
+    Ok(query.build_query_as().fetch_all(pool).await?)
 }
 
-pub(super) async fn get_inventory(pool: &SqlitePool, sku: &Sku) -> Result<Option<InventoryLevel>> {
-    let row: (Option<i64>, i64) = sqlx::query_as(concat!(
-        "SELECT (SELECT sum(available) FROM stock_buckets WHERE sku = ?1), ",
-        reserved_units!()
+/// The order a batch's SKUs are set in: as given, since SQLite locks no
+/// rows (the write lock is held for the whole batch).
+pub(super) fn in_lock_order(levels: &[(Sku, u32)]) -> Cow<'_, [(Sku, u32)]> {
+    Cow::Borrowed(levels)
+}
+
+/// Sets `sku`'s on-hand level, less the units held by reservations and
+/// stock holds; `false` if the SKU is unknown.
+pub(super) async fn set_on_hand(tx: &mut Transaction<'_, Sqlite>, sku: &Sku, on_hand: u32) -> Result<bool> {
+    let updated = sqlx::query(concat!(
+        "UPDATE stock_buckets SET available = max(0, $2 - ",
+        reserved_units!(),
+        ") WHERE sku = $1"
     ))
     .bind(sku.as_str())
-    .fetch_one(pool)
+    .bind(i64::from(on_hand))
+    .execute(&mut **tx)
     .await?;
-    Ok(row.0.map(|available| InventoryLevel {
-        on_hand: available + row.1,
-        reserved: row.1,
-        available,
-    }))
-}
-
-pub(super) async fn sync_inventory(pool: &SqlitePool, batch: &InventoryBatch) -> Result<SyncOutcome> {
-    let mut tx = begin_write(pool).await?;
-    let stored: Option<String> = sqlx::query_scalar("SELECT outcome FROM inventory_sync_batches WHERE batch_id = ?1")
-        .bind(&batch.batch_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    if let Some(stored) = stored {
-        return replayed(&stored);
-    }
-    let mut outcome = SyncOutcome {
-        batch_id: batch.batch_id.clone(),
-        updated: vec![],
-        unknown: vec![],
-        replayed: false,
-    };
-    for (sku, on_hand) in &batch.levels {
-        let updated = sqlx::query(concat!(
-            "UPDATE stock_buckets SET available = max(0, ?2 - ",
-            reserved_units!(),
-            ") WHERE sku = ?1"
-        ))
-        .bind(sku.as_str())
-        .bind(i64::from(*on_hand))
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 0 {
-            outcome.unknown.push(sku.to_string());
-        } else {
-            outcome.updated.push(sku.to_string());
-        }
-    }
-    let stored = serde_json::to_string(&outcome).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    sqlx::query("INSERT INTO inventory_sync_batches (batch_id, outcome, created_at) VALUES (?1, ?2, ?3)")
-        .bind(&batch.batch_id)
-        .bind(stored)
-        .bind(batch.received_at)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(outcome)
+    Ok(updated.rows_affected() > 0)
 }

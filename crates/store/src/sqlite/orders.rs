@@ -1,28 +1,27 @@
-//! Orders, reservations and their timeline on SQLite.
+//! The steps of the order flows (`store_impl.rs`) whose SQL is SQLite's own.
+//! SQLite has no writes inside `WITH`, so a new order and a status change
+//! are several statements in the write transaction. Stock comes from one
+//! bucket per SKU, checked and taken under the one writer's lock, and a
+//! batch of changes is applied as given: no row is locked but by that lock.
 
-use chrono::{DateTime, Utc};
-use holdfast_domain::{CustomerId, EventId, OrderId, OrderStatus, Sku};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use holdfast_domain::{CustomerId, EventId, OrderId, OrderStatus, Quantity, Sku};
+use sqlx::{Sqlite, Transaction};
 
-use super::begin_write;
-use super::queue::enqueue_in_tx;
-use crate::NewJob;
 use crate::Result;
 use crate::error::{PlaceOrderError, StoreError};
 use crate::model::*;
-use crate::rows::{CustomerRow, OrderEventRow, OrderRow, like_pattern, orders};
+use crate::rows::OrderRow;
+use crate::store_impl::StatusWrite;
+
+type Tx<'c> = Transaction<'c, Sqlite>;
 
 /// Writes an order with its customer, timeline entry and outbox event;
 /// `reserve` also takes its stock (all or nothing).
-async fn insert_order(
-    tx: &mut Transaction<'static, Sqlite>,
-    order: &NewOrder,
-    reserve: bool,
-) -> Result<Order, PlaceOrderError> {
+pub(super) async fn insert_order(tx: &mut Tx<'_>, order: &NewOrder, reserve: bool) -> Result<Order, PlaceOrderError> {
     let lines = order_lines(order);
     let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
     sqlx::query(
-        "INSERT INTO customers (id, email, name, created_at) VALUES (?1, ?2, ?3, ?4) \
+        "INSERT INTO customers (id, email, name, created_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (email) DO UPDATE SET name = excluded.name \
          WHERE excluded.name IS NOT NULL AND customers.name IS NOT excluded.name",
     )
@@ -35,7 +34,7 @@ async fn insert_order(
     let row: OrderRow = sqlx::query_as(concat!(
         "INSERT INTO orders (id, status, email, name, shipping_address, lines, currency, total_amount, ",
         "payment_method, expires_at, created_at, updated_at) ",
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11) RETURNING ",
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING ",
         order_columns!()
     ))
     .bind(order.id.as_str())
@@ -55,96 +54,40 @@ async fn insert_order(
     // out of stock rolls the whole transaction back.
     if reserve {
         for (sku, qty, _) in &order.lines {
-            reserve_line(tx, &order.id, sku, i64::from(qty.get())).await?;
+            reserve_line(tx, &order.id, sku, *qty).await?;
         }
     }
-    record_change(
-        tx,
-        &order.id,
-        None,
-        order.status,
-        &order.cause,
-        order.now,
-        new_order_payload(order, &lines),
-    )
-    .await?;
+    let first = StatusWrite {
+        order_id: &order.id,
+        from: None,
+        to: order.status,
+        cause: &order.cause,
+        at: order.now,
+        tracking_number: None,
+        expires_at: None,
+        payload: new_order_payload(order, &lines),
+    };
+    record_change(tx, &first).await?;
     Ok(Order::try_from(row)?)
 }
 
-pub(super) async fn place_order(pool: &SqlitePool, order: &NewOrder) -> Result<Order, PlaceOrderError> {
-    let mut tx = begin_write(pool).await?;
-    let placed = insert_order(&mut tx, order, true).await?;
-    tx.commit().await?;
-    Ok(placed)
-}
-
-pub(super) async fn accept_order(
-    pool: &SqlitePool,
-    order: &NewOrder,
-    jobs: &[NewJob],
-) -> Result<Order, PlaceOrderError> {
-    let mut tx = begin_write(pool).await?;
-    let accepted = insert_order(&mut tx, order, false).await?;
-    for job in jobs {
-        enqueue_in_tx(&mut tx, job).await?;
-    }
-    tx.commit().await?;
-    Ok(accepted)
-}
-
-pub(super) async fn reserve_accepted(
-    pool: &SqlitePool,
+/// Takes the stock of an accepted order's lines and records its reservations.
+pub(super) async fn reserve_lines(
+    tx: &mut Tx<'_>,
     order_id: &OrderId,
-    expires_at: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Result<Order, PlaceOrderError> {
-    let mut tx = begin_write(pool).await?;
-    let row: Option<OrderRow> = sqlx::query_as(concat!("SELECT ", order_columns!(), " FROM orders WHERE id = ?1"))
-        .bind(order_id.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-    let mut order = Order::try_from(row.ok_or_else(|| StoreError::NotFound(order_id.to_string()))?)?;
-    if order.status != OrderStatus::Accepted {
-        return Ok(order);
+    lines: &[(Sku, Quantity)],
+) -> Result<(), PlaceOrderError> {
+    for (sku, qty) in lines {
+        reserve_line(tx, order_id, sku, *qty).await?;
     }
-    for (sku, qty) in stored_lines(&order)? {
-        reserve_line(&mut tx, order_id, &sku, i64::from(qty.get())).await?;
-    }
-    order.status = order
-        .status
-        .transition(OrderStatus::PendingPayment)
-        .map_err(StoreError::from)?;
-    order.expires_at = Some(expires_at);
-    order.updated_at = now;
-    sqlx::query("UPDATE orders SET status = 'pending_payment', expires_at = ?2, updated_at = ?3 WHERE id = ?1")
-        .bind(order_id.as_str())
-        .bind(expires_at)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    record_change(
-        &mut tx,
-        order_id,
-        Some(OrderStatus::Accepted),
-        OrderStatus::PendingPayment,
-        "stock reserved",
-        now,
-        order_event_payload(&order),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(order)
+    Ok(())
 }
 
 /// Takes `qty` units of `sku` for an order and records its reservation.
-async fn reserve_line(
-    tx: &mut Transaction<'static, Sqlite>,
-    order_id: &OrderId,
-    sku: &Sku,
-    qty: i64,
-) -> Result<(), PlaceOrderError> {
+async fn reserve_line(tx: &mut Tx<'_>, order_id: &OrderId, sku: &Sku, qty: Quantity) -> Result<(), PlaceOrderError> {
+    let qty = i64::from(qty.get());
     take_stock(tx, sku, qty).await?;
-    sqlx::query("INSERT INTO stock_reservations (order_id, sku, bucket, qty, status) VALUES (?1, ?2, 0, ?3, 'held')")
+    sqlx::query("INSERT INTO stock_reservations (order_id, sku, bucket, qty, status) VALUES ($1, $2, 0, $3, 'held')")
         .bind(order_id.as_str())
         .bind(sku.as_str())
         .bind(qty)
@@ -156,20 +99,16 @@ async fn reserve_line(
 /// Takes `qty` units of `sku` from its single bucket (bucket 0), or fails
 /// with the amount available. The write lock is held, so check-then-update
 /// is safe. Checkout and stock holds both take stock through it.
-pub(super) async fn take_stock(
-    tx: &mut Transaction<'static, Sqlite>,
-    sku: &Sku,
-    qty: i64,
-) -> Result<(), PlaceOrderError> {
+pub(super) async fn take_stock(tx: &mut Tx<'_>, sku: &Sku, qty: i64) -> Result<(), PlaceOrderError> {
     let taken = sqlx::query(
-        "UPDATE stock_buckets SET available = available - ?2 WHERE sku = ?1 AND bucket = 0 AND available >= ?2",
+        "UPDATE stock_buckets SET available = available - $2 WHERE sku = $1 AND bucket = 0 AND available >= $2",
     )
     .bind(sku.as_str())
     .bind(qty)
     .execute(&mut **tx)
     .await?;
     if taken.rows_affected() == 0 {
-        let available: Option<i64> = sqlx::query_scalar("SELECT sum(available) FROM stock_buckets WHERE sku = ?1")
+        let available: Option<i64> = sqlx::query_scalar("SELECT sum(available) FROM stock_buckets WHERE sku = $1")
             .bind(sku.as_str())
             .fetch_one(&mut **tx)
             .await?;
@@ -185,135 +124,62 @@ pub(super) async fn take_stock(
     Ok(())
 }
 
-/// Writes the timeline entry and the outbox event of a status change.
-async fn record_change(
-    tx: &mut Transaction<'_, Sqlite>,
-    order_id: &OrderId,
-    from: Option<OrderStatus>,
-    to: OrderStatus,
-    cause: &str,
-    at: chrono::DateTime<chrono::Utc>,
-    payload: String,
-) -> Result<()> {
+/// Writes a status change: the order row, then its timeline entry and
+/// outbox event.
+pub(super) async fn write_change(tx: &mut Tx<'_>, change: &StatusWrite<'_>) -> Result<()> {
+    sqlx::query(
+        "UPDATE orders SET status = $2, updated_at = $3, tracking_number = coalesce($4, tracking_number), \
+         expires_at = coalesce($5, expires_at) WHERE id = $1",
+    )
+    .bind(change.order_id.as_str())
+    .bind(change.to.as_str())
+    .bind(change.at)
+    .bind(change.tracking_number)
+    .bind(change.expires_at)
+    .execute(&mut **tx)
+    .await?;
+    record_change(tx, change).await
+}
+
+/// Writes the timeline entry (the order's next `seq`) and the outbox event
+/// of a status change.
+async fn record_change(tx: &mut Tx<'_>, change: &StatusWrite<'_>) -> Result<()> {
     sqlx::query(
         "INSERT INTO order_events (order_id, seq, from_status, to_status, cause, at) \
-         SELECT ?1, coalesce(max(seq), 0) + 1, ?2, ?3, ?4, ?5 FROM order_events WHERE order_id = ?1",
+         SELECT $1, coalesce(max(seq), 0) + 1, $2, $3, $4, $5 FROM order_events WHERE order_id = $1",
     )
-    .bind(order_id.as_str())
-    .bind(from.map(OrderStatus::as_str))
-    .bind(to.as_str())
-    .bind(cause)
-    .bind(at)
+    .bind(change.order_id.as_str())
+    .bind(change.from.map(OrderStatus::as_str))
+    .bind(change.to.as_str())
+    .bind(change.cause)
+    .bind(change.at)
     .execute(&mut **tx)
     .await?;
     sqlx::query(
-        "INSERT INTO outbox_events (id, aggregate_id, event_type, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO outbox_events (id, aggregate_id, event_type, payload, created_at) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(EventId::generate().as_str())
-    .bind(order_id.as_str())
-    .bind(to.event_type())
-    .bind(payload)
-    .bind(at)
+    .bind(change.order_id.as_str())
+    .bind(change.to.event_type())
+    .bind(&change.payload)
+    .bind(change.at)
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-pub(super) async fn transition_order(pool: &SqlitePool, change: &StatusChange) -> Result<TransitionOutcome> {
-    let mut tx = begin_write(pool).await?;
-    let outcome = transition_in_tx(&mut tx, change).await?;
-    tx.commit().await?;
-    Ok(outcome)
-}
-
-/// Several status changes in one write transaction: one wait for SQLite's
-/// writer and one commit for the batch. A change that cannot apply (unknown
-/// order, illegal transition) is refused before it writes anything, so it
-/// leaves the others alone; a database error fails the whole batch.
-pub(super) async fn transition_orders(
-    pool: &SqlitePool,
-    changes: &[StatusChange],
-) -> Result<Vec<Result<TransitionOutcome>>> {
-    let mut tx = begin_write(pool).await?;
-    let mut outcomes = Vec::with_capacity(changes.len());
-    for change in changes {
-        match transition_in_tx(&mut tx, change).await {
-            Err(error @ (StoreError::NotFound(_) | StoreError::InvalidTransition(_))) => outcomes.push(Err(error)),
-            Err(other) => return Err(other),
-            Ok(outcome) => outcomes.push(Ok(outcome)),
-        }
-    }
-    tx.commit().await?;
-    Ok(outcomes)
-}
-
-/// Checks the change against the order as stored, then writes it. Every
-/// refusal comes before the first write.
-async fn transition_in_tx(tx: &mut Transaction<'_, Sqlite>, change: &StatusChange) -> Result<TransitionOutcome> {
-    let row: Option<OrderRow> = sqlx::query_as(concat!("SELECT ", order_columns!(), " FROM orders WHERE id = ?1"))
-        .bind(change.order_id.as_str())
-        .fetch_optional(&mut **tx)
-        .await?;
-    let mut order = Order::try_from(row.ok_or_else(|| StoreError::NotFound(change.order_id.to_string()))?)?;
-    if order.status == change.to {
-        return Ok(TransitionOutcome::Unchanged);
-    }
-    let from = order.status;
-    order.status = from.transition(change.to)?;
-    if change.tracking_number.is_some() {
-        order.tracking_number.clone_from(&change.tracking_number);
-    }
-    if change.expires_at.is_some() {
-        order.expires_at = change.expires_at;
-    }
-    apply_stock_effect(tx, &change.order_id, change.to).await?;
-    sqlx::query(
-        "UPDATE orders SET status = ?2, updated_at = ?3, tracking_number = coalesce(?4, tracking_number), \
-         expires_at = coalesce(?5, expires_at) WHERE id = ?1",
-    )
-    .bind(change.order_id.as_str())
-    .bind(change.to.as_str())
-    .bind(change.at)
-    .bind(change.tracking_number.as_deref())
-    .bind(change.expires_at)
-    .execute(&mut **tx)
-    .await?;
-    for job in &change.enqueue {
-        enqueue_in_tx(tx, job).await?;
-    }
-    record_change(
-        tx,
-        &change.order_id,
-        Some(from),
-        change.to,
-        &change.cause,
-        change.at,
-        order_event_payload(&order),
-    )
-    .await?;
-    Ok(TransitionOutcome::Changed { from, to: change.to })
-}
-
-async fn apply_stock_effect(tx: &mut Transaction<'_, Sqlite>, order_id: &OrderId, to: OrderStatus) -> Result<()> {
-    let statements: &[&'static str] = match to {
-        OrderStatus::Paid => {
-            &["UPDATE stock_reservations SET status = 'committed' WHERE order_id = ?1 AND status = 'held'"]
-        }
-        OrderStatus::Shipped => {
-            &["UPDATE stock_reservations SET status = 'consumed' WHERE order_id = ?1 AND status = 'committed'"]
-        }
-        OrderStatus::PaymentFailed | OrderStatus::Cancelled | OrderStatus::Rejected => &[
-            "UPDATE stock_buckets SET available = available + (SELECT r.qty FROM stock_reservations r \
-               WHERE r.order_id = ?1 AND r.sku = stock_buckets.sku AND r.bucket = stock_buckets.bucket \
-               AND r.status IN ('held', 'committed')) \
-             WHERE (sku, bucket) IN (SELECT sku, bucket FROM stock_reservations \
-               WHERE order_id = ?1 AND status IN ('held', 'committed'))",
-            "UPDATE stock_reservations SET status = 'released' WHERE order_id = ?1 AND status IN ('held', 'committed')",
-        ],
-        OrderStatus::Accepted | OrderStatus::PendingPayment | OrderStatus::Fulfilling => &[],
-    };
-    for statement in statements {
-        sqlx::query(*statement)
+/// Gives an order's held or committed units back to their buckets, then
+/// marks its reservations released.
+pub(super) async fn release_stock(tx: &mut Tx<'_>, order_id: &OrderId) -> Result<()> {
+    for statement in [
+        "UPDATE stock_buckets SET available = available + (SELECT r.qty FROM stock_reservations r \
+           WHERE r.order_id = $1 AND r.sku = stock_buckets.sku AND r.bucket = stock_buckets.bucket \
+           AND r.status IN ('held', 'committed')) \
+         WHERE (sku, bucket) IN (SELECT sku, bucket FROM stock_reservations \
+           WHERE order_id = $1 AND status IN ('held', 'committed'))",
+        "UPDATE stock_reservations SET status = 'released' WHERE order_id = $1 AND status IN ('held', 'committed')",
+    ] {
+        sqlx::query(statement)
             .bind(order_id.as_str())
             .execute(&mut **tx)
             .await?;
@@ -321,48 +187,8 @@ async fn apply_stock_effect(tx: &mut Transaction<'_, Sqlite>, order_id: &OrderId
     Ok(())
 }
 
-pub(super) async fn get_order(pool: &SqlitePool, id: &OrderId) -> Result<Option<Order>> {
-    let row: Option<OrderRow> = sqlx::query_as(concat!("SELECT ", order_columns!(), " FROM orders WHERE id = ?1"))
-        .bind(id.as_str())
-        .fetch_optional(pool)
-        .await?;
-    row.map(Order::try_from).transpose()
-}
-
-pub(super) async fn list_orders(pool: &SqlitePool, filter: &OrderFilter) -> Result<Vec<Order>> {
-    let rows: Vec<OrderRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        order_columns!(),
-        " FROM orders WHERE (?1 IS NULL OR email = ?1) AND (?2 IS NULL OR status = ?2) ",
-        "AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4"
-    ))
-    .bind(filter.email.as_ref().map(|e| e.as_str()))
-    .bind(filter.status.map(OrderStatus::as_str))
-    .bind(filter.before.as_ref().map(OrderId::as_str))
-    .bind(filter.limit)
-    .fetch_all(pool)
-    .await?;
-    orders(rows)
-}
-
-pub(super) async fn order_events(pool: &SqlitePool, id: &OrderId) -> Result<Vec<OrderEvent>> {
-    let rows: Vec<OrderEventRow> = sqlx::query_as(
-        "SELECT seq, from_status, to_status, cause, at FROM order_events WHERE order_id = ?1 ORDER BY seq",
-    )
-    .bind(id.as_str())
-    .fetch_all(pool)
-    .await?;
-    rows.into_iter().map(OrderEvent::try_from).collect()
-}
-
-pub(super) async fn search_customers(pool: &SqlitePool, query: &str, limit: i64) -> Result<Vec<Customer>> {
-    let rows: Vec<CustomerRow> = sqlx::query_as(
-        "SELECT id, email, name, created_at FROM customers \
-         WHERE lower(name) LIKE ?1 ESCAPE '\\' OR email LIKE ?1 ESCAPE '\\' ORDER BY email LIMIT ?2",
-    )
-    .bind(like_pattern(query))
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(Customer::from).collect())
+/// The order a batch of status changes is applied in: as given, since the
+/// write transaction already excludes every other writer.
+pub(super) fn in_lock_order(changes: &[StatusChange]) -> Vec<usize> {
+    (0..changes.len()).collect()
 }
