@@ -140,6 +140,28 @@ fn usage(name: &'static str, pool: &Pool) -> PoolUsage {
 }
 
 impl_journal!(PgStore);
+impl_outbox!(
+    PgStore,
+    event_reads: worker,
+    relay_lock: outbox::relay_lock,
+    relay_pass: outbox::relay_pass,
+    relay_publish: outbox::relay_publish,
+);
+impl_webhooks!(
+    PgStore,
+    tx: Tx,
+    worker_reads: worker,
+    record_deliveries: webhooks::record_deliveries,
+    delivery_works: webhooks::delivery_works,
+);
+impl_holds!(
+    PgStore,
+    tx: Tx,
+    expiry_reads: worker,
+    for_update: " FOR UPDATE",
+    take_lines: holds::take_lines,
+    return_units: holds::return_units,
+);
 
 #[async_trait]
 impl Store for PgStore {

@@ -107,6 +107,27 @@ pub(crate) async fn begin_write(pool: &SqlitePool) -> Result<sqlx::Transaction<'
 }
 
 impl_journal!(SqliteStore);
+impl_outbox!(
+    SqliteStore,
+    event_reads: read,
+    relay_lock: outbox::relay_lock,
+    relay_pass: outbox::relay_pass,
+    relay_publish: outbox::relay_publish,
+);
+impl_webhooks!(
+    SqliteStore,
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    worker_reads: read,
+    record_deliveries: webhooks::record_deliveries,
+);
+impl_holds!(
+    SqliteStore,
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    expiry_reads: read,
+    for_update: "",
+    take_lines: holds::take_lines,
+    return_units: holds::return_units,
+);
 
 #[async_trait]
 impl Store for SqliteStore {
