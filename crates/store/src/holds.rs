@@ -182,8 +182,10 @@ pub(crate) fn existing_or_conflict(existing: Hold, lines: &[(Sku, Quantity)]) ->
 
 /// The rows `HoldLineRow` reads for the hold `$1`: one row per SKU of the
 /// hold (one row with no SKU if it has no lines).
-pub(crate) const HOLD_BY_ID: &str = "SELECT h.id, h.status, h.expires_at, h.created_at, h.updated_at, l.sku, sum(l.qty) AS qty \
-     FROM stock_holds h LEFT JOIN stock_hold_lines l ON l.hold_id = h.id WHERE h.id = $1 GROUP BY h.id, l.sku";
+pub(crate) const HOLD_BY_ID: &str = concat!(
+    "SELECT h.id, h.status, h.expires_at, h.created_at, h.updated_at, l.sku, sum(l.qty) AS qty ",
+    "FROM stock_holds h LEFT JOIN stock_hold_lines l ON l.hold_id = h.id WHERE h.id = $1 GROUP BY h.id, l.sku"
+);
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct HoldLineRow {
@@ -227,7 +229,8 @@ pub(crate) fn hold_from_rows(rows: Vec<HoldLineRow>) -> Result<Option<Hold>> {
 /// every backend provides (see the crate's docs), the arguments:
 ///
 /// - `tx`: the type `begin_write` returns;
-/// - `expiry_reads`: the pool `StockHolds::expired` reads on;
+/// - `worker_reads`: the pool the sweeper's `StockHolds::expired` reads on
+///   (see `impl_webhooks!`);
 /// - `for_update`: what locks the hold's row as `settle` reads it;
 /// - `take_lines(tx, hold_id, lines)`: takes the merged lines' units and
 ///   records where they came from, all or nothing;
@@ -236,7 +239,7 @@ macro_rules! impl_holds {
     (
         $store:ty,
         tx: $tx:ty,
-        expiry_reads: $reads:ident,
+        worker_reads: $reads:ident,
         for_update: $for_update:literal,
         take_lines: $take_lines:path,
         return_units: $return_units:path $(,)?

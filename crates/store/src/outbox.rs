@@ -166,7 +166,7 @@ pub(crate) struct Pass {
 /// backend provides (see the crate's docs), the arguments, each run in the
 /// relay's transaction on the worker pool:
 ///
-/// - `event_reads`: the pool `Outbox::event` reads on;
+/// - `worker_reads`: the pool `Outbox::event` reads on (see `impl_webhooks!`);
 /// - `relay_lock(tx)`: takes the relay's lock and reads its place in the
 ///   sequence (the mark), `None` when another node holds the relay;
 /// - `relay_pass(tx, &mark, unpublished_seqs, now)`: which of the rows read
@@ -177,7 +177,7 @@ pub(crate) struct Pass {
 macro_rules! impl_outbox {
     (
         $store:ty,
-        event_reads: $reads:ident,
+        worker_reads: $reads:ident,
         relay_lock: $lock:path,
         relay_pass: $pass:path,
         relay_publish: $publish:path $(,)?

@@ -423,12 +423,12 @@ pub(crate) fn join_works(
 ///   worker pool, away from the API's reads; SQLite: the read pool, since its
 ///   worker pool is the one writing connection);
 /// - `record_deliveries`: applies a run of attempts to their deliveries and
-///   logs them, returning each attempt's endpoint id, in order (the endpoints
-///   are updated here after);
+///   logs them, returning each delivery's endpoint id by delivery id (the
+///   endpoints are updated here after);
 /// - `delivery_works` (optional): `WebhookStore::delivery_works` for the
 ///   whole set at once, given the `worker_reads` pool.
 ///
-/// It also defines `insert_delivery`, which the relay uses too.
+/// It also defines `create_deliveries`, which SQLite's relay uses too.
 macro_rules! impl_webhooks {
     (
         $store:ty,
@@ -438,24 +438,32 @@ macro_rules! impl_webhooks {
         $(, delivery_works: $works:path)?
         $(,)?
     ) => {
-        /// Writes `delivery` as pending; its job is the caller's to enqueue.
-        async fn insert_delivery(
+        /// Writes each delivery of `fan_out` as pending, then its job, one at
+        /// a time in order; returns how many deliveries it wrote.
+        async fn create_deliveries(
             tx: &mut $tx,
-            delivery: &$crate::webhooks::NewDelivery<'_>,
+            fan_out: &[(Option<$crate::webhooks::NewDelivery<'_>>, $crate::NewJob)],
             now: chrono::DateTime<chrono::Utc>,
-        ) -> $crate::Result<()> {
-            sqlx::query(
-                "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, event_type, status, created_at) \
-                 VALUES ($1, $2, $3, $4, 'pending', $5)",
-            )
-            .bind(delivery.id.as_str())
-            .bind(delivery.endpoint.id.as_str())
-            .bind(&delivery.event.id)
-            .bind(&delivery.event.event_type)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
-            Ok(())
+        ) -> $crate::Result<u64> {
+            let mut created = 0;
+            for (delivery, job) in fan_out {
+                if let Some(delivery) = delivery {
+                    sqlx::query(
+                        "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, event_type, status, created_at) \
+                         VALUES ($1, $2, $3, $4, 'pending', $5)",
+                    )
+                    .bind(delivery.id.as_str())
+                    .bind(delivery.endpoint.id.as_str())
+                    .bind(&delivery.event.id)
+                    .bind(&delivery.event.event_type)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                    created += 1;
+                }
+                queue::enqueue_in_tx(tx, job).await?;
+            }
+            Ok(created)
         }
 
         const _: () = {
@@ -463,9 +471,7 @@ macro_rules! impl_webhooks {
             use holdfast_domain::{DeliveryId, WebhookEndpointId};
 
             use $crate::outbox::OutboxRow;
-            use $crate::webhooks::{
-                AttemptRow, DeliveryRow, EndpointRow, NewDelivery, event_types_column,
-            };
+            use $crate::webhooks::{AttemptRow, DeliveryRow, EndpointRow, NewDelivery, event_types_column};
             use $crate::{
                 AttemptOutcome, DeliveryWork, JobTemplate, NewWebhookEndpoint, OutboxEvent, Replay, Result,
                 StoreError, WebhookAttempt, WebhookDelivery, WebhookEndpoint,
@@ -576,12 +582,15 @@ macro_rules! impl_webhooks {
                         return Ok(());
                     }
                     let mut tx = begin_write(&self.worker).await?;
-                    let endpoint_ids = $record(&mut tx, attempts).await?;
+                    let endpoint_of = $record(&mut tx, attempts).await?;
                     // Then each endpoint's state, once per change of outcome:
                     // the same outcome again for the same endpoint changes
                     // nothing more.
                     let mut last: Option<(&str, &AttemptOutcome)> = None;
-                    for ((attempt, outcome), endpoint_id) in attempts.iter().zip(&endpoint_ids) {
+                    for (attempt, outcome) in attempts {
+                        let endpoint_id = endpoint_of
+                            .get(attempt.delivery_id.as_str())
+                            .ok_or_else(|| StoreError::NotFound(attempt.delivery_id.to_string()))?;
                         if last == Some((endpoint_id.as_str(), outcome)) {
                             continue;
                         }
@@ -703,7 +712,7 @@ macro_rules! impl_webhooks {
                     .fetch_optional(&mut *tx)
                     .await?;
                     let endpoint = WebhookEndpoint::try_from(endpoint.ok_or(StoreError::NotFound(endpoint_id))?)?;
-                    let mut created = Vec::new();
+                    let mut events = Vec::with_capacity(rows.len());
                     for row in rows {
                         let event = OutboxEvent::try_from(row)?;
                         // A single delivery is replayed whatever the endpoint's
@@ -712,13 +721,18 @@ macro_rules! impl_webhooks {
                         if matches!(replay, Replay::Range { .. }) && !endpoint.wants(&event.event_type) {
                             continue;
                         }
-                        let (delivery, job) = NewDelivery::with_job(&endpoint, &event, jobs, now);
-                        insert_delivery(&mut tx, &delivery, now).await?;
-                        queue::enqueue_in_tx(&mut tx, &job).await?;
-                        created.push(delivery.id);
+                        events.push(event);
                     }
+                    let fan_out: Vec<_> = events
+                        .iter()
+                        .map(|event| {
+                            let (delivery, job) = NewDelivery::with_job(&endpoint, event, jobs, now);
+                            (Some(delivery), job)
+                        })
+                        .collect();
+                    create_deliveries(&mut tx, &fan_out, now).await?;
                     tx.commit().await?;
-                    Ok(created)
+                    Ok(fan_out.into_iter().filter_map(|(delivery, _)| delivery.map(|d| d.id)).collect())
                 }
             }
         };

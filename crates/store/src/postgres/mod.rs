@@ -142,7 +142,7 @@ fn usage(name: &'static str, pool: &Pool) -> PoolUsage {
 impl_journal!(PgStore);
 impl_outbox!(
     PgStore,
-    event_reads: worker,
+    worker_reads: worker,
     relay_lock: outbox::relay_lock,
     relay_pass: outbox::relay_pass,
     relay_publish: outbox::relay_publish,
@@ -157,7 +157,7 @@ impl_webhooks!(
 impl_holds!(
     PgStore,
     tx: Tx,
-    expiry_reads: worker,
+    worker_reads: worker,
     for_update: " FOR UPDATE",
     take_lines: holds::take_lines,
     return_units: holds::return_units,

@@ -8,17 +8,16 @@ use chrono::{DateTime, Utc};
 use holdfast_domain::DeliveryId;
 
 use super::{Pool, Tx};
-use crate::error::StoreError;
 use crate::outbox::OutboxRow;
 use crate::webhooks::{DeliveryRow, EndpointRow, delivery_status_after, join_works};
 use crate::{AttemptOutcome, DeliveryWork, Result, WebhookAttempt, WebhookDelivery};
 
 /// Updates the deliveries of a run of attempts and logs the attempts, in one
-/// statement; returns each attempt's endpoint id.
+/// statement; returns each delivery's endpoint id.
 pub(super) async fn record_deliveries(
     tx: &mut Tx,
     attempts: &[(WebhookAttempt, AttemptOutcome)],
-) -> Result<Vec<String>> {
+) -> Result<HashMap<String, String>> {
     let ids: Vec<&str> = attempts.iter().map(|(a, _)| a.delivery_id.as_str()).collect();
     let statuses: Vec<&str> = attempts
         .iter()
@@ -50,17 +49,7 @@ pub(super) async fn record_deliveries(
     .bind(&logged)
     .fetch_all(&mut **tx)
     .await?;
-    let endpoint_of: HashMap<String, String> = updated.into_iter().collect();
-    attempts
-        .iter()
-        .map(|(attempt, _)| {
-            let id = attempt.delivery_id.as_str();
-            endpoint_of
-                .get(id)
-                .cloned()
-                .ok_or_else(|| StoreError::NotFound(id.to_owned()))
-        })
-        .collect()
+    Ok(updated.into_iter().collect())
 }
 
 /// The deliveries, then their endpoints and events, a query each.

@@ -109,7 +109,7 @@ pub(crate) async fn begin_write(pool: &SqlitePool) -> Result<sqlx::Transaction<'
 impl_journal!(SqliteStore);
 impl_outbox!(
     SqliteStore,
-    event_reads: read,
+    worker_reads: read,
     relay_lock: outbox::relay_lock,
     relay_pass: outbox::relay_pass,
     relay_publish: outbox::relay_publish,
@@ -123,7 +123,7 @@ impl_webhooks!(
 impl_holds!(
     SqliteStore,
     tx: sqlx::Transaction<'static, sqlx::Sqlite>,
-    expiry_reads: read,
+    worker_reads: read,
     for_update: "",
     take_lines: holds::take_lines,
     return_units: holds::return_units,

@@ -7,8 +7,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{Sqlite, Transaction};
 
-use super::insert_delivery;
-use super::queue::enqueue_in_tx;
+use super::create_deliveries;
 use crate::outbox::Pass;
 use crate::webhooks::NewDelivery;
 use crate::{NewJob, OutboxEvent, Result};
@@ -28,22 +27,15 @@ pub(super) async fn relay_pass(_tx: &mut Tx, _mark: &(), unpublished: &[i64], _n
     })
 }
 
-/// Each delivery before its job, in the fan-out's order, then the events
-/// published.
+/// Each delivery and job one at a time, in the fan-out's order, then the
+/// events published.
 pub(super) async fn relay_publish(
     tx: &mut Tx,
     events: &[OutboxEvent],
     fan_out: Vec<(Option<NewDelivery<'_>>, NewJob)>,
     now: DateTime<Utc>,
 ) -> Result<u64> {
-    let mut delivered = 0;
-    for (delivery, job) in &fan_out {
-        if let Some(delivery) = delivery {
-            insert_delivery(tx, delivery, now).await?;
-            delivered += 1;
-        }
-        enqueue_in_tx(tx, job).await?;
-    }
+    let delivered = create_deliveries(tx, &fan_out, now).await?;
     // The write lock is held since the read, so the unpublished events up to
     // the last one read are exactly the ones relayed.
     let last = events.last().map_or(0, |e| e.seq);

@@ -2,6 +2,8 @@
 //! to bind: a run of attempts, two statements an attempt. The rest is shared
 //! (`impl_webhooks!` in `webhooks.rs`).
 
+use std::collections::HashMap;
+
 use sqlx::{Sqlite, Transaction};
 
 use crate::error::StoreError;
@@ -9,12 +11,12 @@ use crate::webhooks::delivery_status_after;
 use crate::{AttemptOutcome, Result, WebhookAttempt};
 
 /// Updates the delivery of each attempt and logs the attempt; returns each
-/// attempt's endpoint id.
+/// delivery's endpoint id.
 pub(super) async fn record_deliveries(
     tx: &mut Transaction<'static, Sqlite>,
     attempts: &[(WebhookAttempt, AttemptOutcome)],
-) -> Result<Vec<String>> {
-    let mut endpoint_ids = Vec::with_capacity(attempts.len());
+) -> Result<HashMap<String, String>> {
+    let mut endpoint_of = HashMap::with_capacity(attempts.len());
     for (attempt, outcome) in attempts {
         let endpoint_id: Option<String> = sqlx::query_scalar(
             "UPDATE webhook_deliveries SET attempts = attempts + 1, status = $2, last_status_code = $3, \
@@ -30,7 +32,8 @@ pub(super) async fn record_deliveries(
         .bind(attempt.at)
         .fetch_optional(&mut **tx)
         .await?;
-        endpoint_ids.push(endpoint_id.ok_or_else(|| StoreError::NotFound(attempt.delivery_id.to_string()))?);
+        let endpoint_id = endpoint_id.ok_or_else(|| StoreError::NotFound(attempt.delivery_id.to_string()))?;
+        endpoint_of.insert(attempt.delivery_id.to_string(), endpoint_id);
         if *outcome != AttemptOutcome::Skipped {
             sqlx::query(
                 "INSERT INTO webhook_attempts (delivery_id, attempt, at, status_code, latency_ms, error) \
@@ -45,5 +48,5 @@ pub(super) async fn record_deliveries(
             .await?;
         }
     }
-    Ok(endpoint_ids)
+    Ok(endpoint_of)
 }
