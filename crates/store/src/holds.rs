@@ -7,6 +7,13 @@
 //! nothing, and carries one status for all its lines: `held` (awaiting
 //! payment), `committed` (paid), `consumed` (shipped) or `released` (units
 //! returned). Units of held and committed holds count as reserved.
+//!
+//! Both backends run the same SQL ([`impl_holds!`]) but for taking and
+//! returning units: PostgreSQL claims them from a SKU's buckets as checkout
+//! does (`SKIP LOCKED`), records the lines with `unnest` and locks buckets in
+//! checkout's order before returning units; SQLite takes them from a SKU's one
+//! bucket under its one writer. `settle` reads the hold `FOR UPDATE` on
+//! PostgreSQL; SQLite's write lock already serialises it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -173,19 +180,12 @@ pub(crate) fn existing_or_conflict(existing: Hold, lines: &[(Sku, Quantity)]) ->
     }
 }
 
-/// The columns `HoldLineRow` reads: one row per SKU of the hold (one row
-/// with no SKU if it has no lines).
-macro_rules! hold_by_id_sql {
-    ($param:literal) => {
-        concat!(
-            "SELECT h.id, h.status, h.expires_at, h.created_at, h.updated_at, l.sku, sum(l.qty) AS qty ",
-            "FROM stock_holds h LEFT JOIN stock_hold_lines l ON l.hold_id = h.id ",
-            "WHERE h.id = ",
-            $param,
-            " GROUP BY h.id, l.sku"
-        )
-    };
-}
+/// The rows `HoldLineRow` reads for the hold `$1`: one row per SKU of the
+/// hold (one row with no SKU if it has no lines).
+pub(crate) const HOLD_BY_ID: &str = concat!(
+    "SELECT h.id, h.status, h.expires_at, h.created_at, h.updated_at, l.sku, sum(l.qty) AS qty ",
+    "FROM stock_holds h LEFT JOIN stock_hold_lines l ON l.hold_id = h.id WHERE h.id = $1 GROUP BY h.id, l.sku"
+);
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct HoldLineRow {
@@ -198,7 +198,7 @@ pub(crate) struct HoldLineRow {
     qty: Option<i64>,
 }
 
-/// Builds a hold from its rows (`hold_by_id_sql!`); `None` if there are none.
+/// Builds a hold from its rows (`HOLD_BY_ID`); `None` if there are none.
 pub(crate) fn hold_from_rows(rows: Vec<HoldLineRow>) -> Result<Option<Hold>> {
     let Some(first) = rows.first() else {
         return Ok(None);
@@ -223,4 +223,139 @@ pub(crate) fn hold_from_rows(rows: Vec<HoldLineRow>) -> Result<Option<Hold>> {
     // domain by bytes.
     hold.lines.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(Some(hold))
+}
+
+/// `StockHolds` for a backend's store: the same SQL on both. Besides what
+/// every backend provides (see the crate's docs), the arguments:
+///
+/// - `tx`: the type `begin_write` returns;
+/// - `worker_reads`: the pool the sweeper's `StockHolds::expired` reads on
+///   (see `impl_webhooks!`);
+/// - `for_update`: what locks the hold's row as `settle` reads it;
+/// - `take_lines(tx, hold_id, lines)`: takes the merged lines' units and
+///   records where they came from, all or nothing;
+/// - `return_units(tx, hold_id)`: gives a hold's units back to their buckets.
+macro_rules! impl_holds {
+    (
+        $store:ty,
+        tx: $tx:ty,
+        worker_reads: $reads:ident,
+        for_update: $for_update:literal,
+        take_lines: $take_lines:path,
+        return_units: $return_units:path $(,)?
+    ) => {
+        const _: () = {
+            use chrono::{DateTime, Utc};
+            use holdfast_domain::OrderId;
+
+            use $crate::error::{PlaceOrderError, StoreError};
+            use $crate::holds::{HoldLineRow, existing_or_conflict, extends, hold_from_rows, merged_lines};
+            use $crate::{Hold, HoldAction, HoldStatus, NewHold, Result};
+
+            /// The hold as this transaction sees it; it must exist.
+            async fn read_hold(tx: &mut $tx, id: &OrderId) -> Result<Hold> {
+                let rows: Vec<HoldLineRow> = sqlx::query_as($crate::holds::HOLD_BY_ID)
+                    .bind(id.as_str())
+                    .fetch_all(&mut **tx)
+                    .await?;
+                hold_from_rows(rows)?.ok_or_else(|| StoreError::NotFound(format!("hold {id}")))
+            }
+
+            #[async_trait::async_trait]
+            impl $crate::StockHolds for $store {
+                /// Takes a hold in one transaction on the write pool, as
+                /// checkout does, so the request's deadline bounds it the
+                /// same way.
+                async fn hold(&self, hold: &NewHold) -> Result<Hold, PlaceOrderError> {
+                    let lines = merged_lines(hold)?;
+                    let mut tx = begin_write(&self.write).await?;
+                    // The hold row comes first. A concurrent hold with the
+                    // same id waits on this insert (SQLite: on the write lock),
+                    // then either finds the committed hold or, if this one
+                    // rolled back, takes its place: one id never holds stock
+                    // twice.
+                    let claimed = sqlx::query(
+                        "INSERT INTO stock_holds (id, status, expires_at, created_at, updated_at) \
+                         VALUES ($1, 'held', $2, $3, $3) ON CONFLICT (id) DO NOTHING",
+                    )
+                    .bind(hold.id.as_str())
+                    .bind(hold.expires_at)
+                    .bind(hold.now)
+                    .execute(&mut *tx)
+                    .await?;
+                    if claimed.rows_affected() == 0 {
+                        // Read committed (PostgreSQL): this statement sees
+                        // the hold that won the insert.
+                        let existing = existing_or_conflict(read_hold(&mut tx, &hold.id).await?, &lines)?;
+                        if !extends(&existing, hold) {
+                            tx.rollback().await?;
+                            return Ok(existing);
+                        }
+                        sqlx::query(
+                            "UPDATE stock_holds SET expires_at = $2, updated_at = $3 \
+                             WHERE id = $1 AND status = 'held' AND expires_at < $2",
+                        )
+                        .bind(hold.id.as_str())
+                        .bind(hold.expires_at)
+                        .bind(hold.now)
+                        .execute(&mut *tx)
+                        .await?;
+                    } else {
+                        $take_lines(&mut tx, &hold.id, &lines).await?;
+                    }
+                    let held = read_hold(&mut tx, &hold.id).await?;
+                    tx.commit().await?;
+                    Ok(held)
+                }
+
+                async fn settle(&self, id: &OrderId, action: HoldAction, now: DateTime<Utc>) -> Result<Hold> {
+                    let mut tx = begin_write(&self.write).await?;
+                    let status: Option<String> = sqlx::query_scalar(concat!(
+                        "SELECT status FROM stock_holds WHERE id = $1",
+                        $for_update
+                    ))
+                    .bind(id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let from: HoldStatus = status
+                        .ok_or_else(|| StoreError::NotFound(format!("hold {id}")))?
+                        .parse()?;
+                    if let Some(to) = action.apply(id, from)? {
+                        if to == HoldStatus::Released {
+                            $return_units(&mut tx, id).await?;
+                        }
+                        sqlx::query("UPDATE stock_holds SET status = $2, updated_at = $3 WHERE id = $1")
+                            .bind(id.as_str())
+                            .bind(to.as_str())
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    let hold = read_hold(&mut tx, id).await?;
+                    tx.commit().await?;
+                    Ok(hold)
+                }
+
+                async fn get(&self, id: &OrderId) -> Result<Option<Hold>> {
+                    let rows: Vec<HoldLineRow> = sqlx::query_as($crate::holds::HOLD_BY_ID)
+                        .bind(id.as_str())
+                        .fetch_all(&self.read)
+                        .await?;
+                    hold_from_rows(rows)
+                }
+
+                async fn expired(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<OrderId>> {
+                    let ids: Vec<String> = sqlx::query_scalar(
+                        "SELECT id FROM stock_holds WHERE status = 'held' AND expires_at <= $1 \
+                         ORDER BY expires_at, id LIMIT $2",
+                    )
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(&self.$reads)
+                    .await?;
+                    Ok(ids.into_iter().map(OrderId::from_trusted).collect())
+                }
+            }
+        };
+    };
 }

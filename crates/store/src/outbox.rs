@@ -7,6 +7,14 @@
 //! exactly when its delivery jobs exist: nothing is lost between the two and
 //! nothing is fanned out twice. The sinks then deliver at least once, from
 //! the durable queue.
+//!
+//! Both backends run the same relay ([`impl_outbox!`]) but for three steps.
+//! Its lock: a transaction-scoped advisory lock on PostgreSQL, the one write
+//! lock on SQLite. Its place in the sequence: PostgreSQL commits rows out of
+//! sequence order and keeps a mark past the holes (`postgres/sequence.rs`);
+//! SQLite's one writer commits them in order. Its writes: PostgreSQL inserts
+//! a batch's deliveries and jobs with `unnest` and marks the events with
+//! `= ANY($1)`; SQLite, with no arrays to bind, writes them one by one.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -99,12 +107,12 @@ pub(crate) fn delivery_job_payload(delivery_id: &str) -> serde_json::Value {
     serde_json::json!({ "delivery_id": delivery_id })
 }
 
-/// The JSON payload of a NATS publish job.
 /// Whether an event changes the stock its order holds.
 pub(crate) fn has_stock_effect(event_type: &str) -> bool {
     holdfast_domain::OrderStatus::from_event_type(event_type).is_some_and(|status| status.stock_effect().is_some())
 }
 
+/// The JSON payload of a NATS publish job.
 pub(crate) fn event_job_payload(event_id: &str) -> serde_json::Value {
     serde_json::json!({ "event_id": event_id })
 }
@@ -141,4 +149,130 @@ impl TryFrom<OutboxRow> for OutboxEvent {
             published_at: row.published_at,
         })
     }
+}
+
+/// What a relay pass publishes of the unpublished rows it read: the first
+/// `publish` of them, in sequence order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Pass {
+    pub(crate) publish: usize,
+    /// Rows published below the mark (see `RelayOutcome::late`).
+    pub(crate) late: u64,
+    /// Places stepped over (see `RelayOutcome::skipped`).
+    pub(crate) skipped: u64,
+}
+
+/// `Outbox` for a backend's store: the same SQL on both. Besides what every
+/// backend provides (see the crate's docs), the arguments, each run in the
+/// relay's transaction on the worker pool:
+///
+/// - `worker_reads`: the pool `Outbox::event` reads on (see `impl_webhooks!`);
+/// - `relay_lock(tx)`: takes the relay's lock and reads its place in the
+///   sequence (the mark), `None` when another node holds the relay;
+/// - `relay_pass(tx, &mark, unpublished_seqs, now)`: which of the rows read
+///   continue the sequence, as a [`Pass`], keeping the mark;
+/// - `relay_publish(tx, events, fan_out, now)`: writes the fan-out
+///   (`webhooks::relay_fan_out`) and marks `events` published; returns how
+///   many deliveries it created.
+macro_rules! impl_outbox {
+    (
+        $store:ty,
+        worker_reads: $reads:ident,
+        relay_lock: $lock:path,
+        relay_pass: $pass:path,
+        relay_publish: $publish:path $(,)?
+    ) => {
+        const _: () = {
+            use chrono::{DateTime, Utc};
+
+            use $crate::outbox::OutboxRow;
+            use $crate::webhooks::EndpointRow;
+            use $crate::{OutboxEvent, OutboxLag, RelayOptions, RelayOutcome, Result, WebhookEndpoint};
+
+            #[async_trait::async_trait]
+            impl $crate::Outbox for $store {
+                async fn relay_batch(&self, options: &RelayOptions) -> Result<RelayOutcome> {
+                    let mut tx = begin_write(&self.worker).await?;
+                    let Some(mark) = $lock(&mut tx).await? else {
+                        return Ok(RelayOutcome {
+                            busy: true,
+                            ..RelayOutcome::default()
+                        });
+                    };
+                    let rows: Vec<OutboxRow> = sqlx::query_as(concat!(
+                        "SELECT ",
+                        outbox_columns!(),
+                        " FROM outbox_events WHERE published_at IS NULL ORDER BY seq LIMIT $1"
+                    ))
+                    .bind(options.limit)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    if rows.is_empty() {
+                        return Ok(RelayOutcome::default());
+                    }
+                    // Only rows that continue the sequence without a hole.
+                    let unpublished: Vec<i64> = rows.iter().map(|row| row.seq).collect();
+                    let pass = $pass(&mut tx, &mark, &unpublished, options.now).await?;
+                    let events = rows
+                        .into_iter()
+                        .take(pass.publish)
+                        .map(OutboxEvent::try_from)
+                        .collect::<Result<Vec<_>>>()?;
+                    if events.is_empty() {
+                        tx.commit().await?;
+                        return Ok(RelayOutcome {
+                            held: true,
+                            ..RelayOutcome::default()
+                        });
+                    }
+                    let endpoints: Vec<EndpointRow> = sqlx::query_as(concat!(
+                        "SELECT ",
+                        endpoint_columns!(),
+                        " FROM webhook_endpoints WHERE disabled_at IS NULL AND deleted_at IS NULL ORDER BY id"
+                    ))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let endpoints = endpoints
+                        .into_iter()
+                        .map(WebhookEndpoint::try_from)
+                        .collect::<Result<Vec<_>>>()?;
+                    let fan_out = $crate::webhooks::relay_fan_out(&events, &endpoints, options);
+                    let deliveries = $publish(&mut tx, &events, fan_out, options.now).await?;
+                    tx.commit().await?;
+                    Ok(RelayOutcome {
+                        events: events.len() as u64,
+                        deliveries,
+                        busy: false,
+                        held: events.len() < unpublished.len(),
+                        late: pass.late,
+                        skipped: pass.skipped,
+                    })
+                }
+
+                async fn event(&self, id: &str) -> Result<Option<OutboxEvent>> {
+                    let row: Option<OutboxRow> = sqlx::query_as(concat!(
+                        "SELECT ",
+                        outbox_columns!(),
+                        " FROM outbox_events WHERE id = $1"
+                    ))
+                    .bind(id)
+                    .fetch_optional(&self.$reads)
+                    .await?;
+                    row.map(OutboxEvent::try_from).transpose()
+                }
+
+                async fn lag(&self, now: DateTime<Utc>) -> Result<OutboxLag> {
+                    let (unpublished, oldest): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+                        "SELECT count(*), min(created_at) FROM outbox_events WHERE published_at IS NULL",
+                    )
+                    .fetch_one(&self.read)
+                    .await?;
+                    Ok(OutboxLag {
+                        unpublished,
+                        oldest_age_s: oldest.map(|at| (now - at).num_seconds().max(0)),
+                    })
+                }
+            }
+        };
+    };
 }

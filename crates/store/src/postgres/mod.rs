@@ -137,6 +137,28 @@ fn usage(name: &'static str, pool: &Pool) -> PoolUsage {
 }
 
 impl_journal!(PgStore);
+impl_outbox!(
+    PgStore,
+    worker_reads: worker,
+    relay_lock: outbox::relay_lock,
+    relay_pass: outbox::relay_pass,
+    relay_publish: outbox::relay_publish,
+);
+impl_webhooks!(
+    PgStore,
+    tx: Tx,
+    worker_reads: worker,
+    record_deliveries: webhooks::record_deliveries,
+    delivery_works: webhooks::delivery_works,
+);
+impl_holds!(
+    PgStore,
+    tx: Tx,
+    worker_reads: worker,
+    for_update: " FOR UPDATE",
+    take_lines: holds::take_lines,
+    return_units: holds::return_units,
+);
 
 impl_store! {
     PgStore,

@@ -38,7 +38,7 @@ pub const SETTLE: Duration = Duration::milliseconds(20);
 pub const GIVE_UP: Duration = Duration::seconds(10);
 
 /// The stored mark, as the relay read it in this transaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
 pub struct Mark {
     pub high_water: i64,
     /// When the hole right after `high_water` was first seen.

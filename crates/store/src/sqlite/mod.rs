@@ -104,6 +104,27 @@ pub(crate) async fn begin_write(pool: &SqlitePool) -> Result<sqlx::Transaction<'
 }
 
 impl_journal!(SqliteStore);
+impl_outbox!(
+    SqliteStore,
+    worker_reads: read,
+    relay_lock: outbox::relay_lock,
+    relay_pass: outbox::relay_pass,
+    relay_publish: outbox::relay_publish,
+);
+impl_webhooks!(
+    SqliteStore,
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    worker_reads: read,
+    record_deliveries: webhooks::record_deliveries,
+);
+impl_holds!(
+    SqliteStore,
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    worker_reads: read,
+    for_update: "",
+    take_lines: holds::take_lines,
+    return_units: holds::return_units,
+);
 
 impl_store! {
     SqliteStore,
