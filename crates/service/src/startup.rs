@@ -17,7 +17,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, ConfigError, InventoryMode, PaymentsProvider};
-use crate::http::auth::{generate_key, hash_key, register_key, validate_key};
+use crate::http::keys::{generate_key, hash_key, register_key, validate_key};
 use crate::http::state::AppState;
 use crate::providers::events::EventPublisher;
 use crate::providers::inventory::RemoteInventory;

@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod inventory;
 pub mod journal;
+pub mod keys;
 pub mod ops;
 pub mod orders;
 pub mod payments;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use super::auth::KeyCache;
+use super::keys::KeyCache;
 use crate::config::Config;
 use crate::providers::inventory::RemoteInventory;
 use crate::providers::payments::PaymentProvider;
