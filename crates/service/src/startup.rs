@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, ConfigError, InventoryMode, PaymentsProvider};
 use crate::http::keys::{generate_key, hash_key, register_key, validate_key};
 use crate::http::state::AppState;
+use crate::pipeline::queues;
 use crate::providers::events::EventPublisher;
 use crate::providers::inventory::RemoteInventory;
 use crate::providers::payments::{NoPayments, PaymentProvider, StripeClient};
@@ -360,18 +361,18 @@ impl Application {
                 async move { workers::relay::measure_once(&ctx, chrono::Utc::now()).await }
             },
         )));
-        let mut queues = vec![
-            (workers::checkout::QUEUE, context.wake.checkout.clone()),
-            (workers::fulfillment::QUEUE, context.wake.fulfillment.clone()),
-            (workers::webhooks::QUEUE, context.wake.webhooks.clone()),
+        let mut drained = vec![
+            (queues::CHECKOUT, context.wake.checkout.clone()),
+            (queues::FULFILLMENT, context.wake.fulfillment.clone()),
+            (queues::WEBHOOKS, context.wake.webhooks.clone()),
         ];
         if context.events.is_some() {
-            queues.push((workers::events::QUEUE, context.wake.events.clone()));
+            drained.push((queues::EVENTS, context.wake.events.clone()));
         }
         if context.inventory.is_some() {
-            queues.push((workers::inventory::QUEUE, context.wake.inventory.clone()));
+            drained.push((queues::INVENTORY, context.wake.inventory.clone()));
         }
-        for (queue, notify) in queues {
+        for (queue, notify) in drained {
             let ctx = context.clone();
             let stop = stop.clone();
             tasks.push(tokio::spawn(async move {

@@ -16,7 +16,7 @@ use super::auth::Admin;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{ApiJson, ApiQuery};
 use super::state::AppState;
-use crate::workers::webhooks::QUEUE;
+use crate::pipeline::queues;
 use holdfast_signing::WebhookSecret;
 
 const MAX_EVENT_TYPES: usize = 64;
@@ -263,7 +263,7 @@ pub async fn replay_range(
 }
 
 async fn replay(state: &AppState, which: Replay) -> ApiResult<(StatusCode, Json<Replayed>)> {
-    let template = state.config.queues.webhooks.template(QUEUE);
+    let template = state.config.queues.webhooks.template(queues::WEBHOOKS);
     let created = state.store.webhooks().replay(&which, &template, Utc::now()).await?;
     Ok((
         StatusCode::ACCEPTED,

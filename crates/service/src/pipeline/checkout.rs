@@ -7,6 +7,7 @@ use holdfast_domain::{
 };
 use holdfast_store::{NewOrder, Order, PaymentIntentRef, PlaceOrderError, StatusChange, StoreError};
 
+use super::queues;
 use super::remote::{self, HoldRefused};
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
@@ -266,8 +267,8 @@ async fn take_for_later<E: Classify + std::error::Error + Send + Sync + 'static>
     tracing::info!(order_id = %order.id, reason = why.reason(), "inventory unavailable: order accepted for later");
     order.status = OrderStatus::Accepted;
     order.cause = format!("accepted while inventory was unavailable ({})", why.reason());
-    let template = state.config.queues.checkout.template(crate::workers::checkout::QUEUE);
-    let job = crate::workers::checkout::job(&template, &order.id, order.now);
+    let template = state.config.queues.checkout.template(queues::CHECKOUT);
+    let job = queues::checkout_job(&template, &order.id, order.now);
     match state.store.accept_order(&order, std::slice::from_ref(&job)).await {
         Ok(accepted) => Ok(accepted),
         Err(PlaceOrderError::Store(StoreError::Conflict(_))) => resume(state, &order.id).await,
@@ -324,8 +325,8 @@ async fn intent_for_later(
         return None;
     }
     crate::telemetry::dependency_failed("payments", error);
-    let template = state.config.queues.checkout.template(crate::workers::checkout::QUEUE);
-    let job = crate::workers::checkout::job(&template, &order.id, Utc::now());
+    let template = state.config.queues.checkout.template(queues::CHECKOUT);
+    let job = queues::checkout_job(&template, &order.id, Utc::now());
     match state.store.queue().enqueue(&job).await {
         Ok(_) | Err(StoreError::Conflict(_)) => {
             tracing::info!(order_id = %order.id, reason = error.reason(), "payments unavailable: intent left to a worker");

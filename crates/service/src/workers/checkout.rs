@@ -11,24 +11,19 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use holdfast_domain::{OrderId, OrderStatus};
 use holdfast_resilience::CallError;
-use holdfast_store::{ClaimedJob, JobTemplate, NewJob, Order, PlaceOrderError, StatusChange, StoreError, stored_lines};
+use holdfast_store::{ClaimedJob, Order, PlaceOrderError, StatusChange, StoreError, stored_lines};
 
-use super::WorkerContext;
-use super::jobs::{JobOutcome, for_order, order_job};
+use super::context::WorkerContext;
+use super::jobs::{JobOutcome, for_order};
 use crate::pipeline::checkout::{request_intent, reservation_ttl};
 use crate::pipeline::remote::{self, HoldRefused};
 use crate::providers::inventory::RemoteInventory;
 use crate::providers::payments::ProviderError;
 
-pub const QUEUE: &str = "checkout";
+pub use crate::pipeline::queues::{CHECKOUT as QUEUE, checkout_job as job};
 
 /// Longest wait between two tries while a dependency stays unavailable.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
-
-/// The completion job of an accepted order: one per order.
-pub fn job(template: &JobTemplate, order_id: &OrderId, now: DateTime<Utc>) -> NewJob {
-    order_job(template, order_id, now)
-}
 
 pub async fn handle(ctx: &WorkerContext, job: ClaimedJob) -> JobOutcome {
     for_order(

@@ -9,25 +9,19 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use holdfast_domain::{OrderId, OrderStatus};
 use holdfast_resilience::CallOptions;
-use holdfast_store::{ClaimedJob, JobTemplate, NewJob, Order, StatusChange, StoreError};
+use holdfast_store::{ClaimedJob, Order, StatusChange, StoreError};
 
-use super::WorkerContext;
-use super::jobs::{JobOutcome, for_order, order_job};
+use super::context::WorkerContext;
+use super::jobs::{JobOutcome, for_order};
 use crate::providers::warehouse::{ShipmentItem, ShipmentRequest};
 
-pub const QUEUE: &str = "fulfillment";
+pub use crate::pipeline::queues::{FULFILLMENT as QUEUE, fulfillment_job as job};
 
 /// Longest wait between two tries of one fulfillment.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
-
-/// The fulfillment job of `order_id`: one per order (dedup key), in a group
-/// of its own.
-pub fn job(template: &JobTemplate, order_id: &OrderId, now: DateTime<Utc>) -> NewJob {
-    order_job(template, order_id, now)
-}
 
 pub async fn handle(ctx: &WorkerContext, job: ClaimedJob) -> JobOutcome {
     for_order(

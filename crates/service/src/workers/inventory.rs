@@ -13,12 +13,12 @@ use holdfast_domain::{OrderId, OrderStatus};
 use holdfast_resilience::CallError;
 use holdfast_store::ClaimedJob;
 
-use super::WorkerContext;
+use super::context::WorkerContext;
 use super::jobs::{JobOutcome, backoff, job_event};
 use crate::pipeline::remote;
 use crate::providers::inventory::InventoryError;
 
-pub const QUEUE: &str = "inventory";
+pub use crate::pipeline::queues::INVENTORY as QUEUE;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -29,7 +29,7 @@ pub async fn handle(ctx: &WorkerContext, job: ClaimedJob) -> JobOutcome {
         // node that still does, rather than dropping the change.
         return retry("inventory.mode is not \"remote\" on this node".into());
     };
-    let event = match job_event(ctx, &job, MAX_BACKOFF).await {
+    let event = match job_event(&ctx.store, &job, MAX_BACKOFF).await {
         Ok(event) => event,
         Err(outcome) => return outcome,
     };

@@ -4,22 +4,23 @@
 use chrono::{DateTime, Utc};
 use holdfast_store::{QueueStats, RelayOptions};
 
-use super::WorkerContext;
+use super::context::WorkerContext;
+use crate::pipeline::queues;
 
 pub async fn relay_once(ctx: &WorkerContext, now: DateTime<Utc>) -> anyhow::Result<usize> {
-    let queues = &ctx.config.queues;
+    let config = &ctx.config;
     let options = RelayOptions {
-        limit: i64::from(ctx.config.workers.relay_batch),
+        limit: i64::from(config.workers.relay_batch),
         now,
-        webhooks: queues.webhooks.template(super::webhooks::QUEUE),
+        webhooks: config.queues.webhooks.template(queues::WEBHOOKS),
         events: ctx
             .events
             .as_ref()
-            .map(|_| queues.events.template(super::events::QUEUE)),
+            .map(|_| config.queues.events.template(queues::EVENTS)),
         inventory: ctx
             .inventory
             .as_ref()
-            .map(|_| queues.inventory.template(super::inventory::QUEUE)),
+            .map(|_| config.queues.inventory.template(queues::INVENTORY)),
     };
     let outcome = ctx.store.outbox().relay_batch(&options).await?;
     if outcome.skipped > 0 {
@@ -54,13 +55,7 @@ pub async fn measure_once(ctx: &WorkerContext, now: DateTime<Utc>) -> anyhow::Re
     let mut all = ctx.store.queue().stats(now).await?;
     // An empty queue is absent from the stats; report it as zeros so its
     // gauges do not keep their last values.
-    for queue in [
-        super::checkout::QUEUE,
-        super::inventory::QUEUE,
-        super::fulfillment::QUEUE,
-        super::webhooks::QUEUE,
-        super::events::QUEUE,
-    ] {
+    for queue in queues::ALL {
         if !all.iter().any(|s| s.queue == queue) {
             all.push(QueueStats {
                 queue: queue.to_owned(),

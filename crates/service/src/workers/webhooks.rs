@@ -13,13 +13,13 @@ use chrono::{DateTime, Utc};
 use holdfast_domain::DeliveryId;
 use holdfast_store::{AttemptOutcome, ClaimedJob, DeliveryStatus, DeliveryWork, WebhookAttempt};
 
-use super::WorkerContext;
+use super::context::WorkerContext;
 use super::jobs::{JobOutcome, backoff, jitter, payload_str};
 use crate::config::WebhooksConfig;
 use crate::providers::webhooks::{Answer, Outgoing};
 use holdfast_signing::WebhookSecret;
 
-pub const QUEUE: &str = "webhooks";
+pub use crate::pipeline::queues::WEBHOOKS as QUEUE;
 
 /// Delivers one endpoint's run of deliveries in order, then records every
 /// attempt in one transaction. The run stops at the first delivery that must
