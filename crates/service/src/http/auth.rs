@@ -35,7 +35,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiE
         .ok_or_else(|| unauthorized("the Authorization header must be Bearer hf_…"))?;
     let record = state
         .keys
-        .lookup(&state.store, secret)
+        .lookup(&state.deps.store, secret)
         .await?
         .ok_or_else(|| unauthorized("unknown or revoked API key"))?;
     if let Some(limiter) = &state.limiter

@@ -1,33 +1,28 @@
-//! What the background workers share: the store, the config, the outside
-//! services they call and the dependency policies.
+//! What the background workers share: the pipeline's `Deps` (the same the
+//! API runs on) and what only workers use.
 
 use std::sync::Arc;
 
-use holdfast_store::SharedStore;
 use tokio::sync::Notify;
 
-use crate::config::Config;
+use crate::pipeline::Deps;
 use crate::providers::events::EventPublisher;
 use crate::providers::warehouse::Warehouse;
 use crate::providers::webhooks::WebhookSender;
 
-/// Everything the background workers share.
 pub struct WorkerContext {
-    pub store: SharedStore,
-    pub config: Arc<Config>,
+    /// The config, the store, payments, inventory and the dependency
+    /// policies, shared with the API.
+    pub deps: Deps,
     pub warehouse: Arc<dyn Warehouse>,
-    pub payments: Arc<dyn crate::providers::payments::PaymentProvider>,
     /// `None` when `events.nats_url` is empty.
     pub events: Option<Arc<EventPublisher>>,
-    /// The inventory node, when `inventory.mode = "remote"`.
-    pub inventory: Option<Arc<crate::providers::inventory::RemoteInventory>>,
     pub webhook_sender: WebhookSender,
-    /// The dependency policies (breakers and the rest), shared with the API.
-    pub dependencies: Arc<holdfast_resilience::Registry>,
     /// Names this process in job leases (`leased_by`).
     pub worker_id: String,
     pub wake: Wakers,
 }
+
 /// In-process nudges between workers, so work made here is picked up at
 /// once; work made on other nodes is found by polling.
 #[derive(Default)]

@@ -36,7 +36,7 @@ pub async fn handle(ctx: &WorkerContext, job: ClaimedJob) -> JobOutcome {
 /// attempt stopped.
 #[tracing::instrument(skip(ctx))]
 pub async fn fulfill(ctx: &WorkerContext, order_id: &OrderId) -> anyhow::Result<()> {
-    let Some(order) = ctx.store.get_order(order_id).await? else {
+    let Some(order) = ctx.deps.store.get_order(order_id).await? else {
         tracing::warn!("order not found; nothing to fulfil");
         return Ok(());
     };
@@ -46,13 +46,12 @@ pub async fn fulfill(ctx: &WorkerContext, order_id: &OrderId) -> anyhow::Result<
     }
     // The shipment first: while the warehouse cannot take it, the order
     // stays `paid` and the job retries.
-    let policy = ctx
-        .dependencies
-        .breaker_for("warehouse")
-        .ok_or_else(|| anyhow::anyhow!("no policy for the warehouse dependency"))?;
     let request = shipment_request(&order);
     // Idempotent: the shipment's key is derived from the order id.
-    let shipment = policy
+    let shipment = ctx
+        .deps
+        .dependencies
+        .warehouse
         .call(CallOptions::idempotent(), || ctx.warehouse.create_shipment(&request))
         .await
         .map_err(|error| {
@@ -78,7 +77,7 @@ pub async fn fulfill(ctx: &WorkerContext, order_id: &OrderId) -> anyhow::Result<
 }
 
 async fn transition(ctx: &WorkerContext, change: StatusChange) -> anyhow::Result<()> {
-    match ctx.store.transition_order(&change).await {
+    match ctx.deps.store.transition_order(&change).await {
         Ok(_) => Ok(()),
         // Cancelled meanwhile: nothing to ship.
         Err(StoreError::InvalidTransition(e)) => {

@@ -30,14 +30,15 @@ use jobs::{JobOutcome, QueueRun};
 impl WorkerContext {
     /// How `queue`'s worker claims: this process's id and the queue's concurrency.
     fn queue_run(&self, queue: &str) -> anyhow::Result<QueueRun> {
+        let (config, policies) = (&self.deps.config.queues, &self.deps.dependencies);
         // Partner webhooks have no shared breaker: each endpoint is its own
         // failure domain (its queue group).
         let (settings, dependency) = match queue {
-            queues::CHECKOUT => (self.config.queues.checkout, Some("inventory")),
-            queues::INVENTORY => (self.config.queues.inventory, Some("inventory")),
-            queues::FULFILLMENT => (self.config.queues.fulfillment, Some("warehouse")),
-            queues::WEBHOOKS => (self.config.queues.webhooks, None),
-            queues::EVENTS => (self.config.queues.events, Some("events")),
+            queues::CHECKOUT => (config.checkout, Some(&policies.inventory)),
+            queues::INVENTORY => (config.inventory, Some(&policies.inventory)),
+            queues::FULFILLMENT => (config.fulfillment, Some(&policies.warehouse)),
+            queues::WEBHOOKS => (config.webhooks, None),
+            queues::EVENTS => (config.events, Some(&policies.events)),
             other => anyhow::bail!("no worker handles queue {other:?}"),
         };
         Ok(QueueRun {
@@ -45,7 +46,7 @@ impl WorkerContext {
             worker_id: self.worker_id.clone(),
             batch: settings.concurrency,
             run_length: settings.run_length,
-            depends_on: dependency.and_then(|name| self.dependencies.breaker_for(name)),
+            depends_on: dependency.cloned(),
         })
     }
 
@@ -74,7 +75,7 @@ impl WorkerContext {
     /// What tests call to drive a queue step by step.
     pub async fn run_queue_once(&self, queue: &str, now: DateTime<Utc>) -> anyhow::Result<usize> {
         let run = self.queue_run(queue)?;
-        jobs::run_once(&self.store, &run, now, |jobs| self.handle(jobs)).await
+        jobs::run_once(&self.deps.store, &run, now, |jobs| self.handle(jobs)).await
     }
 
     /// `queue`'s worker inside `holdfast serve`, until `shutdown`.
@@ -85,8 +86,8 @@ impl WorkerContext {
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         let run = self.queue_run(queue)?;
-        let poll = Duration::from_millis(self.config.workers.poll_interval_ms);
-        let store = self.store.clone();
+        let poll = Duration::from_millis(self.deps.config.workers.poll_interval_ms);
+        let store = self.deps.store.clone();
         tracing::debug!(worker = queue, "started");
         jobs::run_pool(store, run, poll, wake, shutdown, move |jobs| {
             let ctx = self.clone();

@@ -40,7 +40,7 @@ pub async fn handle_run(ctx: &WorkerContext, jobs: Vec<ClaimedJob>) -> Vec<JobOu
         .filter_map(|job| payload_str(job, "delivery_id").and_then(|raw| DeliveryId::parse(raw).ok()))
         .collect();
     // The whole run's deliveries, endpoint and events in one read.
-    let mut works: HashMap<DeliveryId, DeliveryWork> = match ctx.store.webhooks().delivery_works(&ids).await {
+    let mut works: HashMap<DeliveryId, DeliveryWork> = match ctx.deps.store.webhooks().delivery_works(&ids).await {
         Ok(works) => works.into_iter().map(|w| (w.delivery.id.clone(), w)).collect(),
         Err(error) => return retry_all("could not read the run's deliveries", &format!("{error:#}")),
     };
@@ -65,7 +65,7 @@ pub async fn handle_run(ctx: &WorkerContext, jobs: Vec<ClaimedJob>) -> Vec<JobOu
             break;
         }
     }
-    if let Err(error) = ctx.store.webhooks().record_attempts(&records).await {
+    if let Err(error) = ctx.deps.store.webhooks().record_attempts(&records).await {
         let first = jobs.first().map_or(0, |job| job.job.receive_count);
         tracing::warn!(
             error = format!("{error:#}"),
@@ -136,7 +136,7 @@ async fn attempt(
             now,
         })
         .await;
-    let (outcome, next) = judge(&ctx.config.webhooks, &work, &answer, now);
+    let (outcome, next) = judge(&ctx.deps.config.webhooks, &work, &answer, now);
     let attempt = WebhookAttempt {
         delivery_id: delivery_id.clone(),
         at: now,
