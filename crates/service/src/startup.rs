@@ -1,7 +1,8 @@
 //! Start-up: validate, connect, migrate, then serve. Every failure before
 //! serving names the config key and the target it tried, so a typo in a
 //! connection string is found in seconds, not by restarting a healthy
-//! database (seed 001).
+//! database. Here the pipeline's `Deps` are built, once, and handed to
+//! both the API and the workers.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,8 +18,9 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, ConfigError, InventoryMode, PaymentsProvider};
-use crate::http::auth::{generate_key, hash_key, register_key, validate_key};
+use crate::http::keys::{generate_key, hash_key, register_key, validate_key};
 use crate::http::state::AppState;
+use crate::pipeline::{Dependencies, Deps, queues};
 use crate::providers::egress::Egress;
 use crate::providers::events::EventPublisher;
 use crate::providers::inventory::RemoteInventory;
@@ -57,7 +59,10 @@ pub struct Application {
     config: Config,
     store: SharedStore,
     role: Role,
-    dependencies: Arc<Registry>,
+    /// The dependencies' policies by name, for snapshots and reloads.
+    registry: Arc<Registry>,
+    /// The same policies, one field each, for the steps that call them.
+    dependencies: Dependencies,
 }
 
 impl Application {
@@ -69,7 +74,8 @@ impl Application {
                 "an inventory node keeps its own stock: \"remote\" is for order nodes",
             )));
         }
-        let dependencies = Arc::new(config.dependencies.registry()?);
+        let registry = Arc::new(config.dependencies.registry()?);
+        let dependencies = Dependencies::from_registry(&registry).map_err(|e| StartupError::Other(e.to_string()))?;
         let store = holdfast_store::connect(&config.connect_options())
             .await
             .map_err(StartupError::Database)?;
@@ -92,6 +98,7 @@ impl Application {
             config,
             store,
             role,
+            registry,
             dependencies,
         })
     }
@@ -107,7 +114,7 @@ impl Application {
     /// The dependency policies, for reloading their thresholds (SIGHUP)
     /// while the service runs.
     pub fn dependencies(&self) -> Arc<Registry> {
-        self.dependencies.clone()
+        self.registry.clone()
     }
 
     /// On an empty database, registers `supplied` (e.g. from
@@ -158,7 +165,7 @@ impl Application {
         // any call can make one.
         background.push(crate::journal::spawn(
             self.store.clone(),
-            &self.dependencies,
+            &self.registry,
             crate::journal::node_name(local),
             stop_rx.clone(),
         ));
@@ -169,19 +176,20 @@ impl Application {
         };
         let inventory = self.remote_inventory()?;
         holdfast_resilience::describe_metrics();
-        let state = AppState::new(
-            self.config.clone(),
-            self.store.clone(),
-            payments.clone(),
-            inventory.clone(),
-            self.dependencies.clone(),
-            inbox_ready.clone(),
-        );
+        let deps = Deps {
+            config: Arc::new(self.config.clone()),
+            store: self.store.clone(),
+            payments,
+            inventory,
+            dependencies: self.dependencies.clone(),
+            registry: self.registry.clone(),
+        };
+        let state = AppState::new(deps.clone(), inbox_ready.clone());
         match self.role {
             Role::Api => {}
             Role::Inventory => background.push(self.spawn_hold_sweeper(&stop_rx)),
             Role::All | Role::Workers => {
-                let context = self.worker_context(payments.clone(), inventory, &stop_rx, &mut background);
+                let context = self.worker_context(deps, &stop_rx, &mut background);
                 let context = Arc::new(context.await?);
                 background.extend(self.spawn_workers(&context, &inbox_ready, &stop_rx));
                 background.push(self.spawn_hold_sweeper(&stop_rx));
@@ -270,8 +278,7 @@ impl Application {
 
     async fn worker_context(
         &self,
-        payments: Arc<dyn PaymentProvider>,
-        inventory: Option<Arc<RemoteInventory>>,
+        deps: Deps,
         stop: &watch::Receiver<bool>,
         background: &mut Vec<JoinHandle<()>>,
     ) -> anyhow::Result<WorkerContext> {
@@ -296,17 +303,13 @@ impl Application {
             Some(Arc::new(publisher))
         };
         Ok(WorkerContext {
-            store: self.store.clone(),
-            config: Arc::new(config.clone()),
+            deps,
             warehouse: Arc::new(warehouse),
-            payments,
             events,
-            inventory,
             webhook_sender: WebhookSender::new(
                 deadline(config.dependencies.webhooks.deadline_ms),
                 Egress::from_config(config.webhooks.allow_private_networks),
             )?,
-            dependencies: self.dependencies.clone(),
             worker_id: WorkerContext::new_worker_id(),
             wake: Wakers::default(),
         })
@@ -364,18 +367,18 @@ impl Application {
                 async move { workers::relay::measure_once(&ctx, chrono::Utc::now()).await }
             },
         )));
-        let mut queues = vec![
-            (workers::checkout::QUEUE, context.wake.checkout.clone()),
-            (workers::fulfillment::QUEUE, context.wake.fulfillment.clone()),
-            (workers::webhooks::QUEUE, context.wake.webhooks.clone()),
+        let mut drained = vec![
+            (queues::CHECKOUT, context.wake.checkout.clone()),
+            (queues::FULFILLMENT, context.wake.fulfillment.clone()),
+            (queues::WEBHOOKS, context.wake.webhooks.clone()),
         ];
         if context.events.is_some() {
-            queues.push((workers::events::QUEUE, context.wake.events.clone()));
+            drained.push((queues::EVENTS, context.wake.events.clone()));
         }
-        if context.inventory.is_some() {
-            queues.push((workers::inventory::QUEUE, context.wake.inventory.clone()));
+        if context.deps.inventory.is_some() {
+            drained.push((queues::INVENTORY, context.wake.inventory.clone()));
         }
-        for (queue, notify) in queues {
+        for (queue, notify) in drained {
             let ctx = context.clone();
             let stop = stop.clone();
             tasks.push(tokio::spawn(async move {

@@ -71,7 +71,8 @@ pub struct BreakerList {
 pub async fn list_breakers(State(state): State<AppState>, _admin: Admin) -> Json<BreakerList> {
     Json(BreakerList {
         data: state
-            .dependencies
+            .deps
+            .registry
             .snapshots()
             .into_iter()
             .map(BreakerOut::from)
@@ -92,7 +93,7 @@ pub async fn update_breaker(
     Path(name): Path<String>,
     json: ApiJson<DependencyConfig>,
 ) -> ApiResult<Json<BreakerOut>> {
-    match state.dependencies.reconfigure(&name, json.body) {
+    match state.deps.registry.reconfigure(&name, json.body) {
         Ok(()) => {}
         Err(ReconfigureError::UnknownDependency(_)) => return Err(ApiError::not_found("dependency")),
         Err(ReconfigureError::Invalid(invalid)) => {
@@ -101,7 +102,8 @@ pub async fn update_breaker(
     }
     tracing::info!(dependency = %name, "dependency policy changed through the admin API");
     let policy = state
-        .dependencies
+        .deps
+        .registry
         .breaker_for(&name)
         .ok_or_else(|| ApiError::not_found("dependency"))?;
     Ok(Json(policy.state().into()))

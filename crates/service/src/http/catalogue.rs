@@ -5,6 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
 use chrono::{DateTime, Utc};
 use holdfast_domain::{Currency, FieldError, Money, Sku, ValidationErrors};
+use holdfast_resilience::CallOptions;
 use holdfast_store::{InventoryBatch, NewProduct, Product, StoreError, SyncOutcome};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -103,17 +104,17 @@ pub async fn create_product(
         .body
         .parse()
         .map_err(|errors| ApiError::validation("invalid_product", errors))?;
-    if state.inventory.is_some() {
+    if state.deps.inventory.is_some() {
         // Stock lives on the inventory node: it gets the initial on-hand
         // first (an existing SKU there keeps its stock), and this node's own
         // stock rows stay at zero, unused.
-        let (status, body) = remote::forward(&state, Method::POST, "/api/v1/products", &json.body).await?;
+        let (status, body) = forward(&state, Method::POST, "/api/v1/products", &json.body).await?;
         if !status.is_success() && status != StatusCode::CONFLICT {
-            return Err(remote::refused(status, &body));
+            return Err(refused(status, &body));
         }
         product.on_hand = 0;
     }
-    match state.store.create_product(&product).await {
+    match state.deps.store.create_product(&product).await {
         Ok(created) => Ok((StatusCode::CREATED, Json(created.into()))),
         Err(StoreError::Conflict(_)) => Err(ApiError::conflict(
             "sku_exists",
@@ -132,6 +133,7 @@ pub async fn get_product(
 ) -> ApiResult<Json<ProductOut>> {
     let sku = parse_sku(&sku)?;
     let product = state
+        .deps
         .store
         .get_products(std::slice::from_ref(&sku))
         .await?
@@ -156,8 +158,8 @@ pub async fn get_inventory(
     Path(sku): Path<String>,
 ) -> ApiResult<Json<InventoryOut>> {
     let sku = parse_sku(&sku)?;
-    if state.inventory.is_some() {
-        let level = remote::level(&state, &sku).await?;
+    if state.deps.inventory.is_some() {
+        let level = remote::level(&state.deps, &sku).await?;
         return Ok(Json(InventoryOut {
             sku: level.sku,
             on_hand: level.on_hand,
@@ -166,6 +168,7 @@ pub async fn get_inventory(
         }));
     }
     let level = state
+        .deps
         .store
         .get_inventory(&sku)
         .await?
@@ -247,10 +250,10 @@ pub async fn sync_inventory(
     if !errors.is_empty() {
         return Err(ApiError::validation("invalid_sync", errors));
     }
-    if state.inventory.is_some() {
-        let (status, body) = remote::forward(&state, Method::POST, "/api/v1/inventory/sync", input).await?;
+    if state.deps.inventory.is_some() {
+        let (status, body) = forward(&state, Method::POST, "/api/v1/inventory/sync", input).await?;
         if !status.is_success() {
-            return Err(remote::refused(status, &body));
+            return Err(refused(status, &body));
         }
         let outcome = serde_json::from_value(body)
             .map_err(|e| ApiError::internal(anyhow::anyhow!("the inventory node's sync answer: {e}")))?;
@@ -261,7 +264,52 @@ pub async fn sync_inventory(
         levels,
         received_at: Utc::now(),
     };
-    Ok(Json(state.store.sync_inventory(&batch).await?.into()))
+    Ok(Json(state.deps.store.sync_inventory(&batch).await?.into()))
+}
+
+/// Sends an admin call on to the inventory node (`inventory.mode =
+/// "remote"`) under the inventory policy; its answer comes back as is.
+async fn forward(
+    state: &AppState,
+    method: Method,
+    path: &str,
+    body: &impl Serialize,
+) -> ApiResult<(StatusCode, serde_json::Value)> {
+    let inventory = state
+        .deps
+        .inventory
+        .as_deref()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("inventory.mode is not \"remote\"")))?;
+    let body = serde_json::to_value(body).map_err(ApiError::internal)?;
+    let options = CallOptions::non_idempotent().with_deadline(crate::deadline::request_deadline());
+    state
+        .deps
+        .dependencies
+        .inventory
+        .call(options, || inventory.forward(method.clone(), path, &body))
+        .await
+        .map_err(|error| ApiError::dependency("inventory", "the inventory node", error))
+}
+
+/// The inventory node refused a forwarded call: the same status, its detail
+/// and field errors.
+fn refused(status: StatusCode, body: &serde_json::Value) -> ApiError {
+    let text = |key: &str| body.get(key).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    let mut error = ApiError::new(
+        status,
+        "inventory_refused",
+        format!("the inventory node refused: {}: {}", text("code"), text("detail")),
+    );
+    if let Some(fields) = body.get("errors").and_then(|v| v.as_array()) {
+        error.errors = fields
+            .iter()
+            .map(|f| {
+                let get = |key: &str| f.get(key).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+                FieldError::new(get("field"), get("message"))
+            })
+            .collect();
+    }
+    error
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -51,7 +51,7 @@ pub async fn search_customers(
     if !(1..=100).contains(&limit) {
         return Err(ApiError::field("invalid_query", "limit", "must be from 1 to 100"));
     }
-    let customers = state.store.search_customers(q, limit).await?;
+    let customers = state.deps.store.search_customers(q, limit).await?;
     let data = customers
         .into_iter()
         .map(|c| CustomerOut {

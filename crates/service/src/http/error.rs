@@ -1,6 +1,8 @@
 //! The HTTP layer's one error type, rendered as RFC 9457 problem+json with a
 //! stable `code`. Client errors carry a public message; server errors are
 //! logged with their cause chain and answered with an opaque body.
+//! The pipeline's errors, and the store's through them, become answers in
+//! one `From<pipeline::Error>`.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -8,6 +10,8 @@ use holdfast_domain::{FieldError, ValidationErrors};
 use holdfast_resilience::{CallError, Classify};
 use holdfast_store::{PlaceOrderError, StoreError};
 use serde::Serialize;
+
+use crate::pipeline::error::{Unanswered, Unavailable};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -100,41 +104,14 @@ impl ApiError {
     }
 
     /// 503 with `Retry-After` for a guarded call that did not get
-    /// `dependency`'s answer: `overloaded` when its bulkhead is full,
-    /// `dependency_unavailable` when its breaker is open, the deadline ran
-    /// out or it failed. `what` names it for the client ("the payment
-    /// provider"). Counted in `holdfast_dependency_errors_total`.
-    pub fn dependency<E>(dependency: &'static str, what: &str, error: CallError<E>) -> Self
+    /// `dependency`'s answer (see the `From<pipeline::Error>` below). `what`
+    /// names it for the client ("the inventory node"). Counted in
+    /// `holdfast_dependency_errors_total`.
+    pub fn dependency<E>(dependency: &'static str, what: &'static str, error: CallError<E>) -> Self
     where
         E: Classify + std::error::Error + Send + Sync + 'static,
     {
-        crate::telemetry::dependency_failed(dependency, &error);
-        let (code, detail, retry_after_s) = match &error {
-            CallError::BulkheadFull => (
-                "overloaded",
-                format!("too many calls to {what} in flight; retry shortly"),
-                1,
-            ),
-            CallError::BreakerOpen { retry_after } => (
-                "dependency_unavailable",
-                format!("{what} is failing; calls to it are paused"),
-                retry_after.as_secs().max(1),
-            ),
-            CallError::DeadlineExceeded => (
-                "dependency_unavailable",
-                format!("{what} did not answer within the request's deadline"),
-                1,
-            ),
-            CallError::Failed(failed) if failed.is_transient() => (
-                "dependency_unavailable",
-                format!("{what} is not answering; retry later"),
-                2,
-            ),
-            CallError::Failed(_) => ("dependency_unavailable", format!("{what} refused this node's call"), 2),
-        };
-        let mut api_error = Self::unavailable(code, detail, retry_after_s);
-        api_error.cause = Some(anyhow::Error::new(error).context(dependency));
-        api_error
+        crate::pipeline::Error::from(Unavailable::new(dependency, what, error)).into()
     }
 
     pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
@@ -196,40 +173,22 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(error: StoreError) -> Self {
+/// The one mapping of the pipeline's errors to answers: the status, the
+/// problem's detail and fields, and `Retry-After` when waiting helps. The
+/// `code` is the error's own.
+impl From<crate::pipeline::Error> for ApiError {
+    fn from(error: crate::pipeline::Error) -> Self {
+        use crate::pipeline::Error;
+        let code = error.code();
         match error {
-            StoreError::NotFound(what) => Self::not_found(&what),
-            StoreError::Conflict(detail) => Self::conflict("conflict", detail),
-            StoreError::InvalidTransition(e) => Self::conflict("invalid_transition", e.to_string()),
-            StoreError::Timeout(_) | StoreError::Unavailable(_) => {
-                let kind = if matches!(error, StoreError::Timeout(_)) {
-                    "timeout"
-                } else {
-                    "unavailable"
-                };
-                crate::telemetry::dependency_error("database", kind);
-                let mut shed = Self::unavailable("dependency_unavailable", "the database is not answering in time", 1);
-                shed.cause = Some(error.into());
-                shed
-            }
-            other => Self::internal(other),
-        }
-    }
-}
-
-impl From<PlaceOrderError> for ApiError {
-    fn from(error: PlaceOrderError) -> Self {
-        match error {
-            PlaceOrderError::OutOfStock {
+            Error::Invalid { errors, .. } => Self::validation(code, errors),
+            Error::NotFound(what) => Self::new(StatusCode::NOT_FOUND, code, format!("{what} not found")),
+            Error::OutOfStock {
                 sku,
                 requested,
                 available,
             } => {
-                let mut error = Self::conflict(
-                    "out_of_stock",
-                    format!("{sku}: {requested} requested, {available} available"),
-                );
+                let mut error = Self::conflict(code, format!("{sku}: {requested} requested, {available} available"));
                 error.errors = vec![FieldError::new(
                     format!("items[sku={sku}].qty"),
                     format!("only {available} available"),
@@ -241,8 +200,8 @@ impl From<PlaceOrderError> for ApiError {
                 }));
                 error
             }
-            PlaceOrderError::UnknownSku(sku) => {
-                let mut error = Self::field("unknown_sku", "items", format!("unknown SKU {sku}"));
+            Error::UnknownSku(sku) => {
+                let mut error = Self::field(code, "items", format!("unknown SKU {sku}"));
                 error.stock = Some(Box::new(StockProblem {
                     sku: sku.to_string(),
                     requested: None,
@@ -250,8 +209,65 @@ impl From<PlaceOrderError> for ApiError {
                 }));
                 error
             }
-            PlaceOrderError::Store(store) => store.into(),
+            refused @ Error::PaymentRefused { .. } => Self::new(StatusCode::BAD_GATEWAY, code, refused.to_string()),
+            Error::Unavailable(unavailable) => Self::unanswered(code, unavailable),
+            conflict @ (Error::IdempotencyInProgress | Error::IdempotencyMismatch) => {
+                Self::conflict(code, conflict.to_string())
+            }
+            Error::Store(store) => Self::store(code, store),
+            Error::Internal(cause) => Self::internal(cause),
         }
+    }
+}
+
+impl ApiError {
+    fn unanswered(code: &'static str, unavailable: Unavailable) -> Self {
+        let what = unavailable.what;
+        let (detail, retry_after_s) = match unavailable.why {
+            Unanswered::Saturated => (format!("too many calls to {what} in flight; retry shortly"), 1),
+            Unanswered::Paused { retry_after } => (
+                format!("{what} is failing; calls to it are paused"),
+                retry_after.as_secs().max(1),
+            ),
+            Unanswered::OutOfTime => (format!("{what} did not answer within the request's deadline"), 1),
+            Unanswered::Failing => (format!("{what} is not answering; retry later"), 2),
+            Unanswered::Refused => (format!("{what} refused this node's call"), 2),
+        };
+        let mut error = Self::unavailable(code, detail, retry_after_s);
+        error.cause = Some(unavailable.error.context(unavailable.dependency));
+        error
+    }
+
+    fn store(code: &'static str, error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound(what) => Self::new(StatusCode::NOT_FOUND, code, format!("{what} not found")),
+            StoreError::Conflict(detail) => Self::conflict(code, detail),
+            StoreError::InvalidTransition(e) => Self::conflict(code, e.to_string()),
+            StoreError::Timeout(_) | StoreError::Unavailable(_) => {
+                let kind = if matches!(error, StoreError::Timeout(_)) {
+                    "timeout"
+                } else {
+                    "unavailable"
+                };
+                crate::telemetry::dependency_error("database", kind);
+                let mut shed = Self::unavailable(code, "the database is not answering in time", 1);
+                shed.cause = Some(error.into());
+                shed
+            }
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        crate::pipeline::Error::from(error).into()
+    }
+}
+
+impl From<PlaceOrderError> for ApiError {
+    fn from(error: PlaceOrderError) -> Self {
+        crate::pipeline::Error::from(error).into()
     }
 }
 

@@ -105,7 +105,7 @@ pub async fn create_hold(
         .body
         .parse()
         .map_err(|errors| ApiError::validation("invalid_hold", errors))?;
-    match state.store.holds().hold(&hold).await {
+    match state.deps.store.holds().hold(&hold).await {
         Ok(held) => {
             // A repeated call answers 200 with the hold it already has.
             let status = if held.created_at == hold.now {
@@ -129,7 +129,7 @@ pub async fn get_hold(
     Path(id): Path<String>,
 ) -> ApiResult<Json<HoldOut>> {
     let id = parse_id(&id, "id").map_err(|e| ApiError::field("invalid_id", "id", e.message))?;
-    let hold = state.store.holds().get(&id).await?;
+    let hold = state.deps.store.holds().get(&id).await?;
     Ok(Json(hold.ok_or_else(|| ApiError::not_found("hold"))?.into()))
 }
 
@@ -152,7 +152,7 @@ pub async fn settle_hold(
         "release" => HoldAction::Release,
         _ => return Err(ApiError::not_found("route")),
     };
-    match state.store.holds().settle(&id, action, Utc::now()).await {
+    match state.deps.store.holds().settle(&id, action, Utc::now()).await {
         Ok(hold) => Ok(Json(hold.into())),
         Err(StoreError::NotFound(_)) => Err(ApiError::not_found("hold")),
         Err(StoreError::Conflict(detail)) => Err(ApiError::conflict("hold_conflict", detail)),

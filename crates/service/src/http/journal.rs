@@ -77,7 +77,7 @@ pub async fn list_journal(
     ApiQuery(params): ApiQuery<JournalParams>,
 ) -> ApiResult<Json<JournalOut>> {
     let query = parse_query(params)?;
-    let entries = state.store.journal().list(&query).await?;
+    let entries = state.deps.store.journal().list(&query).await?;
     Ok(Json(JournalOut {
         entries: entries.into_iter().map(JournalEntryOut::from).collect(),
     }))

@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod inventory;
 pub mod journal;
+pub mod keys;
 pub mod ops;
 pub mod orders;
 pub mod payments;
@@ -108,7 +109,7 @@ pub fn inventory_router(state: AppState) -> Router {
 
 fn assemble((api, openapi): (Router<AppState>, utoipa::openapi::OpenApi), state: AppState) -> Router {
     let spec = openapi.to_pretty_json().unwrap_or_default();
-    let max_body = state.config.server.max_body_bytes;
+    let max_body = state.deps.config.server.max_body_bytes;
     let request_id = HeaderName::from_static("x-request-id");
     api.route(
         "/api/v1/openapi.json",
@@ -119,7 +120,7 @@ fn assemble((api, openapi): (Router<AppState>, utoipa::openapi::OpenApi), state:
         get(|State(state): State<AppState>| async move {
             (
                 [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                crate::telemetry::render(&state.store, &state.dependencies),
+                crate::telemetry::render(&state.deps.store, &state.deps.registry),
             )
         }),
     )
@@ -158,7 +159,7 @@ const WRAP_UP: Duration = Duration::from_millis(100);
 /// this one sends what is left of its own request's budget
 /// (`holdfast-deadline-ms`), and the shorter of the two applies.
 async fn deadline(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let configured = Duration::from_millis(state.config.server.request_deadline_ms);
+    let configured = Duration::from_millis(state.deps.config.server.request_deadline_ms);
     let budget = request
         .headers()
         .get(crate::providers::inventory::DEADLINE_HEADER)

@@ -36,6 +36,7 @@ pub struct Readiness {
 /// requests elsewhere instead of to a node that would shed them.
 fn shedding(state: &AppState) -> Vec<String> {
     let pools = state
+        .deps
         .store
         .pool_usage()
         .into_iter()
@@ -44,7 +45,8 @@ fn shedding(state: &AppState) -> Vec<String> {
         .filter(|pool| pool.pool != "worker" && pool.max > 1 && pool.in_use >= pool.max)
         .map(|pool| format!("database pool {} ({}/{} in use)", pool.pool, pool.in_use, pool.max));
     let bulkheads = state
-        .dependencies
+        .deps
+        .registry
         .snapshots()
         .into_iter()
         .filter(|breaker| breaker.in_flight >= breaker.config.max_concurrency)
@@ -62,7 +64,7 @@ fn shedding(state: &AppState) -> Vec<String> {
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let (database, migrations) = match state.store.migration_status().await {
+    let (database, migrations) = match state.deps.store.migration_status().await {
         Ok(status) if status.is_current() => ("ok".to_owned(), "current".to_owned()),
         Ok(status) => (
             "ok".to_owned(),
@@ -125,7 +127,7 @@ pub async fn create_api_key(
         ));
     }
     let key = generate_key();
-    let id = register_key(&state.store, &key, scope, name).await?;
+    let id = register_key(&state.deps.store, &key, scope, name).await?;
     Ok((
         StatusCode::CREATED,
         Json(ApiKeyCreated {

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use holdfast_domain::{
     Address, Cart, CustomerName, Email, OrderId, OrderStatus, ValidationErrors, address::AddressFields,
 };
-use holdfast_store::{IdempotencyBegin, IdempotentRequest, OrderFilter, StoredResponse};
+use holdfast_store::{OrderFilter, StoredResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -20,7 +20,8 @@ use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{ApiJson, ApiQuery};
 use super::state::AppState;
 use super::types::{AddressIo, OrderOut};
-use crate::pipeline::checkout::{self, CheckoutRequest, PaymentMethod};
+use crate::pipeline::checkout::{self, Checkout, CheckoutRequest, PaymentMethod};
+use crate::pipeline::idempotency::{self, Begun, Claim};
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -127,8 +128,11 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<String> {
         })
 }
 
-fn stored(status: StatusCode, body: String, replayed: bool) -> Response {
-    let mut response = (status, body).into_response();
+/// An answer recorded for an idempotency key, as sent: first, or again
+/// (`Idempotent-Replayed: true`).
+fn stored(response: StoredResponse, replayed: bool) -> Response {
+    let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK);
+    let mut response = (status, response.body).into_response();
     let headers = response.headers_mut();
     let content_type = if status.is_success() {
         "application/json"
@@ -159,93 +163,73 @@ pub async fn create_order(
     headers: HeaderMap,
     json: ApiJson<OrderIn>,
 ) -> ApiResult<Response> {
+    let deps = &state.deps;
     let key = idempotency_key(&headers)?;
     let request = json
         .body
         .parse()
         .map_err(|errors| ApiError::validation("invalid_cart", errors))?;
-    let priced = checkout::price_cart(&state, &request.cart).await?;
+    let priced = checkout::price_cart(deps, &request.cart).await?;
     let now = Utc::now();
-    let scope = principal.key_id.to_string();
-    let begin = IdempotentRequest {
-        scope: scope.clone(),
-        key: key.clone(),
-        request_hash: json.canonical_hash,
-        resource_id: OrderId::generate().to_string(),
-        now,
-        lease: chrono::Duration::seconds(i64::try_from(state.config.checkout.idempotency_lease_s).unwrap_or(60)),
+    let claim = Claim {
+        scope: principal.key_id.to_string(),
+        key,
     };
-    let order_id = match state.store.begin_idempotent(&begin).await? {
-        IdempotencyBegin::New(resource_id) => OrderId::from_trusted(resource_id),
-        IdempotencyBegin::Replay(response) => {
-            let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK);
-            return Ok(stored(status, response.body, true));
-        }
-        IdempotencyBegin::InProgress => {
-            return Err(ApiError::conflict(
-                "idempotency_in_progress",
-                "a request with this Idempotency-Key is still being processed",
-            ));
-        }
-        IdempotencyBegin::Mismatch => {
-            return Err(ApiError::conflict(
-                "idempotency_conflict",
-                "this Idempotency-Key was used with a different request body",
-            ));
+    let order_id = match idempotency::begin(deps, &claim, json.canonical_hash, now).await? {
+        Begun::New(order_id) => order_id,
+        Begun::Replay(response) => return Ok(stored(response, true)),
+    };
+    let (status, body) = match checkout::checkout(deps, order_id, &request, priced, now).await {
+        Ok(outcome) => created(outcome)?,
+        Err(error) => {
+            let error = ApiError::from(error);
+            // Retryable failures are not stored, so the client's retry with
+            // the same key runs again (as with Stripe).
+            if error.status.is_server_error() {
+                idempotency::release(deps, &claim).await;
+                return Err(error);
+            }
+            (error.status, error.body())
         }
     };
-    let outcome = checkout::checkout(&state, order_id, &request, priced, now).await;
-    let (status, body) = match outcome {
-        Ok(checkout::Checkout::Placed(placed)) => {
-            let created = OrderCreated {
+    let response = StoredResponse {
+        status: status.as_u16(),
+        body,
+    };
+    idempotency::complete(deps, &claim, &response).await?;
+    Ok(stored(response, false))
+}
+
+/// The answer to a checkout that went through: `201` with the intent's
+/// client secret, or `202` when it was taken for later and the client polls
+/// the order for its intent.
+fn created(outcome: Checkout) -> ApiResult<(StatusCode, String)> {
+    let (status, created) = match outcome {
+        Checkout::Placed(placed) => (
+            StatusCode::CREATED,
+            OrderCreated {
                 order_id: placed.order.id.to_string(),
                 status: placed.order.status.to_string(),
                 client_secret: Some(placed.client_secret),
                 expires_at: placed.order.expires_at,
-            };
-            (
-                StatusCode::CREATED,
-                serde_json::to_string(&created).map_err(ApiError::internal)?,
-            )
-        }
-        // Taken for later: the client polls the order for its intent.
-        Ok(checkout::Checkout::Accepted(order)) => {
+            },
+        ),
+        Checkout::Accepted(order) => {
             // `pending_payment` when only the intent was left for later: its
             // stock is held until then.
-            let holds_stock = order.status == holdfast_domain::OrderStatus::PendingPayment;
-            let accepted = OrderCreated {
-                order_id: order.id.to_string(),
-                status: order.status.to_string(),
-                client_secret: None,
-                expires_at: order.expires_at.filter(|_| holds_stock),
-            };
+            let holds_stock = order.status == OrderStatus::PendingPayment;
             (
                 StatusCode::ACCEPTED,
-                serde_json::to_string(&accepted).map_err(ApiError::internal)?,
+                OrderCreated {
+                    order_id: order.id.to_string(),
+                    status: order.status.to_string(),
+                    client_secret: None,
+                    expires_at: order.expires_at.filter(|_| holds_stock),
+                },
             )
         }
-        // Retryable failures are not stored, so the client's retry with the
-        // same key runs again (as with Stripe).
-        Err(error) if error.status.is_server_error() => {
-            if let Err(release) = state.store.release_idempotent(&scope, &key).await {
-                tracing::warn!(error = %release, "could not release an idempotency key; it frees itself after its lease");
-            }
-            return Err(error);
-        }
-        Err(error) => (error.status, error.body()),
     };
-    state
-        .store
-        .complete_idempotent(
-            &scope,
-            &key,
-            &StoredResponse {
-                status: status.as_u16(),
-                body: body.clone(),
-            },
-        )
-        .await?;
-    Ok(stored(status, body, false))
+    Ok((status, serde_json::to_string(&created).map_err(ApiError::internal)?))
 }
 
 fn parse_order_id(raw: &str) -> ApiResult<OrderId> {
@@ -261,6 +245,7 @@ pub async fn get_order(
     Path(id): Path<String>,
 ) -> ApiResult<Json<OrderOut>> {
     let order = state
+        .deps
         .store
         .get_order(&parse_order_id(&id)?)
         .await?
@@ -317,6 +302,7 @@ pub async fn list_orders(
     }
     // One extra row tells whether another page exists.
     let mut orders = state
+        .deps
         .store
         .list_orders(&OrderFilter {
             email,
@@ -364,7 +350,7 @@ pub async fn order_events(
     Path(id): Path<String>,
 ) -> ApiResult<Json<OrderTimeline>> {
     let id = parse_order_id(&id)?;
-    let events = state.store.order_events(&id).await?;
+    let events = state.deps.store.order_events(&id).await?;
     if events.is_empty() {
         return Err(ApiError::not_found("order"));
     }

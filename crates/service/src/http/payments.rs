@@ -47,6 +47,7 @@ pub async fn create_intent(
     let order_id =
         OrderId::parse(&json.body.order_id).map_err(|e| ApiError::field("invalid_request", "order_id", e.message))?;
     let order = state
+        .deps
         .store
         .get_order(&order_id)
         .await?
@@ -57,8 +58,8 @@ pub async fn create_intent(
             format!("order {} is {}, not pending_payment", order.id, order.status),
         ));
     }
-    let intent = create_payment_intent(&state, &order).await?;
-    state.store.attach_payment_intent(&order.id, &intent).await?;
+    let intent = create_payment_intent(&state.deps, &order).await?;
+    state.deps.store.attach_payment_intent(&order.id, &intent).await?;
     Ok(Json(IntentOut {
         order_id: order.id.to_string(),
         payment_intent_id: intent.intent_id,
@@ -90,11 +91,11 @@ pub struct WebhookAck {
 pub async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Json<WebhookAck>> {
     let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
     holdfast_signing::verify_stripe_signature(
-        state.config.payments.webhook_secret.expose(),
+        state.deps.config.payments.webhook_secret.expose(),
         signature,
         &body,
         Utc::now().timestamp(),
-        Duration::from_secs(state.config.payments.webhook_tolerance_s),
+        Duration::from_secs(state.deps.config.payments.webhook_tolerance_s),
     )
     .map_err(|e| ApiError::bad_request("invalid_signature", e.to_string()))?;
     let envelope: EventEnvelope = serde_json::from_slice(&body)
@@ -102,6 +103,7 @@ pub async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: By
     let payload =
         String::from_utf8(body.to_vec()).map_err(|_| ApiError::bad_request("malformed_event", "not UTF-8"))?;
     let recorded = state
+        .deps
         .store
         .record_inbox_event(&InboxEvent {
             id: envelope.id,

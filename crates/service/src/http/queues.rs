@@ -28,8 +28,8 @@ pub struct QueuesOut {
 pub async fn list_queues(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<QueuesOut>> {
     let now = Utc::now();
     Ok(Json(QueuesOut {
-        queues: state.store.queue().stats(now).await?,
-        outbox: state.store.outbox().lag(now).await?,
+        queues: state.deps.store.queue().stats(now).await?,
+        outbox: state.deps.store.outbox().lag(now).await?,
     }))
 }
 
@@ -87,7 +87,7 @@ pub async fn dead_letters(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::field("invalid_query", "limit", "must be between 1 and 500"));
     }
-    let jobs = state.store.queue().dead_letters(&queue, limit).await?;
+    let jobs = state.deps.store.queue().dead_letters(&queue, limit).await?;
     Ok(Json(DeadLetterList {
         data: jobs.into_iter().map(DeadLetterOut::from).collect(),
     }))
@@ -133,7 +133,7 @@ pub async fn redrive(
                 .collect::<ApiResult<_>>()?,
         ),
     };
-    let redriven = state.store.queue().redrive(&queue, &which, Utc::now()).await?;
+    let redriven = state.deps.store.queue().redrive(&queue, &which, Utc::now()).await?;
     Ok(Json(RedriveOut { redriven }))
 }
 

@@ -1,30 +1,21 @@
-//! What every handler can reach.
+//! What every handler can reach: the pipeline's `Deps` (shared with the
+//! workers) and what only the HTTP layer needs.
 
 use std::ops::Deref;
 use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use super::auth::KeyCache;
-use crate::config::Config;
-use crate::providers::inventory::RemoteInventory;
-use crate::providers::payments::PaymentProvider;
-use holdfast_resilience::Registry;
-use holdfast_store::SharedStore;
+use super::keys::KeyCache;
+use crate::pipeline::Deps;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
-    pub config: Config,
-    pub store: SharedStore,
-    pub payments: Arc<dyn PaymentProvider>,
-    /// The inventory node, when `inventory.mode = "remote"`; `None` keeps
-    /// stock in this node's database.
-    pub inventory: Option<Arc<RemoteInventory>>,
-    /// The resilience policy (deadline, bulkhead, retries, breaker) of every
-    /// outbound dependency, shared with the workers.
-    pub dependencies: Arc<Registry>,
+    /// The config, the store, the outside services and the dependency
+    /// policies, the same the workers run on.
+    pub deps: Deps,
     pub keys: KeyCache,
     /// Wakes the inbox worker when a provider event arrives, so payment
     /// confirmation does not wait for the next poll.
@@ -34,24 +25,14 @@ pub struct Inner {
 }
 
 impl AppState {
-    pub fn new(
-        config: Config,
-        store: SharedStore,
-        payments: Arc<dyn PaymentProvider>,
-        inventory: Option<Arc<RemoteInventory>>,
-        dependencies: Arc<Registry>,
-        inbox_ready: Arc<Notify>,
-    ) -> Self {
-        let limiter = std::num::NonZeroU32::new(config.server.rate_limit_per_key_per_s).map(|rate| {
-            let burst = std::num::NonZeroU32::new(config.server.rate_limit_burst).unwrap_or(rate);
+    pub fn new(deps: Deps, inbox_ready: Arc<Notify>) -> Self {
+        let server = &deps.config.server;
+        let limiter = std::num::NonZeroU32::new(server.rate_limit_per_key_per_s).map(|rate| {
+            let burst = std::num::NonZeroU32::new(server.rate_limit_burst).unwrap_or(rate);
             governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
         });
         Self(Arc::new(Inner {
-            config,
-            store,
-            payments,
-            inventory,
-            dependencies,
+            deps,
             keys: KeyCache::default(),
             inbox_ready,
             limiter,

@@ -16,8 +16,8 @@ use super::auth::Admin;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{ApiJson, ApiQuery};
 use super::state::AppState;
+use crate::pipeline::queues;
 use crate::providers::egress::Egress;
-use crate::workers::webhooks::QUEUE;
 use holdfast_signing::WebhookSecret;
 
 const MAX_EVENT_TYPES: usize = 64;
@@ -78,7 +78,7 @@ pub async fn create_endpoint(
     let input = json.body;
     let url = parse_url(
         &input.url,
-        Egress::from_config(state.config.webhooks.allow_private_networks),
+        Egress::from_config(state.deps.config.webhooks.allow_private_networks),
     )?;
     let event_types = parse_event_types(input.event_types)?;
     let secret = match input.secret {
@@ -93,6 +93,7 @@ pub async fn create_endpoint(
         None => WebhookSecret::generate().expose(),
     };
     let endpoint = state
+        .deps
         .store
         .webhooks()
         .create_endpoint(&NewWebhookEndpoint {
@@ -111,7 +112,7 @@ pub async fn create_endpoint(
 #[utoipa::path(get, path = "/api/v1/webhook-endpoints", tag = "webhooks",
     responses((status = 200, body = EndpointList)))]
 pub async fn list_endpoints(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<EndpointList>> {
-    let endpoints = state.store.webhooks().endpoints().await?;
+    let endpoints = state.deps.store.webhooks().endpoints().await?;
     Ok(Json(EndpointList {
         data: endpoints.into_iter().map(EndpointOut::from).collect(),
     }))
@@ -137,7 +138,7 @@ pub async fn delete_endpoint(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = parse_endpoint_id(&id)?;
-    if state.store.webhooks().delete_endpoint(&id, Utc::now()).await? {
+    if state.deps.store.webhooks().delete_endpoint(&id, Utc::now()).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("webhook endpoint"))
@@ -155,7 +156,7 @@ pub async fn enable_endpoint(
     Path(id): Path<String>,
 ) -> ApiResult<Json<EndpointOut>> {
     let parsed = parse_endpoint_id(&id)?;
-    if !state.store.webhooks().enable_endpoint(&parsed).await? {
+    if !state.deps.store.webhooks().enable_endpoint(&parsed).await? {
         return Err(ApiError::not_found("webhook endpoint"));
     }
     Ok(Json(find_endpoint(&state, &id).await?.into()))
@@ -188,7 +189,7 @@ pub async fn list_deliveries(
     if !(1..=100).contains(&limit) {
         return Err(ApiError::field("invalid_query", "limit", "must be between 1 and 100"));
     }
-    let data = state.store.webhooks().deliveries(&endpoint.id, limit).await?;
+    let data = state.deps.store.webhooks().deliveries(&endpoint.id, limit).await?;
     Ok(Json(DeliveryList { data }))
 }
 
@@ -210,7 +211,7 @@ pub async fn get_delivery(
     Path((id, delivery_id)): Path<(String, String)>,
 ) -> ApiResult<Json<DeliveryOut>> {
     let delivery = find_delivery(&state, &id, &delivery_id).await?;
-    let attempts = state.store.webhooks().attempts(&delivery.id).await?;
+    let attempts = state.deps.store.webhooks().attempts(&delivery.id).await?;
     Ok(Json(DeliveryOut { delivery, attempts }))
 }
 
@@ -267,8 +268,13 @@ pub async fn replay_range(
 }
 
 async fn replay(state: &AppState, which: Replay) -> ApiResult<(StatusCode, Json<Replayed>)> {
-    let template = state.config.queues.webhooks.template(QUEUE);
-    let created = state.store.webhooks().replay(&which, &template, Utc::now()).await?;
+    let template = state.deps.config.queues.webhooks.template(queues::WEBHOOKS);
+    let created = state
+        .deps
+        .store
+        .webhooks()
+        .replay(&which, &template, Utc::now())
+        .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Replayed {
@@ -284,6 +290,7 @@ fn parse_endpoint_id(raw: &str) -> ApiResult<WebhookEndpointId> {
 async fn find_endpoint(state: &AppState, raw: &str) -> ApiResult<WebhookEndpoint> {
     let id = parse_endpoint_id(raw)?;
     state
+        .deps
         .store
         .webhooks()
         .endpoint(&id)
@@ -294,7 +301,7 @@ async fn find_endpoint(state: &AppState, raw: &str) -> ApiResult<WebhookEndpoint
 async fn find_delivery(state: &AppState, endpoint: &str, raw: &str) -> ApiResult<WebhookDelivery> {
     let endpoint = find_endpoint(state, endpoint).await?;
     let id = DeliveryId::parse(raw).map_err(|_| ApiError::not_found("delivery"))?;
-    match state.store.webhooks().delivery(&id).await? {
+    match state.deps.store.webhooks().delivery(&id).await? {
         Some(delivery) if delivery.endpoint_id == endpoint.id => Ok(delivery),
         _ => Err(ApiError::not_found("delivery")),
     }

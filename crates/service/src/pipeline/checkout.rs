@@ -5,14 +5,14 @@ use chrono::{DateTime, Utc};
 use holdfast_domain::{
     Address, Cart, CustomerName, Email, FieldError, Money, OrderId, OrderStatus, Quantity, Sku, ValidationErrors,
 };
+use holdfast_resilience::{CallError, CallOptions, OnUnavailable};
 use holdfast_store::{NewOrder, Order, PaymentIntentRef, PlaceOrderError, StatusChange, StoreError};
 
-use super::remote::{self, HoldRefused};
-use crate::http::error::ApiError;
-use crate::http::state::AppState;
-use crate::providers::inventory::RemoteInventory;
-use crate::providers::payments::{IntentRequest, PaymentProvider, ProviderError};
-use holdfast_resilience::{CallError, CallOptions, Classify, OnUnavailable, Policy, Registry};
+use super::deps::Deps;
+use super::error::{Error, Unavailable};
+use super::queues;
+use super::reservation::{self, Reserve, reservation_ttl};
+use crate::providers::payments::{IntentRequest, ProviderError};
 
 /// A checkout request after parsing at the boundary.
 #[derive(Debug, Clone)]
@@ -66,9 +66,9 @@ pub struct Placed {
 /// Prices every line from the catalogue (never from the client). An unknown
 /// SKU or a cart mixing currencies is a validation error.
 #[tracing::instrument(skip_all, fields(lines = cart.lines().len()))]
-pub async fn price_cart(state: &AppState, cart: &Cart) -> Result<PricedCart, ApiError> {
+pub async fn price_cart(deps: &Deps, cart: &Cart) -> Result<PricedCart, Error> {
     let skus: Vec<Sku> = cart.lines().iter().map(|line| line.sku.clone()).collect();
-    let products = state.store.get_products(&skus).await?;
+    let products = deps.store.get_products(&skus).await?;
     let mut errors = ValidationErrors::default();
     let mut lines = Vec::with_capacity(skus.len());
     for line in cart.lines() {
@@ -78,7 +78,10 @@ pub async fn price_cart(state: &AppState, cart: &Cart) -> Result<PricedCart, Api
         }
     }
     if !errors.is_empty() {
-        return Err(ApiError::validation("unknown_sku", errors));
+        return Err(Error::Invalid {
+            code: "unknown_sku",
+            errors,
+        });
     }
     let currency = lines
         .first()
@@ -88,13 +91,13 @@ pub async fn price_cart(state: &AppState, cart: &Cart) -> Result<PricedCart, Api
     for (sku, qty, price) in &lines {
         let subtotal = price.checked_mul(qty.get()).and_then(|s| total.checked_add(s));
         total = subtotal.map_err(|e| match e {
-            holdfast_domain::MoneyError::CurrencyMismatch(..) => ApiError::field(
+            holdfast_domain::MoneyError::CurrencyMismatch(..) => Error::field(
                 "mixed_currency",
                 &format!("items[sku={sku}]"),
                 "all items of one order must be priced in the same currency",
             ),
             holdfast_domain::MoneyError::Overflow => {
-                ApiError::field("invalid_cart", "items", "the order total exceeds the maximum amount")
+                Error::field("invalid_cart", "items", "the order total exceeds the maximum amount")
             }
         })?;
     }
@@ -114,60 +117,46 @@ pub enum Checkout {
 /// Runs the transactional part and the provider call. `order_id` comes from
 /// the idempotency record, so a retry after a crash resumes the same order.
 pub async fn checkout(
-    state: &AppState,
+    deps: &Deps,
     order_id: OrderId,
     request: &CheckoutRequest,
     priced: PricedCart,
     now: DateTime<Utc>,
-) -> Result<Checkout, ApiError> {
-    let order = reserve_and_record(state, order_id, request, priced, now).await?;
+) -> Result<Checkout, Error> {
+    let order = reserve_and_record(deps, order_id, request, priced, now).await?;
     if order.status == OrderStatus::Accepted {
         return Ok(Checkout::Accepted(order));
     }
-    let intent = match request_intent(&state.dependencies, state.payments.as_ref(), &order).await {
+    let intent = match request_intent(deps, &order).await {
         Ok(intent) => intent,
         Err(error) => {
-            if let Some(later) = intent_for_later(state, &order, &error).await {
+            if let Some(later) = intent_for_later(deps, &order, &error).await {
                 return later;
             }
             let error = intent_error(error);
-            release_after_failure(state, &order, &error).await;
+            release_after_failure(deps, &order, error.code()).await;
             return Err(error);
         }
     };
-    state.store.attach_payment_intent(&order.id, &intent).await?;
+    deps.store.attach_payment_intent(&order.id, &intent).await?;
     Ok(Checkout::Placed(Placed {
         order,
         client_secret: intent.client_secret,
     }))
 }
 
-/// A reservation's failure as the inventory policy sees it: the database
-/// timing out or unreachable is the dependency being unavailable; out of
-/// stock is inventory answering.
-#[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-struct Reservation(PlaceOrderError);
-
-impl holdfast_resilience::Classify for Reservation {
-    fn is_transient(&self) -> bool {
-        matches!(&self.0, PlaceOrderError::Store(error) if error.is_retryable())
-    }
-}
-
 /// Step 1: reserve every line, all or nothing, and write the order with its
-/// timeline and outbox rows, in one transaction — under the inventory
-/// policy, so a locked stock table costs at most its deadline. When
-/// inventory is unavailable the order is taken as `accepted` instead
+/// timeline and outbox rows (see `reservation`). When inventory is
+/// unavailable the order is taken as `accepted` instead
 /// (`on_unavailable = "queue"`), or refused with 503.
 #[tracing::instrument(skip_all, fields(order_id = %order_id))]
 async fn reserve_and_record(
-    state: &AppState,
+    deps: &Deps,
     order_id: OrderId,
     request: &CheckoutRequest,
     priced: PricedCart,
     now: DateTime<Utc>,
-) -> Result<Order, ApiError> {
+) -> Result<Order, Error> {
     let new_order = NewOrder {
         id: order_id.clone(),
         email: request.email.clone(),
@@ -177,132 +166,55 @@ async fn reserve_and_record(
         total: priced.total,
         payment_method: request.payment_method.as_str().to_owned(),
         status: OrderStatus::PendingPayment,
-        expires_at: now + reservation_ttl(&state.config),
+        expires_at: now + reservation_ttl(&deps.config),
         now,
         cause: "checkout: stock reserved".to_owned(),
     };
-    let inventory = policy(&state.dependencies, "inventory").map_err(ApiError::internal)?;
-    if let Some(remote) = &state.inventory {
-        return hold_remotely(state, &inventory, remote, new_order).await;
-    }
-    let options = CallOptions::non_idempotent().with_deadline(crate::deadline::request_deadline());
-    let placed = inventory
-        .call(options, || async {
-            state.store.place_order(&new_order).await.map_err(Reservation)
-        })
-        .await;
-    match placed {
+    match reservation::reserve(deps, Reserve::New(&new_order)).await {
         Ok(order) => Ok(order),
-        Err(CallError::Failed(Reservation(PlaceOrderError::Store(StoreError::Conflict(_))))) => {
-            resume(state, &order_id).await
-        }
-        Err(CallError::Failed(Reservation(error))) if !matches!(&error, PlaceOrderError::Store(e) if e.is_retryable()) => {
-            Err(error.into())
-        }
-        Err(unavailable) => take_for_later(state, &inventory, new_order, unavailable).await,
-    }
-}
-
-/// Remote inventory: hold the stock on the inventory node (keyed by the
-/// order id, so a retry finds the same hold), then write the order here
-/// without touching any stock table. A hold whose order is never written
-/// (this node died, or its database failed in between) is released by the
-/// inventory node when it expires.
-async fn hold_remotely(
-    state: &AppState,
-    inventory: &Policy,
-    remote: &RemoteInventory,
-    new_order: NewOrder,
-) -> Result<Order, ApiError> {
-    let lines: Vec<(Sku, Quantity)> = new_order
-        .lines
-        .iter()
-        .map(|(sku, qty, _)| (sku.clone(), *qty))
-        .collect();
-    let held = remote::hold(
-        &state.config,
-        &state.dependencies,
-        remote,
-        &new_order.id,
-        &lines,
-        new_order.expires_at,
-    )
-    .await;
-    match held {
-        Ok(()) => match state.store.accept_order(&new_order, &[]).await {
-            Ok(order) => Ok(order),
-            Err(PlaceOrderError::Store(StoreError::Conflict(_))) => resume(state, &new_order.id).await,
-            Err(error) => Err(error.into()),
-        },
-        Err(HoldRefused::Stock(refused)) => Err(refused.into()),
-        Err(HoldRefused::Unavailable(unavailable)) => take_for_later(state, inventory, new_order, unavailable).await,
+        Err(Error::Store(StoreError::Conflict(_))) => resume(deps, &order_id).await,
+        Err(Error::Unavailable(why)) => take_for_later(deps, new_order, why).await,
+        Err(refused) => Err(refused),
     }
 }
 
 /// The id exists: an earlier attempt with this idempotency key placed (or
 /// accepted) the order and then died. Resume it.
-async fn resume(state: &AppState, order_id: &OrderId) -> Result<Order, ApiError> {
-    state
-        .store
-        .get_order(order_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("order"))
+async fn resume(deps: &Deps, order_id: &OrderId) -> Result<Order, Error> {
+    deps.store.get_order(order_id).await?.ok_or(Error::NotFound("order"))
 }
 
 /// Inventory is unavailable: take the order as `accepted`, with the job
 /// that completes it, in a transaction that touches no stock table.
-async fn take_for_later<E: Classify + std::error::Error + Send + Sync + 'static>(
-    state: &AppState,
-    inventory: &Policy,
-    mut order: NewOrder,
-    why: CallError<E>,
-) -> Result<Order, ApiError> {
-    if inventory.config().on_unavailable == OnUnavailable::Reject {
-        return Err(ApiError::dependency("inventory", "inventory", why));
+async fn take_for_later(deps: &Deps, mut order: NewOrder, why: Unavailable) -> Result<Order, Error> {
+    if deps.dependencies.inventory.config().on_unavailable == OnUnavailable::Reject {
+        return Err(why.into());
     }
-    crate::telemetry::dependency_failed("inventory", &why);
     // Per order at info: during an outage the breaker's own warning and
     // `holdfast_dependency_errors_total` say it once, not once per order.
-    tracing::info!(order_id = %order.id, reason = why.reason(), "inventory unavailable: order accepted for later");
+    tracing::info!(order_id = %order.id, reason = why.reason, "inventory unavailable: order accepted for later");
     order.status = OrderStatus::Accepted;
-    order.cause = format!("accepted while inventory was unavailable ({})", why.reason());
-    let template = state.config.queues.checkout.template(crate::workers::checkout::QUEUE);
-    let job = crate::workers::checkout::job(&template, &order.id, order.now);
-    match state.store.accept_order(&order, std::slice::from_ref(&job)).await {
+    order.cause = format!("accepted while inventory was unavailable ({})", why.reason);
+    let template = deps.config.queues.checkout.template(queues::CHECKOUT);
+    let job = queues::checkout_job(&template, &order.id, order.now);
+    match deps.store.accept_order(&order, std::slice::from_ref(&job)).await {
         Ok(accepted) => Ok(accepted),
-        Err(PlaceOrderError::Store(StoreError::Conflict(_))) => resume(state, &order.id).await,
+        Err(PlaceOrderError::Store(StoreError::Conflict(_))) => resume(deps, &order.id).await,
         Err(error) => Err(error.into()),
     }
-}
-
-pub fn reservation_ttl(config: &crate::config::Config) -> chrono::Duration {
-    chrono::Duration::seconds(i64::try_from(config.checkout.reservation_ttl_s).unwrap_or(900))
-}
-
-/// A dependency's policy; every configured dependency has one.
-pub fn policy(dependencies: &Registry, name: &str) -> anyhow::Result<Policy> {
-    dependencies
-        .breaker_for(name)
-        .ok_or_else(|| anyhow::anyhow!("no policy for the {name} dependency"))
 }
 
 /// Step 2: the payment intent, keyed by the order id so retries never
 /// create a second one.
 #[tracing::instrument(skip_all, fields(order_id = %order.id))]
-pub async fn create_payment_intent(state: &AppState, order: &Order) -> Result<PaymentIntentRef, ApiError> {
-    request_intent(&state.dependencies, state.payments.as_ref(), order)
-        .await
-        .map_err(intent_error)
+pub async fn create_payment_intent(deps: &Deps, order: &Order) -> Result<PaymentIntentRef, Error> {
+    request_intent(deps, order).await.map_err(intent_error)
 }
 
-fn intent_error(error: CallError<ProviderError>) -> ApiError {
+fn intent_error(error: CallError<ProviderError>) -> Error {
     match error {
-        CallError::Failed(ProviderError::Rejected { code, message }) => ApiError::new(
-            axum::http::StatusCode::BAD_GATEWAY,
-            "payment_provider_error",
-            format!("the payment provider refused the intent: {code}: {message}"),
-        ),
-        unavailable => ApiError::dependency("payments", "the payment provider", unavailable),
+        CallError::Failed(ProviderError::Rejected { code, message }) => Error::PaymentRefused { code, message },
+        unavailable => Unavailable::new("payments", "the payment provider", unavailable).into(),
     }
 }
 
@@ -312,21 +224,20 @@ fn intent_error(error: CallError<ProviderError>) -> ApiError {
 /// client gets the intent from `POST /api/v1/payments/intent` or by polling
 /// the order). `None` when the order must fail now instead.
 async fn intent_for_later(
-    state: &AppState,
+    deps: &Deps,
     order: &Order,
     error: &CallError<ProviderError>,
-) -> Option<Result<Checkout, ApiError>> {
+) -> Option<Result<Checkout, Error>> {
     if matches!(error, CallError::Failed(ProviderError::Rejected { .. })) {
         return None;
     }
-    let payments = policy(&state.dependencies, "payments").ok()?;
-    if payments.config().on_unavailable != OnUnavailable::Queue {
+    if deps.dependencies.payments.config().on_unavailable != OnUnavailable::Queue {
         return None;
     }
     crate::telemetry::dependency_failed("payments", error);
-    let template = state.config.queues.checkout.template(crate::workers::checkout::QUEUE);
-    let job = crate::workers::checkout::job(&template, &order.id, Utc::now());
-    match state.store.queue().enqueue(&job).await {
+    let template = deps.config.queues.checkout.template(queues::CHECKOUT);
+    let job = queues::checkout_job(&template, &order.id, Utc::now());
+    match deps.store.queue().enqueue(&job).await {
         Ok(_) | Err(StoreError::Conflict(_)) => {
             tracing::info!(order_id = %order.id, reason = error.reason(), "payments unavailable: intent left to a worker");
             Some(Ok(Checkout::Accepted(order.clone())))
@@ -341,11 +252,7 @@ async fn intent_for_later(
 
 /// Creates (or gets again) the order's intent under the payments policy,
 /// within what is left of the request's deadline, if any.
-pub async fn request_intent(
-    dependencies: &Registry,
-    payments: &dyn PaymentProvider,
-    order: &Order,
-) -> Result<PaymentIntentRef, CallError<ProviderError>> {
+pub async fn request_intent(deps: &Deps, order: &Order) -> Result<PaymentIntentRef, CallError<ProviderError>> {
     let amount = Money::new(order.total_amount, order.currency()).map_err(|e| {
         CallError::Failed(ProviderError::Rejected {
             code: "invalid_amount".into(),
@@ -358,11 +265,13 @@ pub async fn request_intent(
         payment_method: order.payment_method.clone(),
         idempotency_key: format!("{}:intent", order.id),
     };
-    let policy =
-        policy(dependencies, "payments").map_err(|e| CallError::Failed(ProviderError::Unavailable(e.to_string())))?;
     // Idempotent: the intent's key is derived from the order id.
     let options = CallOptions::idempotent().with_deadline(crate::deadline::request_deadline());
-    let intent = policy.call(options, || payments.create_intent(&request)).await?;
+    let intent = deps
+        .dependencies
+        .payments
+        .call(options, || deps.payments.create_intent(&request))
+        .await?;
     Ok(PaymentIntentRef {
         intent_id: intent.id,
         client_secret: intent.client_secret,
@@ -373,14 +282,14 @@ pub async fn request_intent(
 /// instead of holding it until the reservation expires. The release runs in
 /// a task of its own, outside the request's deadline (which may be what ran
 /// out), so it finishes even when the request is cut off meanwhile.
-async fn release_after_failure(state: &AppState, order: &Order, error: &ApiError) {
+async fn release_after_failure(deps: &Deps, order: &Order, code: &str) {
     let change = StatusChange::new(
         order.id.clone(),
         OrderStatus::Cancelled,
-        format!("checkout failed: {}", error.code),
+        format!("checkout failed: {code}"),
         Utc::now(),
     );
-    let store = state.store.clone();
+    let store = deps.store.clone();
     let release = tokio::spawn(async move { store.transition_order(&change).await });
     let failed = match release.await {
         Ok(Ok(_)) => return,

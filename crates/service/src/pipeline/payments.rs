@@ -94,7 +94,7 @@ fn change_for(event: &InboxEvent, fulfillment: &JobTemplate) -> Result<StatusCha
     let cause = format!("{} {} ({})", event.event_type, parsed.id, parsed.data.object.id);
     let mut change = StatusChange::new(order_id, target, cause, now);
     if target == OrderStatus::Paid {
-        let job = crate::workers::fulfillment::job(fulfillment, &change.order_id, now);
+        let job = super::queues::fulfillment_job(fulfillment, &change.order_id, now);
         change = change.enqueue(job);
     }
     Ok(change)

@@ -8,27 +8,22 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use holdfast_domain::{OrderId, OrderStatus};
 use holdfast_resilience::CallError;
-use holdfast_store::{ClaimedJob, JobTemplate, NewJob, Order, PlaceOrderError, StatusChange, StoreError, stored_lines};
+use holdfast_store::{ClaimedJob, StatusChange, StoreError};
 
-use super::WorkerContext;
-use super::jobs::{JobOutcome, for_order, order_job};
-use crate::pipeline::checkout::{request_intent, reservation_ttl};
-use crate::pipeline::remote::{self, HoldRefused};
-use crate::providers::inventory::RemoteInventory;
+use super::context::WorkerContext;
+use super::jobs::{JobOutcome, for_order};
+use crate::pipeline::Error;
+use crate::pipeline::checkout::request_intent;
+use crate::pipeline::reservation::{self, Reserve, reservation_ttl};
 use crate::providers::payments::ProviderError;
 
-pub const QUEUE: &str = "checkout";
+pub use crate::pipeline::queues::{CHECKOUT as QUEUE, checkout_job as job};
 
 /// Longest wait between two tries while a dependency stays unavailable.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
-
-/// The completion job of an accepted order: one per order.
-pub fn job(template: &JobTemplate, order_id: &OrderId, now: DateTime<Utc>) -> NewJob {
-    order_job(template, order_id, now)
-}
 
 pub async fn handle(ctx: &WorkerContext, job: ClaimedJob) -> JobOutcome {
     for_order(
@@ -42,23 +37,21 @@ pub async fn handle(ctx: &WorkerContext, job: ClaimedJob) -> JobOutcome {
 /// Takes `order_id` from `accepted` to `pending_payment` with its intent.
 #[tracing::instrument(skip(ctx))]
 pub async fn complete(ctx: &WorkerContext, order_id: &OrderId) -> anyhow::Result<()> {
-    let Some(mut order) = ctx.store.get_order(order_id).await? else {
+    let deps = &ctx.deps;
+    let Some(mut order) = deps.store.get_order(order_id).await? else {
         tracing::warn!("order not found; nothing to complete");
         return Ok(());
     };
     if order.status == OrderStatus::Accepted {
         let now = Utc::now();
-        let reserved = match &ctx.inventory {
-            Some(remote) => hold_remotely(ctx, remote, &order, now).await,
-            None => {
-                ctx.store
-                    .reserve_accepted(order_id, now + reservation_ttl(&ctx.config), now)
-                    .await
-            }
+        let accepted = Reserve::Accepted {
+            order: &order,
+            paid_by: now + reservation_ttl(&deps.config),
+            now,
         };
-        match reserved {
+        match reservation::reserve(deps, accepted).await {
             Ok(reserved) => order = reserved,
-            Err(PlaceOrderError::OutOfStock {
+            Err(Error::OutOfStock {
                 sku,
                 requested,
                 available,
@@ -66,17 +59,21 @@ pub async fn complete(ctx: &WorkerContext, order_id: &OrderId) -> anyhow::Result
                 let cause = format!("out of stock when reserved: {sku} {requested} requested, {available} available");
                 return reject(ctx, order_id, cause).await;
             }
-            Err(PlaceOrderError::UnknownSku(sku)) => {
+            Err(Error::UnknownSku(sku)) => {
                 return reject(ctx, order_id, format!("{sku} is no longer in the catalogue")).await;
             }
-            Err(PlaceOrderError::Store(error)) => return Err(error.into()),
+            Err(Error::Unavailable(unavailable)) => {
+                let why = format!("inventory node: {:#}", unavailable.error);
+                return Err(StoreError::Unavailable(why).into());
+            }
+            Err(error) => return Err(error.into()),
         }
     }
     if order.status != OrderStatus::PendingPayment || order.payment_intent_id.is_some() {
         return Ok(());
     }
-    match request_intent(&ctx.dependencies, ctx.payments.as_ref(), &order).await {
-        Ok(intent) => Ok(ctx.store.attach_payment_intent(order_id, &intent).await?),
+    match request_intent(deps, &order).await {
+        Ok(intent) => Ok(deps.store.attach_payment_intent(order_id, &intent).await?),
         Err(CallError::Failed(ProviderError::Rejected { code, message })) => {
             // The provider refuses this payment for good: give the stock back.
             let cause = format!("the payment provider refused the intent: {code}: {message}");
@@ -93,43 +90,6 @@ pub async fn complete(ctx: &WorkerContext, order_id: &OrderId) -> anyhow::Result
     }
 }
 
-/// Remote inventory: hold the order's stock on the inventory node (the same
-/// hold again if an earlier attempt made it), then move the order to
-/// `pending_payment` here. Answers as `reserve_accepted` does.
-async fn hold_remotely(
-    ctx: &WorkerContext,
-    remote: &RemoteInventory,
-    order: &Order,
-    now: DateTime<Utc>,
-) -> Result<Order, PlaceOrderError> {
-    let lines = stored_lines(order)?;
-    let expires_at = now + reservation_ttl(&ctx.config);
-    match remote::hold(&ctx.config, &ctx.dependencies, remote, &order.id, &lines, expires_at).await {
-        Ok(()) => {}
-        Err(HoldRefused::Stock(refused)) => return Err(refused),
-        Err(HoldRefused::Unavailable(unavailable)) => {
-            crate::telemetry::dependency_failed("inventory", &unavailable);
-            let why = format!("inventory node: {:#}", anyhow::Error::new(unavailable));
-            return Err(StoreError::Unavailable(why).into());
-        }
-    }
-    let change = StatusChange::new(
-        order.id.clone(),
-        OrderStatus::PendingPayment,
-        "stock held by the inventory node",
-        now,
-    )
-    .expires_at(expires_at);
-    match ctx.store.transition_order(&change).await {
-        Ok(_) | Err(StoreError::InvalidTransition(_)) => {}
-        Err(error) => return Err(error.into()),
-    }
-    ctx.store
-        .get_order(&order.id)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(order.id.to_string()).into())
-}
-
 async fn reject(ctx: &WorkerContext, order_id: &OrderId, cause: String) -> anyhow::Result<()> {
     transition(
         ctx,
@@ -139,7 +99,7 @@ async fn reject(ctx: &WorkerContext, order_id: &OrderId, cause: String) -> anyho
 }
 
 async fn transition(ctx: &WorkerContext, change: StatusChange) -> anyhow::Result<()> {
-    match ctx.store.transition_order(&change).await {
+    match ctx.deps.store.transition_order(&change).await {
         Ok(_) | Err(StoreError::InvalidTransition(_)) => Ok(()),
         Err(error) => Err(error.into()),
     }

@@ -10,11 +10,11 @@ use std::time::Duration;
 use holdfast_resilience::CallOptions;
 use holdfast_store::ClaimedJob;
 
-use super::WorkerContext;
+use super::context::WorkerContext;
 use super::jobs::{JobOutcome, backoff, job_event};
 use crate::providers::events::Published;
 
-pub const QUEUE: &str = "events";
+pub use crate::pipeline::queues::EVENTS as QUEUE;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -25,14 +25,14 @@ pub async fn handle(ctx: &WorkerContext, job: ClaimedJob) -> JobOutcome {
         // job for a node that has it, rather than dropping the event.
         return retry("events.nats_url is not set on this node".into());
     };
-    let event = match job_event(ctx, &job, MAX_BACKOFF).await {
+    let event = match job_event(&ctx.deps.store, &job, MAX_BACKOFF).await {
         Ok(event) => event,
         Err(outcome) => return outcome,
     };
-    let Some(policy) = ctx.dependencies.breaker_for("events") else {
-        return retry("no policy for the events dependency".into());
-    };
-    match policy
+    match ctx
+        .deps
+        .dependencies
+        .events
         .call(CallOptions::idempotent(), || publisher.publish(&event))
         .await
     {

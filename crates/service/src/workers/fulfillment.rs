@@ -9,25 +9,19 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use holdfast_domain::{OrderId, OrderStatus};
 use holdfast_resilience::CallOptions;
-use holdfast_store::{ClaimedJob, JobTemplate, NewJob, Order, StatusChange, StoreError};
+use holdfast_store::{ClaimedJob, Order, StatusChange, StoreError};
 
-use super::WorkerContext;
-use super::jobs::{JobOutcome, for_order, order_job};
+use super::context::WorkerContext;
+use super::jobs::{JobOutcome, for_order};
 use crate::providers::warehouse::{ShipmentItem, ShipmentRequest};
 
-pub const QUEUE: &str = "fulfillment";
+pub use crate::pipeline::queues::{FULFILLMENT as QUEUE, fulfillment_job as job};
 
 /// Longest wait between two tries of one fulfillment.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
-
-/// The fulfillment job of `order_id`: one per order (dedup key), in a group
-/// of its own.
-pub fn job(template: &JobTemplate, order_id: &OrderId, now: DateTime<Utc>) -> NewJob {
-    order_job(template, order_id, now)
-}
 
 pub async fn handle(ctx: &WorkerContext, job: ClaimedJob) -> JobOutcome {
     for_order(
@@ -42,7 +36,7 @@ pub async fn handle(ctx: &WorkerContext, job: ClaimedJob) -> JobOutcome {
 /// attempt stopped.
 #[tracing::instrument(skip(ctx))]
 pub async fn fulfill(ctx: &WorkerContext, order_id: &OrderId) -> anyhow::Result<()> {
-    let Some(order) = ctx.store.get_order(order_id).await? else {
+    let Some(order) = ctx.deps.store.get_order(order_id).await? else {
         tracing::warn!("order not found; nothing to fulfil");
         return Ok(());
     };
@@ -52,13 +46,12 @@ pub async fn fulfill(ctx: &WorkerContext, order_id: &OrderId) -> anyhow::Result<
     }
     // The shipment first: while the warehouse cannot take it, the order
     // stays `paid` and the job retries.
-    let policy = ctx
-        .dependencies
-        .breaker_for("warehouse")
-        .ok_or_else(|| anyhow::anyhow!("no policy for the warehouse dependency"))?;
     let request = shipment_request(&order);
     // Idempotent: the shipment's key is derived from the order id.
-    let shipment = policy
+    let shipment = ctx
+        .deps
+        .dependencies
+        .warehouse
         .call(CallOptions::idempotent(), || ctx.warehouse.create_shipment(&request))
         .await
         .map_err(|error| {
@@ -84,7 +77,7 @@ pub async fn fulfill(ctx: &WorkerContext, order_id: &OrderId) -> anyhow::Result<
 }
 
 async fn transition(ctx: &WorkerContext, change: StatusChange) -> anyhow::Result<()> {
-    match ctx.store.transition_order(&change).await {
+    match ctx.deps.store.transition_order(&change).await {
         Ok(_) => Ok(()),
         // Cancelled meanwhile: nothing to ship.
         Err(StoreError::InvalidTransition(e)) => {

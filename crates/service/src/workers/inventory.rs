@@ -13,23 +13,23 @@ use holdfast_domain::{OrderId, OrderStatus};
 use holdfast_resilience::CallError;
 use holdfast_store::ClaimedJob;
 
-use super::WorkerContext;
+use super::context::WorkerContext;
 use super::jobs::{JobOutcome, backoff, job_event};
 use crate::pipeline::remote;
 use crate::providers::inventory::InventoryError;
 
-pub const QUEUE: &str = "inventory";
+pub use crate::pipeline::queues::INVENTORY as QUEUE;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 pub async fn handle(ctx: &WorkerContext, job: ClaimedJob) -> JobOutcome {
     let retry = |error: String| JobOutcome::retry(backoff(job.job.receive_count, MAX_BACKOFF), error);
-    let Some(inventory) = &ctx.inventory else {
+    let Some(inventory) = &ctx.deps.inventory else {
         // Made while this deployment ran remote inventory: keep it for a
         // node that still does, rather than dropping the change.
         return retry("inventory.mode is not \"remote\" on this node".into());
     };
-    let event = match job_event(ctx, &job, MAX_BACKOFF).await {
+    let event = match job_event(&ctx.deps.store, &job, MAX_BACKOFF).await {
         Ok(event) => event,
         Err(outcome) => return outcome,
     };
@@ -38,7 +38,7 @@ pub async fn handle(ctx: &WorkerContext, job: ClaimedJob) -> JobOutcome {
         tracing::error!(event_id = %event.id, event_type = %event.event_type, "inventory job for an event without a stock effect; dropped");
         return JobOutcome::Done;
     };
-    match remote::settle(&ctx.dependencies, inventory, &order_id, effect).await {
+    match remote::settle(&ctx.deps, inventory, &order_id, effect).await {
         Ok(hold) => {
             tracing::debug!(order_id = %order_id, status = %hold.status, "hold settled");
             metrics::counter!("holdfast_inventory_settlements_total", "outcome" => "settled").increment(1);

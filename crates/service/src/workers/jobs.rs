@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use holdfast_domain::OrderId;
-use holdfast_store::{ClaimedJob, FailOutcome, JobTemplate, NewJob, SharedStore};
+use holdfast_store::{ClaimedJob, FailOutcome, SharedStore};
 use rand::Rng;
 
 /// What a handler decided about its job.
@@ -344,14 +344,6 @@ pub fn jitter(base: Duration, fraction: f64) -> Duration {
     base.mul_f64(factor.max(0.0))
 }
 
-/// A job about one order: grouped and deduplicated by the order id, so an
-/// order has at most one job in a queue and its jobs run one at a time.
-pub fn order_job(template: &JobTemplate, order_id: &OrderId, now: DateTime<Utc>) -> NewJob {
-    template
-        .job(order_id.as_str(), serde_json::json!({ "order_id": order_id }), now)
-        .dedup_key(order_id.as_str())
-}
-
 /// Runs `step` on the order a job is about; a failed step is retried with
 /// backoff up to `max_backoff`, and a job naming no valid order is dropped
 /// (it can never succeed).
@@ -376,7 +368,7 @@ where
 /// naming no event, or one that does not exist, can never succeed: it is
 /// dropped (`Err(Done)`); a read that fails is retried.
 pub async fn job_event(
-    ctx: &super::WorkerContext,
+    store: &SharedStore,
     job: &ClaimedJob,
     max_backoff: Duration,
 ) -> Result<holdfast_store::OutboxEvent, JobOutcome> {
@@ -384,7 +376,7 @@ pub async fn job_event(
         tracing::error!(job = %job.job.id, queue = %job.job.queue, "job without an event_id; dropped");
         return Err(JobOutcome::Done);
     };
-    match ctx.store.outbox().event(event_id).await {
+    match store.outbox().event(event_id).await {
         Ok(Some(event)) => Ok(event),
         Ok(None) => {
             tracing::error!(event_id, queue = %job.job.queue, "job for an unknown event; dropped");

@@ -1,8 +1,11 @@
 //! Background work that runs inside `holdfast serve` (role `all` or
 //! `workers`). Each worker is a loop around a "run once" function that the
-//! tests call directly to drive it deterministically.
+//! tests call directly to drive it deterministically. The workers share a
+//! `WorkerContext` (`context`); this module runs each queue's worker and
+//! hands the jobs it claims to that queue's handler.
 
 pub mod checkout;
+pub mod context;
 pub mod events;
 pub mod expiry;
 pub mod fulfillment;
@@ -17,63 +20,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use holdfast_store::{ClaimedJob, SharedStore};
+use holdfast_store::ClaimedJob;
 use tokio::sync::{Notify, watch};
 
-use crate::config::Config;
-use crate::providers::events::EventPublisher;
-use crate::providers::warehouse::Warehouse;
-use crate::providers::webhooks::WebhookSender;
+use crate::pipeline::queues;
+pub use context::{Wakers, WorkerContext};
 use jobs::{JobOutcome, QueueRun};
 
-/// Everything the background workers share.
-pub struct WorkerContext {
-    pub store: SharedStore,
-    pub config: Arc<Config>,
-    pub warehouse: Arc<dyn Warehouse>,
-    pub payments: Arc<dyn crate::providers::payments::PaymentProvider>,
-    /// `None` when `events.nats_url` is empty.
-    pub events: Option<Arc<EventPublisher>>,
-    /// The inventory node, when `inventory.mode = "remote"`.
-    pub inventory: Option<Arc<crate::providers::inventory::RemoteInventory>>,
-    pub webhook_sender: WebhookSender,
-    /// The dependency policies (breakers and the rest), shared with the API.
-    pub dependencies: Arc<holdfast_resilience::Registry>,
-    /// Names this process in job leases (`leased_by`).
-    pub worker_id: String,
-    pub wake: Wakers,
-}
-
-/// In-process nudges between workers, so work made here is picked up at
-/// once; work made on other nodes is found by polling.
-#[derive(Default)]
-pub struct Wakers {
-    pub relay: Arc<Notify>,
-    pub checkout: Arc<Notify>,
-    pub inventory: Arc<Notify>,
-    pub fulfillment: Arc<Notify>,
-    pub webhooks: Arc<Notify>,
-    pub events: Arc<Notify>,
-}
-
 impl WorkerContext {
-    /// A worker id unique to this process: host, pid and a random suffix.
-    pub fn new_worker_id() -> String {
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "holdfast".to_owned());
-        let suffix = uuid::Uuid::new_v4().simple().to_string();
-        format!("{host}-{}-{}", std::process::id(), &suffix[..8])
-    }
-
     /// How `queue`'s worker claims: this process's id and the queue's concurrency.
     fn queue_run(&self, queue: &str) -> anyhow::Result<QueueRun> {
+        let (config, policies) = (&self.deps.config.queues, &self.deps.dependencies);
         // Partner webhooks have no shared breaker: each endpoint is its own
         // failure domain (its queue group).
         let (settings, dependency) = match queue {
-            checkout::QUEUE => (self.config.queues.checkout, Some("inventory")),
-            inventory::QUEUE => (self.config.queues.inventory, Some("inventory")),
-            fulfillment::QUEUE => (self.config.queues.fulfillment, Some("warehouse")),
-            webhooks::QUEUE => (self.config.queues.webhooks, None),
-            events::QUEUE => (self.config.queues.events, Some("events")),
+            queues::CHECKOUT => (config.checkout, Some(&policies.inventory)),
+            queues::INVENTORY => (config.inventory, Some(&policies.inventory)),
+            queues::FULFILLMENT => (config.fulfillment, Some(&policies.warehouse)),
+            queues::WEBHOOKS => (config.webhooks, None),
+            queues::EVENTS => (config.events, Some(&policies.events)),
             other => anyhow::bail!("no worker handles queue {other:?}"),
         };
         Ok(QueueRun {
@@ -81,7 +46,7 @@ impl WorkerContext {
             worker_id: self.worker_id.clone(),
             batch: settings.concurrency,
             run_length: settings.run_length,
-            depends_on: dependency.and_then(|name| self.dependencies.breaker_for(name)),
+            depends_on: dependency.cloned(),
         })
     }
 
@@ -93,13 +58,13 @@ impl WorkerContext {
             return Vec::new();
         };
         let outcomes = match queue.as_str() {
-            webhooks::QUEUE => webhooks::handle_run(self, jobs).await,
-            checkout::QUEUE => jobs::one_by_one(jobs, |job| checkout::handle(self, job)).await,
-            inventory::QUEUE => jobs::one_by_one(jobs, |job| inventory::handle(self, job)).await,
-            fulfillment::QUEUE => jobs::one_by_one(jobs, |job| fulfillment::handle(self, job)).await,
+            queues::WEBHOOKS => webhooks::handle_run(self, jobs).await,
+            queues::CHECKOUT => jobs::one_by_one(jobs, |job| checkout::handle(self, job)).await,
+            queues::INVENTORY => jobs::one_by_one(jobs, |job| inventory::handle(self, job)).await,
+            queues::FULFILLMENT => jobs::one_by_one(jobs, |job| fulfillment::handle(self, job)).await,
             _ => jobs::one_by_one(jobs, |job| events::handle(self, job)).await,
         };
-        if queue == fulfillment::QUEUE || queue == checkout::QUEUE {
+        if queue == queues::FULFILLMENT || queue == queues::CHECKOUT {
             // The jobs wrote outbox events: relay them now.
             self.wake.relay.notify_one();
         }
@@ -110,7 +75,7 @@ impl WorkerContext {
     /// What tests call to drive a queue step by step.
     pub async fn run_queue_once(&self, queue: &str, now: DateTime<Utc>) -> anyhow::Result<usize> {
         let run = self.queue_run(queue)?;
-        jobs::run_once(&self.store, &run, now, |jobs| self.handle(jobs)).await
+        jobs::run_once(&self.deps.store, &run, now, |jobs| self.handle(jobs)).await
     }
 
     /// `queue`'s worker inside `holdfast serve`, until `shutdown`.
@@ -121,8 +86,8 @@ impl WorkerContext {
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         let run = self.queue_run(queue)?;
-        let poll = Duration::from_millis(self.config.workers.poll_interval_ms);
-        let store = self.store.clone();
+        let poll = Duration::from_millis(self.deps.config.workers.poll_interval_ms);
+        let store = self.deps.store.clone();
         tracing::debug!(worker = queue, "started");
         jobs::run_pool(store, run, poll, wake, shutdown, move |jobs| {
             let ctx = self.clone();

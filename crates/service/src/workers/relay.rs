@@ -4,24 +4,26 @@
 use chrono::{DateTime, Utc};
 use holdfast_store::{QueueStats, RelayOptions};
 
-use super::WorkerContext;
+use super::context::WorkerContext;
+use crate::pipeline::queues;
 
 pub async fn relay_once(ctx: &WorkerContext, now: DateTime<Utc>) -> anyhow::Result<usize> {
-    let queues = &ctx.config.queues;
+    let config = &ctx.deps.config;
     let options = RelayOptions {
-        limit: i64::from(ctx.config.workers.relay_batch),
+        limit: i64::from(config.workers.relay_batch),
         now,
-        webhooks: queues.webhooks.template(super::webhooks::QUEUE),
+        webhooks: config.queues.webhooks.template(queues::WEBHOOKS),
         events: ctx
             .events
             .as_ref()
-            .map(|_| queues.events.template(super::events::QUEUE)),
+            .map(|_| config.queues.events.template(queues::EVENTS)),
         inventory: ctx
+            .deps
             .inventory
             .as_ref()
-            .map(|_| queues.inventory.template(super::inventory::QUEUE)),
+            .map(|_| config.queues.inventory.template(queues::INVENTORY)),
     };
-    let outcome = ctx.store.outbox().relay_batch(&options).await?;
+    let outcome = ctx.deps.store.outbox().relay_batch(&options).await?;
     if outcome.skipped > 0 {
         tracing::warn!(
             skipped = outcome.skipped,
@@ -41,7 +43,7 @@ pub async fn relay_once(ctx: &WorkerContext, now: DateTime<Utc>) -> anyhow::Resu
     if outcome.events > 0 && ctx.events.is_some() {
         ctx.wake.events.notify_one();
     }
-    if outcome.events > 0 && ctx.inventory.is_some() {
+    if outcome.events > 0 && ctx.deps.inventory.is_some() {
         ctx.wake.inventory.notify_one();
     }
     Ok(usize::try_from(outcome.events).unwrap_or(usize::MAX))
@@ -51,16 +53,10 @@ pub async fn relay_once(ctx: &WorkerContext, now: DateTime<Utc>) -> anyhow::Resu
 /// (the names `ops/prometheus/alerts.yml` reads), measured on a timer
 /// because they are counts in the database, not events in this process.
 pub async fn measure_once(ctx: &WorkerContext, now: DateTime<Utc>) -> anyhow::Result<usize> {
-    let mut all = ctx.store.queue().stats(now).await?;
+    let mut all = ctx.deps.store.queue().stats(now).await?;
     // An empty queue is absent from the stats; report it as zeros so its
     // gauges do not keep their last values.
-    for queue in [
-        super::checkout::QUEUE,
-        super::inventory::QUEUE,
-        super::fulfillment::QUEUE,
-        super::webhooks::QUEUE,
-        super::events::QUEUE,
-    ] {
+    for queue in queues::ALL {
         if !all.iter().any(|s| s.queue == queue) {
             all.push(QueueStats {
                 queue: queue.to_owned(),
@@ -84,7 +80,7 @@ pub async fn measure_once(ctx: &WorkerContext, now: DateTime<Utc>) -> anyhow::Re
         metrics::gauge!("holdfast_queue_oldest_job_age_seconds", "queue" => stats.queue.clone())
             .set(stats.oldest_ready_age_s.unwrap_or(0) as f64);
     }
-    for endpoint in ctx.store.webhooks().endpoints().await? {
+    for endpoint in ctx.deps.store.webhooks().endpoints().await? {
         let failing = endpoint.failing_since.is_some() || !endpoint.enabled();
         metrics::gauge!("holdfast_webhook_endpoint_failing", "endpoint" => endpoint.id.to_string()).set(if failing {
             1.0
@@ -92,7 +88,7 @@ pub async fn measure_once(ctx: &WorkerContext, now: DateTime<Utc>) -> anyhow::Re
             0.0
         });
     }
-    let lag = ctx.store.outbox().lag(now).await?;
+    let lag = ctx.deps.store.outbox().lag(now).await?;
     metrics::gauge!("holdfast_outbox_unpublished_events").set(lag.unpublished as f64);
     metrics::gauge!("holdfast_outbox_lag_seconds").set(lag.oldest_age_s.unwrap_or(0) as f64);
     // Measurement is not work: report none, so the loop waits its interval.

@@ -13,13 +13,13 @@ use chrono::{DateTime, Utc};
 use holdfast_domain::DeliveryId;
 use holdfast_store::{AttemptOutcome, ClaimedJob, DeliveryStatus, DeliveryWork, WebhookAttempt};
 
-use super::WorkerContext;
+use super::context::WorkerContext;
 use super::jobs::{JobOutcome, backoff, jitter, payload_str};
 use crate::config::WebhooksConfig;
 use crate::providers::webhooks::{Answer, Outgoing};
 use holdfast_signing::WebhookSecret;
 
-pub const QUEUE: &str = "webhooks";
+pub use crate::pipeline::queues::WEBHOOKS as QUEUE;
 
 /// Delivers one endpoint's run of deliveries in order, then records every
 /// attempt in one transaction. The run stops at the first delivery that must
@@ -40,7 +40,7 @@ pub async fn handle_run(ctx: &WorkerContext, jobs: Vec<ClaimedJob>) -> Vec<JobOu
         .filter_map(|job| payload_str(job, "delivery_id").and_then(|raw| DeliveryId::parse(raw).ok()))
         .collect();
     // The whole run's deliveries, endpoint and events in one read.
-    let mut works: HashMap<DeliveryId, DeliveryWork> = match ctx.store.webhooks().delivery_works(&ids).await {
+    let mut works: HashMap<DeliveryId, DeliveryWork> = match ctx.deps.store.webhooks().delivery_works(&ids).await {
         Ok(works) => works.into_iter().map(|w| (w.delivery.id.clone(), w)).collect(),
         Err(error) => return retry_all("could not read the run's deliveries", &format!("{error:#}")),
     };
@@ -65,7 +65,7 @@ pub async fn handle_run(ctx: &WorkerContext, jobs: Vec<ClaimedJob>) -> Vec<JobOu
             break;
         }
     }
-    if let Err(error) = ctx.store.webhooks().record_attempts(&records).await {
+    if let Err(error) = ctx.deps.store.webhooks().record_attempts(&records).await {
         let first = jobs.first().map_or(0, |job| job.job.receive_count);
         tracing::warn!(
             error = format!("{error:#}"),
@@ -136,7 +136,7 @@ async fn attempt(
             now,
         })
         .await;
-    let (outcome, next) = judge(&ctx.config.webhooks, &work, &answer, now);
+    let (outcome, next) = judge(&ctx.deps.config.webhooks, &work, &answer, now);
     let attempt = WebhookAttempt {
         delivery_id: delivery_id.clone(),
         at: now,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use holdfast_service::config::Secret;
+use holdfast_service::pipeline::{Dependencies, Deps};
 use holdfast_service::providers::egress::Egress;
 use holdfast_service::providers::events::EventPublisher;
 use holdfast_service::providers::payments::StripeClient;
@@ -19,19 +20,25 @@ use crate::helpers::TestApp;
 /// never call them.
 pub fn worker_context(app: &TestApp, worker_id: &str, events: Option<Arc<EventPublisher>>) -> WorkerContext {
     let deadline = Duration::from_secs(5);
+    let registry = Arc::new(app.config.dependencies.registry().expect("policies"));
     WorkerContext {
-        store: app.store.clone(),
-        config: Arc::new(app.config.clone()),
+        deps: Deps {
+            store: app.store.clone(),
+            config: Arc::new(app.config.clone()),
+            payments: Arc::new(
+                StripeClient::new("http://127.0.0.1:9", Secret::new("unused"), deadline).expect("client"),
+            ),
+            inventory: None,
+            dependencies: Dependencies::from_registry(&registry).expect("policies"),
+            registry,
+        },
         warehouse: Arc::new(HttpWarehouse::new("http://127.0.0.1:9", Secret::new("unused"), deadline).expect("client")),
-        payments: Arc::new(StripeClient::new("http://127.0.0.1:9", Secret::new("unused"), deadline).expect("client")),
         events,
-        inventory: None,
         webhook_sender: WebhookSender::new(
             deadline,
             Egress::from_config(app.config.webhooks.allow_private_networks),
         )
         .expect("client"),
-        dependencies: Arc::new(app.config.dependencies.registry().expect("policies")),
         worker_id: worker_id.into(),
         wake: Wakers::default(),
     }
