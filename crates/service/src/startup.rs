@@ -1,7 +1,7 @@
 //! Start-up: validate, connect, migrate, then serve. Every failure before
 //! serving names the config key and the target it tried, so a typo in a
 //! connection string is found in seconds, not by restarting a healthy
-//! database (seed 001).
+//! database.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -53,7 +53,7 @@ const PLACE: &str = insert_order_sql!(
 );
 
 /// The same without touching `stock_reservations` at all: even an empty
-/// INSERT would queue behind a lock on it (seed 000's `CREATE INDEX`).
+/// INSERT would queue behind a lock on it (a plain `CREATE INDEX`'s).
 const ACCEPT: &str = insert_order_sql!("  SELECT $15::text[], $16::smallint[], $17::int[]");
 
 pub(super) async fn place_order(pool: &Pool, order: &NewOrder) -> Result<Order, PlaceOrderError> {
