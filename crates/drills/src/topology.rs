@@ -1,4 +1,4 @@
-//! Seed 000's two-service topology, for real: an order node whose stock
+//! Two services for real: an order node whose stock
 //! lives on a separate inventory node (`serve --role inventory`), reached
 //! through the fault-injecting proxy so a drill or test can make it hang,
 //! reset or vanish while checkout runs.
@@ -58,7 +58,7 @@ impl RemoteInventory {
     }
 
     /// The inventory node accepts connections and never answers (open ones
-    /// included): INC-2847's hung dependency.
+    /// included): a hung dependency (docs/incidents.md).
     pub fn hang(&self) -> anyhow::Result<()> {
         self.proxy.add_toxic(Toxic::timeout(0).named(HANG))?;
         Ok(())

@@ -1,4 +1,4 @@
-# Seed 003: the PgBouncer alert went to a muted Slack channel.
+# A pool alert that reaches only a chat channel is seen too late.
 # Every database or pool alert must reach a paging receiver.
 package holdfast.policy.alert_routing
 

@@ -1,5 +1,5 @@
-# Seed 001: a typo in the database connection string took checkout down for an
-# hour. A connection string must parse, and its host must match the baseline's.
+# A typo in the database connection string can take checkout down while the
+# database is fine. A connection string must parse, and its host must match the baseline's.
 package holdfast.policy.connection_hosts
 
 deny contains d if {

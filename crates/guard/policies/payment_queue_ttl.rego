@@ -1,4 +1,4 @@
-# Seed 002: payment work must never expire in a queue. It is retried and then
+# Payment work must never expire in a queue. It is retried and then
 # dead-lettered, never dropped by a TTL or a retention period.
 package holdfast.policy.payment_queue_ttl
 

@@ -1,4 +1,4 @@
-# Seed 003: a PgBouncer max_client_conn cut from 200 to 20 shipped unnoticed.
+# A PgBouncer max_client_conn cut from 200 to 20 can ship unnoticed in a long diff.
 # Deny a max_client_conn below 80% of the baseline's, or below the number of
 # connections the service fleet's pools can open.
 package holdfast.policy.pgbouncer_pool

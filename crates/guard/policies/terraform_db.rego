@@ -1,4 +1,4 @@
-# Seed 002: databases must be private and encrypted at rest.
+# Databases must be private and encrypted at rest.
 package holdfast.policy.terraform_db
 
 db_resource(r) if contains(r.type, "db")

@@ -1,7 +1,7 @@
 //! `holdfast canary-gate`: decides whether a canary may be promoted by
 //! comparing its `/metrics` with the baseline fleet's, and by projecting the
-//! canary's pool utilisation to full traffic. In seed 003 a 5% canary sat at a
-//! comfortable 15/20 connections; at 100% traffic that is 15 times the pool.
+//! canary's pool utilisation to full traffic: a canary on 5% of traffic can sit
+//! at a comfortable 15/20 connections that at 100% would be 15 times the pool.
 //!
 //! # Metrics read (the service exports exactly these)
 //!

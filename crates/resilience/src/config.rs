@@ -1,8 +1,8 @@
-//! The `[dependencies.NAME]` configuration table (brief F2) and its checks.
+//! The `[dependencies.NAME]` configuration table and its checks.
 //!
 //! These types are the configuration file's contract: the service embeds them
-//! in its own config, so unknown keys are refused here and every default is
-//! the one the brief documents.
+//! in its own config, so unknown keys are refused here; the defaults are the
+//! values `holdfast.example.toml` gives `[dependencies.payments]`.
 
 use std::time::Duration;
 
@@ -204,7 +204,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn brief_example_parses_and_matches_the_defaults() {
+    fn the_documented_example_parses_and_matches_the_defaults() {
         let text = r#"
             deadline_ms = 5000
             max_concurrency = 64
@@ -212,7 +212,7 @@ mod tests {
             breaker = { failure_rate = 0.5, window_s = 10, min_calls = 20, slow_call_ms = 2000, open_s = 30, half_open_probes = 3 }
             on_unavailable = "queue"
         "#;
-        let parsed: DependencyConfig = toml::from_str(text).expect("the brief's example parses");
+        let parsed: DependencyConfig = toml::from_str(text).expect("the documented example parses");
         assert_eq!(parsed, DependencyConfig::default());
         assert_eq!(parsed.validate(), Ok(()));
     }

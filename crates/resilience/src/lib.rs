@@ -1,7 +1,7 @@
 //! Per-dependency resilience policies: a deadline, a bulkhead, budgeted
 //! jittered retries and a circuit breaker around every outbound call, so a
 //! hung or failing dependency costs a bounded amount of time and then fails
-//! fast (brief F2, incident INC-2847).
+//! fast (docs/incidents.md).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

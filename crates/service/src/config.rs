@@ -532,7 +532,7 @@ impl Config {
 }
 
 /// What to change when a database error is PgBouncer refusing what this
-/// node sends (seed 003): empty when it is not, else "; " and the fix on
+/// node sends: empty when it is not, else "; " and the fix on
 /// either side, for the end of a start-up or preflight message.
 pub fn pgbouncer_hint(error: &str) -> String {
     let hint = if error.contains("unsupported startup parameter") {

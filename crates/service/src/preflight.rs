@@ -1,4 +1,4 @@
-//! `holdfast preflight`: the post-deploy check a pipeline runs (seed 001).
+//! `holdfast preflight`: the post-deploy check a pipeline runs.
 //! One line per check, each naming what it tried; any failure fails the run.
 
 use std::str::FromStr;
@@ -97,7 +97,7 @@ async fn migrations(store: &SharedStore) -> Check {
     }
 }
 
-/// This node's pools are client connections to PgBouncer (seed 003): one
+/// This node's pools are client connections to PgBouncer: one
 /// line each for its pool_mode against `database.pgbouncer`, its
 /// `max_client_conn` and the server-side pool of this database.
 async fn pgbouncer(config: &Config) -> Vec<Check> {

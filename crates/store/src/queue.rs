@@ -7,7 +7,7 @@
 //! run out and the job becomes visible again. Each claim counts as a receive;
 //! a job claimed after `max_receives` receives goes to the dead-letter state
 //! instead, so one poison job cannot hold its group forever. Nothing expires:
-//! a job leaves the table only when a worker completes it (seed 002: payment
+//! a job leaves the table only when a worker completes it (payment
 //! retries must never evaporate during an outage).
 //!
 //! Both backends run the same SQL for enqueueing, heartbeats, completion,
@@ -36,9 +36,9 @@ use crate::Result;
 use crate::error::corrupt;
 
 /// How many times a job may be received before it is dead-lettered (SQS's
-/// `maxReceiveCount` in seed 002).
+/// `maxReceiveCount`).
 pub const DEFAULT_MAX_RECEIVES: u32 = 3;
-/// How long a claim hides a job from other workers (seed 002: 300 s).
+/// How long a claim hides a job from other workers.
 pub const DEFAULT_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A job's id, `job_` and a UUIDv7 in hex, so ids sort by creation time like
@@ -128,7 +128,7 @@ impl JobState {
     }
 }
 
-/// A job to enqueue. `NewJob::new` fills in the seed-002 defaults; the
+/// A job to enqueue. `NewJob::new` fills in these defaults; the
 /// builder methods change them.
 #[derive(Debug, Clone)]
 pub struct NewJob {

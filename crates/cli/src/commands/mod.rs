@@ -41,9 +41,9 @@ pub enum Command {
         #[command(subcommand)]
         command: holdfast_drills::drill::DrillCommand,
     },
-    /// Lint PostgreSQL migrations for locks that would stall a live table (seed 000).
+    /// Lint PostgreSQL migrations for locks that would stall a live table.
     LintMigrations(holdfast_guard::cli::LintMigrationsArgs),
-    /// Check deploy configs against policies and a known-good baseline (seed 003).
+    /// Check deploy configs against policies and a known-good baseline.
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,

@@ -1,5 +1,5 @@
 //! Tests of the `holdfast` binary itself: start-up refuses bad
-//! configuration loudly (seed 001), the demo runs end to end, and a worker
+//! configuration loudly (a mistyped database host), the demo runs end to end, and a worker
 //! killed with SIGKILL mid-job loses no work and repeats none.
 
 // Test code may unwrap: a failed expectation is a failed test.

@@ -217,7 +217,7 @@ fn a_pool_mode_that_database_pgbouncer_does_not_expect_fails_naming_both_setting
     );
 }
 
-/// Seed 003's first refusal, as a new user meets it: stock PgBouncer in
+/// The first refusal a new user behind PgBouncer meets: stock PgBouncer in
 /// transaction mode and the default `database.pgbouncer = "off"`. Start-up
 /// and preflight both name the setting to change on either side.
 #[test]

@@ -1,4 +1,4 @@
-//! Seed 001: a typo in the connection string must stop the service at start
+//! A typo in the connection string must stop the service at start
 //! with one line naming the key and the target, before anything is served.
 
 use std::time::Duration;

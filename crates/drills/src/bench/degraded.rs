@@ -1,5 +1,5 @@
 //! `holdfast bench degraded`: checkout and order reads under load while the
-//! remote inventory node hangs (seed 000). The order node calls inventory
+//! remote inventory node hangs (accepts, never answers). The order node calls inventory
 //! through the fault proxy; after a no-fault baseline the proxy stops
 //! answering. Reported, each against its ceiling from the same run:
 //! checkout p99 before the breaker opens (ceiling: the inventory deadline +

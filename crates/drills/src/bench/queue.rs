@@ -22,7 +22,7 @@ use sqlx::Connection;
 use super::verdict;
 use crate::load::Latencies;
 
-/// Brief §4: durable no-op jobs per second.
+/// The queue's goal on PostgreSQL, in durable no-op jobs per second.
 const GOAL_JOBS_PER_S: f64 = 10_000.0;
 const QUEUE: &str = "bench";
 /// With no claim returning a job for this long, whatever is left is leased

@@ -21,7 +21,7 @@ use crate::harness::{self, Database};
 use crate::load::Driver;
 use crate::partner::{Partner, Received};
 
-/// The brief's goals for this benchmark, in deliveries per second: one
+/// This benchmark's goals, in deliveries per second: one
 /// endpoint (strictly in order, so one delivery at a time) and many.
 const GOAL_ONE_ENDPOINT: f64 = 1_000.0;
 const GOAL_MANY_ENDPOINTS: f64 = 5_000.0;

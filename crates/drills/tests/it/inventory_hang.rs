@@ -1,4 +1,4 @@
-//! Seed 000 for real: the order node calls a separate inventory node through
+//! A hung inventory node, for real: the order node calls a separate inventory node through
 //! the fault proxy, and the inventory node hangs (accepts, never answers).
 //! Checkout must not hang with it: every request ends within its deadline,
 //! the breaker opens and later calls fail fast, reads stay fast, and after

@@ -4,7 +4,7 @@
 //!
 //! squawk knows which statement forms are dangerous; it does not know that
 //! `CREATE INDEX` on a 10-row lookup table is harmless while the same statement
-//! on `stock_reservations` stopped checkout for 23 minutes (INC-2847). This
+//! on a busy `stock_reservations` blocks every checkout until it ends. This
 //! module adds that knowledge: squawk's lock rules and our own `blocking-lock`
 //! rule are errors on a table above `--large-table-rows` (or of unknown size)
 //! and warnings on a small table or one the same migration created.

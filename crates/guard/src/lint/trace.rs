@@ -36,7 +36,7 @@ pub async fn trace_file(
         .await
         .with_context(|| format!("connecting to {} for --trace", redact(database_url)))?;
     sqlx::raw_sql("BEGIN").execute(&mut conn).await.context("BEGIN")?;
-    // A trace must never become the next INC-2847: if the migration has to
+    // A trace must never itself stall a live table: if the migration has to
     // wait for a lock, give up quickly instead of queueing everyone behind us.
     sqlx::raw_sql("SET LOCAL lock_timeout = '5s'; SET LOCAL statement_timeout = '120s'")
         .execute(&mut conn)

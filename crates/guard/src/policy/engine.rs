@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::output::{Finding, Severity};
 
-/// The policies shipped with the tool, one per seed trigger.
+/// The policies shipped with the tool, one per failure they guard against (docs/incidents.md).
 pub const BUILTIN_POLICIES: &[(&str, &str)] = &[
     (
         "pgbouncer_pool.rego",

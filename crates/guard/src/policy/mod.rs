@@ -1,6 +1,6 @@
 //! `holdfast policy check`: evaluates Rego policies over deploy configs,
-//! compared with a known-good baseline, so a change like seed 003's PgBouncer
-//! `max_client_conn` 200 → 20 fails the build instead of a Saturday.
+//! compared with a known-good baseline, so a change such as PgBouncer's
+//! `max_client_conn` cut from 200 to 20 fails the build, not the next busy morning.
 //!
 //! # The policy convention
 //!

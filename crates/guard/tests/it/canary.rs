@@ -97,7 +97,7 @@ async fn check(canary_body: String, baseline_body: String) -> (String, i32) {
 }
 
 #[tokio::test]
-async fn seed_003_canary_at_15_of_20_on_5_percent_is_blocked() {
+async fn canary_at_15_of_20_on_5_percent_is_blocked() {
     let (out, code) = check(metrics(15, 20, 1000, 1, "0.1"), metrics(40, 200, 20000, 20, "0.1")).await;
     assert_eq!(code, 1);
     assert!(out.contains("BLOCK pool utilisation"), "{out}");

@@ -28,7 +28,7 @@ async fn check(sql: &str) -> (String, i32) {
     check_with(sql, None, false, Format::Human).await
 }
 
-const SEED_000: &str = "-- INC-2847\nCREATE INDEX idx_reservations_expiry\n    ON stock_reservations (expires_at);\n";
+const PLAIN_INDEX_BUILD: &str = "-- a plain index build\nCREATE INDEX idx_reservations_expiry\n    ON stock_reservations (expires_at);\n";
 
 /// A `stock_reservations` table with `rows` rows, analysed so that
 /// `pg_class.reltuples` knows its size.
@@ -45,29 +45,29 @@ async fn reservations(rows: i64) -> Option<ScratchDb> {
 }
 
 #[tokio::test]
-async fn seed_000_without_a_database_counts_as_large() {
-    let (out, code) = check(SEED_000).await;
+async fn plain_index_build_without_a_database_counts_as_large() {
+    let (out, code) = check(PLAIN_INDEX_BUILD).await;
     assert_eq!(code, 1);
     insta::assert_snapshot!(out);
 }
 
 #[tokio::test]
-async fn seed_000_on_a_large_table_is_an_error() {
+async fn plain_index_build_on_a_large_table_is_an_error() {
     let Some(db) = reservations(150_000).await else {
         return;
     };
-    let (out, code) = check_with(SEED_000, Some(&db), false, Format::Human).await;
+    let (out, code) = check_with(PLAIN_INDEX_BUILD, Some(&db), false, Format::Human).await;
     assert_eq!(code, 1);
     assert!(out.contains("~150,000 rows"), "{out}");
     insta::assert_snapshot!(out);
 }
 
 #[tokio::test]
-async fn seed_000_on_a_small_table_is_a_warning() {
+async fn plain_index_build_on_a_small_table_is_a_warning() {
     let Some(db) = reservations(200).await else {
         return;
     };
-    let (out, code) = check_with(SEED_000, Some(&db), false, Format::Human).await;
+    let (out, code) = check_with(PLAIN_INDEX_BUILD, Some(&db), false, Format::Human).await;
     assert_eq!(code, 0);
     assert!(out.contains("warning [require-concurrent-index-creation]"), "{out}");
     insta::assert_snapshot!(out);
@@ -78,7 +78,7 @@ async fn unknown_table_counts_as_large() {
     let Some(db) = ScratchDb::create().await else {
         return;
     };
-    let (out, code) = check_with(SEED_000, Some(&db), false, Format::Human).await;
+    let (out, code) = check_with(PLAIN_INDEX_BUILD, Some(&db), false, Format::Human).await;
     assert_eq!(code, 1);
     assert!(out.contains("was not found in the database"), "{out}");
 }
@@ -163,7 +163,7 @@ async fn output_formats() {
         ("format_github", Format::Github),
         ("format_sarif", Format::Sarif),
     ] {
-        let (out, code) = check_with(SEED_000, None, false, format).await;
+        let (out, code) = check_with(PLAIN_INDEX_BUILD, None, false, format).await;
         assert_eq!(code, 1);
         insta::assert_snapshot!(name, out);
     }
@@ -174,14 +174,14 @@ async fn trace_reports_the_share_lock_of_a_plain_index_build() {
     let Some(db) = reservations(1_000).await else {
         return;
     };
-    let (out, _) = check_with(SEED_000, Some(&db), true, Format::Human).await;
+    let (out, _) = check_with(PLAIN_INDEX_BUILD, Some(&db), true, Format::Human).await;
     assert!(
         out.contains("trace-locks]: took") && out.contains("ShareLock on table public.stock_reservations"),
         "{out}"
     );
     insta::assert_snapshot!(out);
     // The trace rolled back: the index must not exist afterwards.
-    let (again, _) = check_with(SEED_000, Some(&db), true, Format::Human).await;
+    let (again, _) = check_with(PLAIN_INDEX_BUILD, Some(&db), true, Format::Human).await;
     assert!(!again.contains("trace-failed"), "{again}");
 }
 

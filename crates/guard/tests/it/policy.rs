@@ -88,7 +88,7 @@ max_connections = 20
 max_connections = 10
 "#;
 
-const SEED_002_TF: &str = r#"
+const PUBLIC_UNENCRYPTED_TF: &str = r#"
 resource "aws_db_instance" "orders" {
   identifier          = "orders-staging"
   engine              = "postgres"
@@ -99,7 +99,7 @@ resource "aws_db_instance" "orders" {
 "#;
 
 #[test]
-fn seed_003_pool_shrink_is_denied() {
+fn pool_shrink_is_denied() {
     let (out, code) =
         check(Case::new(&[("pgbouncer.ini", PGBOUNCER_SHRUNK)]).baseline(&[("pgbouncer.ini", PGBOUNCER_BASELINE)]));
     assert_eq!(code, 1);
@@ -137,9 +137,9 @@ fn fixtures() {
             0,
         ),
         ("fleet_needs_more_than_max_client_conn", fleet, 1),
-        ("seed_002_terraform", Case::new(&[("rds.tf", SEED_002_TF)]), 1),
+        ("public_unencrypted_terraform", Case::new(&[("rds.tf", PUBLIC_UNENCRYPTED_TF)]), 1),
         (
-            "seed_002_terraform_plan",
+            "public_unencrypted_terraform_plan",
             Case::new(&[(
                 "plan.json",
                 r#"{"format_version": "1.2", "resource_changes": [

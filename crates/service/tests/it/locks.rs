@@ -1,4 +1,4 @@
-//! Seed 000's migration, replayed: a session holds a lock on the
+//! A migration's lock, replayed: a session holds a lock on the
 //! reservations table (PostgreSQL: `CREATE INDEX` without `CONCURRENTLY`
 //! inside an open transaction; SQLite: another writer's open transaction).
 //! Checkout answers 503 with `Retry-After` within its deadline instead of
@@ -24,7 +24,7 @@ async fn lock_reservations(app: &TestApp, backend: Backend) -> Lock {
         Backend::Postgres | Backend::PgBouncer => {
             let mut connection = sqlx::PgConnection::connect(app.database_url()).await.expect("connect");
             sqlx::query("BEGIN").execute(&mut connection).await.expect("begin");
-            sqlx::query("CREATE INDEX stock_reservations_seed_000_idx ON stock_reservations (order_id, sku)")
+            sqlx::query("CREATE INDEX stock_reservations_blocking_idx ON stock_reservations (order_id, sku)")
                 .execute(&mut connection)
                 .await
                 .expect("the migration takes its SHARE lock");

@@ -1,4 +1,4 @@
-//! PgBouncer restarted under load (seed 003): while it is down, checkout
+//! PgBouncer restarted under load: while it is down, checkout
 //! answers 503 with `Retry-After` at once instead of hanging or failing with
 //! a 500, and once PgBouncer is back checkout works again within 2 s, with
 //! no restart of Holdfast: the pools drop the dead connections and open new.

@@ -1,4 +1,4 @@
-//! Never cascade (seed 000) at the payment provider: a failing provider gets
+//! Never cascade at the payment provider: a failing provider gets
 //! bounded retries, then its breaker opens and checkout fails fast with
 //! `Retry-After`; it closes again once the provider recovers, with no second
 //! intent for a retried order. The bulkhead sheds at once instead of queueing,

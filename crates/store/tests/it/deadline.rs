@@ -13,7 +13,7 @@ use crate::outbox::new_order;
 both_backends!(a_write_gives_up_at_the_request_deadline, |backend| async move {
     let db = open(backend).await;
     product(&db.store, "LOCKED", 5).await;
-    // Another session holds what checkout needs, as seed 000's migration did.
+    // Another session holds what checkout needs, as a plain `CREATE INDEX` would.
     let holder: Box<dyn std::any::Any + Send> = match backend {
         Backend::Postgres | Backend::PgBouncer => {
             let mut connection = sqlx::PgConnection::connect(&db.database_url).await.expect("connect");
