@@ -5,6 +5,7 @@
 //! fault-injecting TCP proxy that drills put between Holdfast and a dependency.
 
 pub mod bench;
+pub mod coldpath;
 pub mod demo;
 pub mod drill;
 pub mod harness;

@@ -1,8 +1,9 @@
-//! After the demo's load: waits until every paid order has shipped and the
-//! partner has received every event, then compares what the partner got with
-//! each order's timeline.
+//! After a load (the demo's, a drill's): waits until every paid order has
+//! shipped and the partner has received every event, then compares what the
+//! partner got with each order's timeline, and each SKU's stock with what the
+//! orders hold.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -273,4 +274,45 @@ fn sample(findings: &mut WebhookFindings, line: String) {
     if findings.samples.len() < 10 {
         findings.samples.push(line);
     }
+}
+
+/// One SKU's stock as read after the load, beside what it started with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StockLevel {
+    pub sku: String,
+    pub initial: i64,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub available: i64,
+}
+
+/// SKUs whose stock does not add up, one line each: stock can never go
+/// negative, what shipped left on-hand stock, and what open orders hold is
+/// reserved.
+pub fn stock_mismatches(orders: &[(Order, Vec<OrderStatus>)], levels: &[StockLevel]) -> Vec<String> {
+    // Units per SKU consumed by shipped orders and held by open ones.
+    let mut consumed: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut held: BTreeMap<&str, i64> = BTreeMap::new();
+    for (order, _) in orders {
+        let bucket = match order.status {
+            OrderStatus::Shipped => &mut consumed,
+            status if status.holds_stock() => &mut held,
+            _ => continue,
+        };
+        for line in &order.lines {
+            *bucket.entry(line.sku.as_str()).or_default() += i64::from(line.qty);
+        }
+    }
+    let mut mismatches = Vec::new();
+    for level in levels {
+        let shipped = consumed.get(level.sku.as_str()).copied().unwrap_or(0);
+        let reserved = held.get(level.sku.as_str()).copied().unwrap_or(0);
+        if level.available < 0 || level.on_hand != level.initial - shipped || level.reserved != reserved {
+            mismatches.push(format!(
+                "{}: started with {}, {shipped} shipped, {reserved} held by open orders, now on hand {}, reserved {}, available {}",
+                level.sku, level.initial, level.on_hand, level.reserved, level.available
+            ));
+        }
+    }
+    mismatches
 }
