@@ -144,7 +144,7 @@ fn log_progress(progress: &ProgressBar, message: &str, last_log: &mut Instant) {
 }
 
 /// Every order (paged by id) and its timeline.
-async fn orders_with_timelines(store: &SharedStore) -> anyhow::Result<Vec<(Order, Vec<OrderStatus>)>> {
+pub async fn orders_with_timelines(store: &SharedStore) -> anyhow::Result<Vec<(Order, Vec<OrderStatus>)>> {
     const PAGE: i64 = 1000;
     let mut orders = Vec::new();
     let mut before: Option<OrderId> = None;
@@ -233,32 +233,53 @@ pub fn check(snapshot: &Snapshot) -> WebhookFindings {
     findings
 }
 
-/// Matches one order's accepted events against its timeline: each must be
-/// the timeline's next entry after the previous one matched.
-fn compare(order: &Order, expected: &[String], got: &[&str], findings: &mut WebhookFindings) {
+/// How one order's received events compare with its timeline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SequenceFindings {
+    /// Timeline entries never received.
+    pub missing: usize,
+    /// Whether what was received came in timeline order.
+    pub in_order: bool,
+    /// Received events that match no timeline entry.
+    pub unexpected: usize,
+}
+
+/// Matches received event types against the timeline's: each must be the
+/// timeline's next entry after the previous one matched.
+pub fn compare_sequence(expected: &[String], got: &[&str]) -> SequenceFindings {
     let mut matched = vec![false; expected.len()];
     let mut next = 0;
-    let mut in_order = true;
+    let mut findings = SequenceFindings {
+        in_order: true,
+        ..SequenceFindings::default()
+    };
     for kind in got {
         if let Some(offset) = expected[next..].iter().position(|e| e == kind) {
             matched[next + offset] = true;
             next += offset + 1;
         } else if let Some(at) = (0..expected.len()).find(|&i| !matched[i] && expected[i] == *kind) {
             matched[at] = true;
-            in_order = false;
+            findings.in_order = false;
         } else {
             findings.unexpected += 1;
         }
     }
-    let missing = matched.iter().filter(|m| !**m).count();
-    findings.missing += missing;
-    if missing > 0 {
+    findings.missing = matched.iter().filter(|m| !**m).count();
+    findings
+}
+
+/// Matches one order's accepted events against its timeline.
+fn compare(order: &Order, expected: &[String], got: &[&str], findings: &mut WebhookFindings) {
+    let sequence = compare_sequence(expected, got);
+    findings.unexpected += sequence.unexpected;
+    findings.missing += sequence.missing;
+    if sequence.missing > 0 {
         sample(
             findings,
             format!("{}: timeline {expected:?}, partner got {got:?}", order.id),
         );
     }
-    if !in_order {
+    if !sequence.in_order {
         findings.out_of_order += 1;
         sample(
             findings,
