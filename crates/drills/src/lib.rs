@@ -11,5 +11,6 @@ pub mod drill;
 pub mod harness;
 pub mod load;
 pub mod partner;
+pub mod postmortem;
 pub mod proxy;
 pub mod topology;

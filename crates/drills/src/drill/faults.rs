@@ -133,7 +133,10 @@ impl Faults {
     pub async fn heal_ended(&mut self, rig: &Rig, phase: Duration, elapsed: Duration, journal: &Journal) {
         for injected in self.injected.iter_mut().filter(|i| !i.healed) {
             if injected.fault.at + injected.fault.length_in(phase) < elapsed
-                && injected.fault.length.is_some_and(|length| injected.fault.at + length < phase)
+                && injected
+                    .fault
+                    .length
+                    .is_some_and(|length| injected.fault.at + length < phase)
             {
                 heal_one(rig, injected, journal).await;
             }
@@ -181,7 +184,11 @@ impl Faults {
         let mut left = Vec::new();
         for (name, proxy) in &rig.proxies {
             if !proxy.toxics().is_empty() || !proxy.is_enabled() {
-                left.push(format!("proxy {name}: {} toxics, enabled {}", proxy.toxics().len(), proxy.is_enabled()));
+                left.push(format!(
+                    "proxy {name}: {} toxics, enabled {}",
+                    proxy.toxics().len(),
+                    proxy.is_enabled()
+                ));
             }
         }
         if self.injected.iter().any(|i| !i.healed) {

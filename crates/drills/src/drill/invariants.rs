@@ -189,7 +189,11 @@ fn no_lost_orders(evidence: &Evidence) -> InvariantResult {
     result(
         "no_lost_orders",
         holds_if(!lost.is_empty()),
-        format!("{} of {} acknowledged orders lost", lost.len(), evidence.acknowledged.len()),
+        format!(
+            "{} of {} acknowledged orders lost",
+            lost.len(),
+            evidence.acknowledged.len()
+        ),
         lost,
     )
 }
@@ -251,7 +255,11 @@ fn no_oversell(evidence: &Evidence) -> InvariantResult {
             "{oversold_count} of {} SKUs oversold, {} with stock that does not add up{}{scarce}",
             evidence.levels.len(),
             mismatches.len(),
-            if evidence.drained { "" } else { " (stock effects still queued)" }
+            if evidence.drained {
+                ""
+            } else {
+                " (stock effects still queued)"
+            }
         ),
         oversold,
     )
@@ -262,7 +270,9 @@ fn no_double_charge(evidence: &Evidence) -> InvariantResult {
     // Per order: (succeeded, outcome unknown).
     let mut per_order: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
     for intent in &evidence.intents {
-        let Some(order) = intent.metadata.get("order_id") else { continue };
+        let Some(order) = intent.metadata.get("order_id") else {
+            continue;
+        };
         let counts = per_order.entry(order.as_str()).or_default();
         match intent.status {
             IntentStatus::Succeeded => counts.0 += 1,
@@ -408,7 +418,10 @@ mod tests {
         assert_eq!(no_double_charge(&evidence).status, InvariantStatus::Broken);
         evidence.intents.push(intent("ord_a", IntentStatus::Processing));
         let result = no_double_charge(&evidence);
-        assert!(result.samples.iter().any(|s| s.contains("still processing")), "{result:?}");
+        assert!(
+            result.samples.iter().any(|s| s.contains("still processing")),
+            "{result:?}"
+        );
         evidence.intents.push(intent("ord_a", IntentStatus::Succeeded));
         let result = no_double_charge(&evidence);
         assert_eq!(result.status, InvariantStatus::Broken);

@@ -45,7 +45,10 @@ pub fn check_gate(gate: &GateSpec) -> anyhow::Result<()> {
         WHOLE_DRILL.join(", ")
     );
     let known_window = matches!(gate.window.as_str(), "baseline" | "fault" | "heal" | "recovery" | "all")
-        || gate.window.strip_prefix("breaker_open:").is_some_and(|dep| !dep.is_empty());
+        || gate
+            .window
+            .strip_prefix("breaker_open:")
+            .is_some_and(|dep| !dep.is_empty());
     anyhow::ensure!(
         known_window,
         "unknown window `{}`: expected baseline, fault, heal, recovery, all or breaker_open:DEPENDENCY",
@@ -126,7 +129,10 @@ impl Timeline {
         for entry in entries {
             timeline.end_ms = timeline.end_ms.max(entry.t_ms);
             match &entry.event {
-                Event::Phase { phase, edge: Edge::Start } => {
+                Event::Phase {
+                    phase,
+                    edge: Edge::Start,
+                } => {
                     starts.insert(*phase, entry.t_ms);
                 }
                 Event::Phase { phase, edge: Edge::End } => {
@@ -146,7 +152,11 @@ impl Timeline {
                     ms: *ms,
                     retry_after: *retry_after,
                 }),
-                Event::Breaker { node, dependency, state } => {
+                Event::Breaker {
+                    node,
+                    dependency,
+                    state,
+                } => {
                     let key = (node.clone(), dependency.clone());
                     let open = state == "open";
                     match (open_since.get(&key).copied(), open) {
@@ -165,7 +175,9 @@ impl Timeline {
                     }
                     timeline.breaker_last.insert(key, state.clone());
                 }
-                Event::Settle { drained: true, seconds, .. } => timeline.settle_s = Some(*seconds),
+                Event::Settle {
+                    drained: true, seconds, ..
+                } => timeline.settle_s = Some(*seconds),
                 _ => {}
             }
         }
@@ -250,7 +262,11 @@ impl Timeline {
                     if states.is_empty() {
                         return None;
                     }
-                    Some(if states.iter().all(|s| s.as_str() == "closed") { 1.0 } else { 0.0 })
+                    Some(if states.iter().all(|s| s.as_str() == "closed") {
+                        1.0
+                    } else {
+                        0.0
+                    })
                 }
                 _ => None,
             };
@@ -335,7 +351,10 @@ fn ok_latencies(requests: &[Request]) -> Vec<f64> {
 /// The share of checkouts taken for later (202) rather than completed (201).
 fn degraded_share(requests: &[Request]) -> Option<f64> {
     let checkouts = requests.iter().filter(|r| r.op == Op::Checkout).count();
-    let degraded = requests.iter().filter(|r| r.op == Op::Checkout && r.status == 202).count();
+    let degraded = requests
+        .iter()
+        .filter(|r| r.op == Op::Checkout && r.status == 202)
+        .count();
     (checkouts > 0).then(|| degraded as f64 / checkouts as f64)
 }
 
@@ -405,7 +424,11 @@ pub fn evaluate(gate: &GateSpec, timeline: &Timeline) -> GateResult {
                 rules.push(format!(
                     "<= {ratio} x baseline ({}){} = {}",
                     number(base),
-                    if gate.plus != 0.0 { format!(" + {}", number(gate.plus)) } else { String::new() },
+                    if gate.plus != 0.0 {
+                        format!(" + {}", number(gate.plus))
+                    } else {
+                        String::new()
+                    },
                     number(relative)
                 ));
                 upper = Some(upper.map_or(relative, |max| max.min(relative)));
@@ -428,7 +451,11 @@ pub fn evaluate(gate: &GateSpec, timeline: &Timeline) -> GateResult {
         name: gate.name.clone(),
         kind: GateKind::Slo,
         metric: gate.metric.clone(),
-        window: if whole_drill { "whole drill".to_owned() } else { gate.window.clone() },
+        window: if whole_drill {
+            "whole drill".to_owned()
+        } else {
+            gate.window.clone()
+        },
         rule: rules.join(" and "),
         threshold: upper.or(gate.min),
         observed,

@@ -14,6 +14,7 @@ mod faults;
 pub mod invariants;
 pub mod journal;
 pub mod metrics;
+pub mod plot;
 mod process;
 pub mod report;
 pub mod rig;

@@ -143,7 +143,9 @@ impl Report {
         }
         let timeline = Timeline::from_entries(entries, f64::INFINITY);
         for phase in Phase::ALL {
-            let Some((start, end)) = timeline.phases.get(&phase).copied() else { continue };
+            let Some((start, end)) = timeline.phases.get(&phase).copied() else {
+                continue;
+            };
             let name = phase.as_str();
             let count = |op| timeline.requests_in(op, &[(start, end)]).len();
             let ok = timeline
@@ -168,13 +170,16 @@ impl Report {
     }
 }
 
-/// Writes `report.json` and `report.md` into `dir` from `entries`.
+/// Writes `report.json`, `report.md`, `plot.svg` and `postmortem.md` into
+/// `dir` from `entries`.
 pub fn write_scenario(dir: &Path, entries: &[Entry]) -> anyhow::Result<Report> {
     let report = Report::from_entries(entries);
     let json = serde_json::to_string_pretty(&report)?;
     std::fs::write(dir.join("report.json"), json).with_context(|| format!("writing {}/report.json", dir.display()))?;
     std::fs::write(dir.join("report.md"), markdown(&report, entries))
         .with_context(|| format!("writing {}/report.md", dir.display()))?;
+    super::plot::write_plot(&dir.join("plot.svg"), entries)?;
+    crate::postmortem::write_for_drill(dir, entries)?;
     Ok(report)
 }
 
@@ -193,7 +198,12 @@ fn mark(ok: bool) -> &'static str {
 /// `report.md`: what happened and why the verdict is what it is.
 pub fn markdown(report: &Report, entries: &[Entry]) -> String {
     let mut md = String::new();
-    let _ = writeln!(md, "# Drill `{}`: {}\n", report.scenario, report.verdict.as_str().to_uppercase());
+    let _ = writeln!(
+        md,
+        "# Drill `{}`: {}\n",
+        report.scenario,
+        report.verdict.as_str().to_uppercase()
+    );
     let _ = writeln!(md, "{}\n", report.reason);
     let _ = writeln!(md, "- **What goes wrong:** {}", report.summary);
     let _ = writeln!(md, "- **The incident:** {}", report.incident);
@@ -209,7 +219,10 @@ pub fn markdown(report: &Report, entries: &[Entry]) -> String {
     if !report.cleanup.is_empty() {
         let _ = writeln!(md, "- **Cleanup:** {}", report.cleanup);
     }
-    let _ = writeln!(md, "\n## Gates\n\n| gate | metric | window | rule | observed | |\n|---|---|---|---|---|---|");
+    let _ = writeln!(
+        md,
+        "\n## Gates\n\n| gate | metric | window | rule | observed | |\n|---|---|---|---|---|---|"
+    );
     for gate in &report.gates {
         let _ = writeln!(
             md,
@@ -276,7 +289,13 @@ pub fn markdown(report: &Report, entries: &[Entry]) -> String {
     }
     let _ = writeln!(md, "\n## Timeline\n\n| t | wall clock | event |\n|---|---|---|");
     for (t_ms, wall, line) in timeline_lines(entries) {
-        let _ = writeln!(md, "| {} s | {} | {} |", number(t_ms / 1000.0), wall.format("%H:%M:%S%.3f"), line);
+        let _ = writeln!(
+            md,
+            "| {} s | {} | {} |",
+            number(t_ms / 1000.0),
+            wall.format("%H:%M:%S%.3f"),
+            line
+        );
     }
     let _ = writeln!(
         md,
@@ -295,10 +314,12 @@ pub fn timeline_lines(entries: &[Entry]) -> Vec<(f64, DateTime<Utc>, String)> {
                     name, action, detail, ..
                 } => format!("{name} {action} {detail}").trim().replace('\n', " "),
                 Event::Phase { phase, edge } => format!("{} phase {:?}", phase.as_str(), edge).to_lowercase(),
-                Event::Inject { fault, target, detail, .. } => format!("injected `{fault}` on {target}: {detail}"),
-                Event::Heal {
-                    fault, detail, ok, ..
-                } => format!("healed `{fault}`: {detail}{}", if *ok { "" } else { " (FAILED)" }),
+                Event::Inject {
+                    fault, target, detail, ..
+                } => format!("injected `{fault}` on {target}: {detail}"),
+                Event::Heal { fault, detail, ok, .. } => {
+                    format!("healed `{fault}`: {detail}{}", if *ok { "" } else { " (FAILED)" })
+                }
                 Event::Breaker {
                     node,
                     dependency,
@@ -306,7 +327,9 @@ pub fn timeline_lines(entries: &[Entry]) -> Vec<(f64, DateTime<Utc>, String)> {
                 } => format!("{node}: {dependency} breaker {state}"),
                 Event::Stop { reason } => reason.clone(),
                 Event::Settle {
-                    drained, seconds, pending,
+                    drained,
+                    seconds,
+                    pending,
                 } => {
                     if *drained {
                         format!("cold path drained in {} s", number(*seconds))

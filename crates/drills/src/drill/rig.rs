@@ -38,7 +38,9 @@ pub const PARTNER_HOOK: &str = "partner";
 pub enum DatabaseChoice {
     Sqlite,
     /// Scratch databases on this PostgreSQL server.
-    Postgres { admin_url: String },
+    Postgres {
+        admin_url: String,
+    },
 }
 
 impl DatabaseChoice {
@@ -183,7 +185,9 @@ impl Rig {
         if scenario.topology.inventory == Placement::Remote {
             let database_url = self.new_database("inventory").await?;
             let settings = self.settings(scenario, &database_url, &[])?;
-            let node = self.start_node("inventory", "inventory", database_url, settings).await?;
+            let node = self
+                .start_node("inventory", "inventory", database_url, settings)
+                .await?;
             let upstream = node.base_url.trim_start_matches("http://").to_owned();
             extra.push(("inventory.mode".to_owned(), "remote".to_owned()));
             extra.push(("inventory.api_key".to_owned(), node.admin_key.clone()));
@@ -318,7 +322,12 @@ impl Rig {
             DatabaseChoice::Postgres { admin_url } => {
                 let url = holdfast_store::scratch::create_database(admin_url, "drill")
                     .await
-                    .with_context(|| format!("creating a scratch database on {}", holdfast_store::describe_target(admin_url)))?;
+                    .with_context(|| {
+                        format!(
+                            "creating a scratch database on {}",
+                            holdfast_store::describe_target(admin_url)
+                        )
+                    })?;
                 self.databases.push(ScratchDatabase::Postgres {
                     admin_url: admin_url.clone(),
                     url: url.clone(),

@@ -156,7 +156,10 @@ async fn drill(
         },
     });
     if (!left.is_empty() || !running.is_empty()) && verdict.0 == Verdict::Pass {
-        verdict = (Verdict::Undecided, "the drill could not clean up after itself".to_owned());
+        verdict = (
+            Verdict::Undecided,
+            "the drill could not clean up after itself".to_owned(),
+        );
     }
     verdict
 }
@@ -166,7 +169,11 @@ async fn interrupted_in(stop: &mut watch::Receiver<bool>, journal: &Journal) -> 
     let _ = stop.wait_for(|stop| *stop).await;
     let mut phase = Phase::Baseline;
     for entry in journal.entries() {
-        if let Event::Phase { phase: p, edge: Edge::Start } = entry.event {
+        if let Event::Phase {
+            phase: p,
+            edge: Edge::Start,
+        } = entry.event
+        {
             phase = p;
         }
     }
@@ -282,7 +289,10 @@ fn stop_condition(scenario: &Scenario, live: &Live) -> Option<String> {
 
 /// A phase of fixed length under load.
 async fn timed_phase(scenario: &Scenario, phase: Phase, length: Duration, live: &Arc<Live>, journal: &Journal) {
-    journal.record(Event::Phase { phase, edge: Edge::Start });
+    journal.record(Event::Phase {
+        phase,
+        edge: Edge::Start,
+    });
     let bar = PhaseBar::start(&scenario.name, phase, length, live.clone());
     let started = Instant::now();
     while started.elapsed() < length {
@@ -302,14 +312,21 @@ async fn bar_phase(
     journal: &Journal,
     work: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
-    journal.record(Event::Phase { phase, edge: Edge::Start });
+    journal.record(Event::Phase {
+        phase,
+        edge: Edge::Start,
+    });
     let bar = PhaseBar::start(&scenario.name, phase, limit, live.clone());
     let result = tokio::time::timeout(limit, work).await;
     journal.record(Event::Phase { phase, edge: Edge::End });
     bar.finish("");
     match result {
         Ok(result) => result,
-        Err(_) => anyhow::bail!("the {} phase did not finish within {} s", phase.as_str(), limit.as_secs()),
+        Err(_) => anyhow::bail!(
+            "the {} phase did not finish within {} s",
+            phase.as_str(),
+            limit.as_secs()
+        ),
     }
 }
 
@@ -383,7 +400,10 @@ fn verdict(gates: &[GateResult], invariants: &[super::journal::InvariantResult])
     if !unsure.is_empty() {
         return (Verdict::Undecided, format!("could not decide: {}", unsure.join("; ")));
     }
-    (Verdict::Pass, format!("{} gates and {} invariants hold", gates.len(), invariants.len()))
+    (
+        Verdict::Pass,
+        format!("{} gates and {} invariants hold", gates.len(), invariants.len()),
+    )
 }
 
 /// One gate per fault: it must have affected something, or the drill proved nothing.
@@ -417,11 +437,7 @@ async fn check_invariants(
 ) -> anyhow::Result<Vec<super::journal::InvariantResult>> {
     let config = rig.orders_config()?;
     let store = holdfast_store::connect(&config.connect_options()).await?;
-    let receiver = rig
-        .partner
-        .as_ref()
-        .map(|p| p.receiver.clone())
-        .unwrap_or_default();
+    let receiver = rig.partner.as_ref().map(|p| p.receiver.clone()).unwrap_or_default();
     let since = Instant::now();
     let drained = coldpath::wait(&store, &receiver, PARTNER_HOOK, since, since + durations.settle).await?;
     let pending = if drained.in_time {
@@ -448,7 +464,12 @@ fn describe_pending(pending: &coldpath::Pending) -> String {
         .queues
         .iter()
         .filter(|q| q.ready + q.in_flight + q.delayed + q.dead > 0)
-        .map(|q| format!("{}: {} ready, {} in flight, {} delayed, {} dead", q.queue, q.ready, q.in_flight, q.delayed, q.dead))
+        .map(|q| {
+            format!(
+                "{}: {} ready, {} in flight, {} delayed, {} dead",
+                q.queue, q.ready, q.in_flight, q.delayed, q.dead
+            )
+        })
         .collect();
     let orders: Vec<String> = pending
         .orders
@@ -458,7 +479,11 @@ fn describe_pending(pending: &coldpath::Pending) -> String {
     format!(
         "{} events not relayed; queues: {}; orders: {}",
         pending.unpublished_events,
-        if queues.is_empty() { "empty".to_owned() } else { queues.join("; ") },
+        if queues.is_empty() {
+            "empty".to_owned()
+        } else {
+            queues.join("; ")
+        },
         orders.join(", ")
     )
 }

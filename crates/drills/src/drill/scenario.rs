@@ -261,9 +261,15 @@ pub enum FaultAction {
         /// (on, every): the toxic is on for `on` at the start of every `every`.
         pulse: Option<(Duration, Duration)>,
     },
-    ProxyDown { proxy: String },
-    PartnerStatus { status: u16 },
-    PaymentsFailures { rate: f64 },
+    ProxyDown {
+        proxy: String,
+    },
+    PartnerStatus {
+        status: u16,
+    },
+    PaymentsFailures {
+        rate: f64,
+    },
 }
 
 impl Fault {
@@ -377,8 +383,14 @@ impl Scenario {
             "`name` must be letters, digits and dashes, not {:?}",
             self.name
         );
-        anyhow::ensure!(!self.backends.is_empty(), "`backends` must name sqlite, postgres or both");
-        anyhow::ensure!(self.topology.order_nodes >= 1, "`topology.order_nodes` must be at least 1");
+        anyhow::ensure!(
+            !self.backends.is_empty(),
+            "`backends` must name sqlite, postgres or both"
+        );
+        anyhow::ensure!(
+            self.topology.order_nodes >= 1,
+            "`topology.order_nodes` must be at least 1"
+        );
         anyhow::ensure!(
             self.load.checkouts_per_s > 0.0 && self.load.checkouts_per_s <= 2_000.0,
             "`load.checkouts_per_s` must be above 0 and at most 2000"
@@ -410,7 +422,11 @@ impl Scenario {
 
     fn check_fault(&self, spec: &FaultSpec) -> anyhow::Result<Fault> {
         let seconds = |value: f64, key: &str| -> anyhow::Result<Duration> {
-            anyhow::ensure!(value >= 0.0 && value.is_finite(), "fault {:?}: `{key}` must be >= 0", spec.name);
+            anyhow::ensure!(
+                value >= 0.0 && value.is_finite(),
+                "fault {:?}: `{key}` must be >= 0",
+                spec.name
+            );
             Ok(Duration::from_secs_f64(value))
         };
         let action = match (spec.target.split_once('.'), spec.target.as_str()) {
@@ -420,7 +436,11 @@ impl Scenario {
                     known.contains(&proxy),
                     "fault {:?}: this topology has no proxy `{proxy}` (it has: {})",
                     spec.name,
-                    if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
                 );
                 match (&spec.toxic, spec.down) {
                     (Some(toxic), None) => {
@@ -430,10 +450,9 @@ impl Scenario {
                             .named(spec.name.replace(' ', "_"));
                         let pulse = match (spec.pulse_on_s, spec.pulse_every_s) {
                             (None, None) => None,
-                            (Some(on), Some(every)) if on > 0.0 && every > on => Some((
-                                Duration::from_secs_f64(on),
-                                Duration::from_secs_f64(every),
-                            )),
+                            (Some(on), Some(every)) if on > 0.0 && every > on => {
+                                Some((Duration::from_secs_f64(on), Duration::from_secs_f64(every)))
+                            }
                             _ => anyhow::bail!(
                                 "fault {:?}: a pulse needs both `pulse_on_s` and `pulse_every_s`, with 0 < on < every",
                                 spec.name
@@ -455,7 +474,11 @@ impl Scenario {
                 }
             }
             (_, "partner") => {
-                anyhow::ensure!(self.topology.partner, "fault {:?}: the topology has no partner", spec.name);
+                anyhow::ensure!(
+                    self.topology.partner,
+                    "fault {:?}: the topology has no partner",
+                    spec.name
+                );
                 let status = spec
                     .status
                     .filter(|s| (100..600).contains(s))
@@ -463,15 +486,12 @@ impl Scenario {
                 FaultAction::PartnerStatus { status }
             }
             (_, "payments") => {
-                let rate = spec
-                    .failure_rate
-                    .filter(|r| (0.0..=1.0).contains(r))
-                    .ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "fault {:?}: a payments fault needs `failure_rate` between 0 and 1",
-                            spec.name
-                        )
-                    })?;
+                let rate = spec.failure_rate.filter(|r| (0.0..=1.0).contains(r)).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "fault {:?}: a payments fault needs `failure_rate` between 0 and 1",
+                        spec.name
+                    )
+                })?;
                 FaultAction::PaymentsFailures { rate }
             }
             (_, other) => anyhow::bail!(
@@ -484,10 +504,7 @@ impl Scenario {
             target: spec.target.clone(),
             at: seconds(spec.at_s, "at_s")?,
             length: spec.for_s.map(|s| seconds(s, "for_s")).transpose()?,
-            time_limit: spec
-                .time_limit_s
-                .map(|s| seconds(s, "time_limit_s"))
-                .transpose()?,
+            time_limit: spec.time_limit_s.map(|s| seconds(s, "time_limit_s")).transpose()?,
             action,
         })
     }

@@ -74,7 +74,10 @@ impl Live {
             counter.fetch_add(1, Ordering::Relaxed);
             let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
             recent.push_back((sent, failed));
-            while recent.front().is_some_and(|(at, _)| at.elapsed() > Duration::from_secs(30)) {
+            while recent
+                .front()
+                .is_some_and(|(at, _)| at.elapsed() > Duration::from_secs(30))
+            {
                 recent.pop_front();
             }
         }
@@ -299,13 +302,10 @@ impl Shared {
             && request.class() == Class::Ok
             && let Some(id) = answer.and_then(|a| a.body["order_id"].as_str())
         {
-            self.acked
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(Acked {
-                    order_id: id.to_owned(),
-                    status: request.status,
-                });
+            self.acked.lock().unwrap_or_else(PoisonError::into_inner).push(Acked {
+                order_id: id.to_owned(),
+                status: request.status,
+            });
             let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
             recent.push_back(id.to_owned());
             if recent.len() > RECENT {

@@ -99,7 +99,11 @@ impl PhaseBar {
             self.phase.as_str(),
             self.started.elapsed().as_secs_f64(),
             self.live.summary(),
-            if note.is_empty() { String::new() } else { format!("  ({note})") }
+            if note.is_empty() {
+                String::new()
+            } else {
+                format!("  ({note})")
+            }
         );
         println!("{line}");
     }
