@@ -17,7 +17,9 @@ use crate::holdfast;
 
 /// Quick drills take 20–60 s each; the limit is for a machine under load.
 const LIMIT: Duration = Duration::from_secs(420);
-const STEP_ONE: [&str; 3] = ["inventory-hang", "partner-down", "payment-flaky"];
+/// The scenarios that run on both databases, and those that need PostgreSQL.
+const BOTH: [&str; 3] = ["inventory-hang", "partner-down", "payment-flaky"];
+const POSTGRES_ONLY: [&str; 1] = ["table-lock"];
 
 /// One drill at a time across every test process on the machine.
 struct DrillLock {
@@ -74,11 +76,11 @@ fn report(dir: &Path, scenario: &str) -> Value {
 }
 
 /// Every scenario passed, and its report says so gate by gate.
-fn assert_all_pass(dir: &Path, output: &Output) {
+fn assert_all_pass(dir: &Path, output: &Output, scenarios: &[&str]) {
     assert_eq!(output.status.code(), Some(0), "{}", text(output));
-    for scenario in STEP_ONE {
+    for scenario in scenarios {
         let report = report(dir, scenario);
-        assert_eq!(report["scenario"], scenario);
+        assert_eq!(report["scenario"], *scenario);
         assert_eq!(report["verdict"], "pass", "{report:#}");
         let gates = report["gates"].as_array().expect("gates");
         assert!(gates.len() >= 4, "{report:#}");
@@ -112,7 +114,7 @@ fn assert_all_pass(dir: &Path, output: &Output) {
         }
     }
     let summary = std::fs::read_to_string(dir.join("summary.md")).expect("summary.md");
-    assert!(STEP_ONE.iter().all(|s| summary.contains(s)), "{summary}");
+    assert!(scenarios.iter().all(|s| summary.contains(s)), "{summary}");
 }
 
 /// `plot.svg` is an SVG document with one shaded band per fault (the fault
@@ -145,8 +147,8 @@ fn assert_plot_shades_each_fault(dir: &Path, report: &Value) {
 #[test]
 fn the_shipped_scenarios_pass_on_sqlite() {
     let dir = report_dir("sqlite");
-    let output = drill(&dir, &STEP_ONE);
-    assert_all_pass(&dir, &output);
+    let output = drill(&dir, &BOTH);
+    assert_all_pass(&dir, &output, &BOTH);
     // The postmortem drafted again from the saved journals, as HTML: the
     // service's own breaker transitions are in its timeline.
     let drill_dir = dir.join("inventory-hang");
@@ -181,10 +183,11 @@ fn the_shipped_scenarios_pass_on_sqlite() {
 fn the_shipped_scenarios_pass_on_postgres() {
     let Some(url) = crate::postgres_url() else { return };
     let dir = report_dir("postgres");
-    let mut args = STEP_ONE.to_vec();
+    let scenarios: Vec<&str> = BOTH.iter().chain(&POSTGRES_ONLY).copied().collect();
+    let mut args = scenarios.clone();
     args.extend(["--database-url", url.as_str()]);
     let output = drill(&dir, &args);
-    assert_all_pass(&dir, &output);
+    assert_all_pass(&dir, &output, &scenarios);
     assert_eq!(report(&dir, "inventory-hang")["backend"], "postgres");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -192,8 +195,14 @@ fn the_shipped_scenarios_pass_on_postgres() {
 /// Runs `scenario` with `set` and checks that it fails on `failing`, a gate or
 /// an invariant, by name, in the output and in the report.
 fn sabotaged(scenario: &str, set: &str, failing: &str) {
+    sabotaged_on(scenario, set, failing, &[]);
+}
+
+fn sabotaged_on(scenario: &str, set: &str, failing: &str, more: &[&str]) {
     let dir = report_dir(scenario);
-    let output = drill(&dir, &[scenario, "--set", set]);
+    let mut args = vec![scenario, "--set", set];
+    args.extend_from_slice(more);
+    let output = drill(&dir, &args);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     assert!(
         String::from_utf8_lossy(&output.stdout).contains(failing),
@@ -230,6 +239,47 @@ fn payment_flaky_fails_without_its_deadline() {
         "dependencies.payments.deadline_ms=60000",
         "a lost answer costs about the payments deadline",
     );
+}
+
+#[test]
+fn table_lock_fails_without_its_lock_timeout() {
+    let Some(url) = crate::postgres_url() else { return };
+    sabotaged_on(
+        "table-lock",
+        "database.lock_timeout_ms=60000",
+        "checkout keeps taking orders while the table is locked",
+        &["--database-url", &url],
+    );
+}
+
+#[test]
+fn a_scenario_that_needs_postgres_is_undecided_on_sqlite() {
+    let dir = report_dir("needs-postgres");
+    let output = drill(&dir, &["table-lock"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("--database-url"),
+        "{}",
+        text(&output)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_bad_set_key_is_named_and_nothing_runs() {
+    let dir = report_dir("bad-set");
+    let output = drill(&dir, &["partner-down", "--set", "dependencies.inventory.deadline=5"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let report = report(&dir, "partner-down");
+    assert_eq!(report["verdict"], "undecided");
+    assert!(
+        report["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("dependencies.inventory.deadline"),
+        "{report:#}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -8,8 +8,12 @@
 
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use holdfast_sandbox::Respond;
 use serde_json::json;
+use sqlx::{Connection, PgConnection};
 use tokio::task::JoinHandle;
 
 use super::journal::{Event, Journal};
@@ -26,6 +30,10 @@ struct Injected {
     /// Counters read before the fault (deliveries refused, calls failed).
     before: u64,
     watchdog: Option<JoinHandle<()>>,
+    /// The open transaction of a database fault.
+    held: Option<PgConnection>,
+    /// Backends seen waiting on the database fault's locks.
+    waiters: Arc<Mutex<BTreeSet<i32>>>,
 }
 
 /// The faults of one drill.
@@ -88,6 +96,21 @@ impl Faults {
                 }));
                 (format!("{:.0}% of API calls answered 500", rate * 100.0), before)
             }
+            FaultAction::HeldTransaction { .. } => (String::new(), 0),
+        };
+        let mut held = None;
+        let waiters = Arc::new(Mutex::new(BTreeSet::new()));
+        let detail = match &fault.action {
+            FaultAction::HeldTransaction { sql, table } => {
+                let url = &rig.orders[0].database_url;
+                held = Some(hold_transaction(url, sql, limit).await?);
+                watchdog = Some(tokio::spawn(count_waiters(url.clone(), table.clone(), waiters.clone())));
+                format!(
+                    "{sql}, in a transaction held open (PostgreSQL ends it after {} s idle)",
+                    limit.as_secs()
+                )
+            }
+            _ => detail,
         };
         journal.record(Event::Inject {
             fault: fault.name.clone(),
@@ -102,6 +125,8 @@ impl Faults {
             pulses: 1,
             before,
             watchdog,
+            held,
+            waiters,
         });
         Ok(())
     }
@@ -169,6 +194,13 @@ impl Faults {
                     let failed = stats.injected_failures.saturating_sub(injected.before);
                     (failed, json!({"calls_failed": failed, "api_calls": stats.api_calls}))
                 }
+                FaultAction::HeldTransaction { table, .. } => {
+                    let waiters = injected.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+                    (
+                        waiters.len() as u64,
+                        json!({"table": table, "backends_that_waited_for_the_lock": waiters.len()}),
+                    )
+                }
             };
             journal.record(Event::Effect {
                 fault: fault.name.clone(),
@@ -200,7 +232,10 @@ impl Faults {
 
 /// Heals one fault and journals how it went; returns whether it worked.
 async fn heal_one(rig: &Rig, injected: &mut Injected, journal: &Journal) -> bool {
-    let result = heal(rig, &injected.fault).await;
+    let result = match injected.held.take() {
+        Some(connection) => release(connection).await,
+        None => heal(rig, &injected.fault).await,
+    };
     if let Some(watchdog) = injected.watchdog.take() {
         watchdog.abort();
     }
@@ -249,6 +284,55 @@ async fn heal(rig: &Rig, fault: &Fault) -> anyhow::Result<String> {
             rig.payments.set_failure_rate(0.0);
             Ok("the provider answers every call again".to_owned())
         }
+        FaultAction::HeldTransaction { .. } => Ok("the transaction had already ended".to_owned()),
+    }
+}
+
+/// Opens a transaction on `url`, runs `sql` in it and keeps it open. Should
+/// the drill never come back, PostgreSQL itself ends the session once it
+/// has been idle in the transaction for `limit`.
+async fn hold_transaction(url: &str, sql: &str, limit: Duration) -> anyhow::Result<PgConnection> {
+    let mut connection = PgConnection::connect(url)
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to hold a lock: {e}"))?;
+    let limit_ms = limit.as_millis().max(1000);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET idle_in_transaction_session_timeout = {limit_ms}; BEGIN; {sql}"
+    )))
+    .execute(&mut connection)
+    .await
+    .map_err(|e| anyhow::anyhow!("running `{sql}`: {e}"))?;
+    Ok(connection)
+}
+
+/// Rolls the held transaction back: its locks go, and what it built with them.
+async fn release(mut connection: PgConnection) -> anyhow::Result<String> {
+    match sqlx::raw_sql("ROLLBACK").execute(&mut connection).await {
+        Ok(_) => {
+            let _ = connection.close().await;
+            Ok("transaction rolled back: its locks are released".to_owned())
+        }
+        // PostgreSQL ended it at its idle limit: the locks are gone already.
+        Err(error) => Ok(format!("the transaction had already ended ({error})")),
+    }
+}
+
+/// Records, until aborted, every backend seen waiting for a lock on `table`.
+async fn count_waiters(url: String, table: String, waiters: Arc<Mutex<BTreeSet<i32>>>) {
+    let Ok(mut connection) = PgConnection::connect(&url).await else {
+        return;
+    };
+    let query = "SELECT l.pid FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                 WHERE NOT l.granted AND c.relname = $1";
+    loop {
+        if let Ok(pids) = sqlx::query_scalar::<_, i32>(query)
+            .bind(&table)
+            .fetch_all(&mut connection)
+            .await
+        {
+            waiters.lock().unwrap_or_else(PoisonError::into_inner).extend(pids);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

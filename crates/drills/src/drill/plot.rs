@@ -213,7 +213,7 @@ fn draw(path: &Path, entries: &[Entry]) -> PlotResult<usize> {
     }
     // Phase marks; a phase that took no time (an instant heal) shares its
     // line with the next, so labels step down instead of overlapping.
-    let mut last_x = i32::MIN;
+    let mut last_x: Option<i32> = None;
     let mut row = 0;
     for entry in entries {
         if let Event::Phase {
@@ -222,8 +222,12 @@ fn draw(path: &Path, entries: &[Entry]) -> PlotResult<usize> {
         } = &entry.event
         {
             let x = latency.backend_coord(&(entry.t_ms / 1000.0, y_max)).0;
-            row = if x - last_x < 40 { row + 1 } else { 0 };
-            last_x = x;
+            row = if last_x.is_some_and(|last| x - last < 40) {
+                row + 1
+            } else {
+                0
+            };
+            last_x = Some(x);
             full.draw(&PathElement::new(vec![(x, top), (x, bottom)], SENT.mix(0.6)))?;
             full.draw(&Text::new(phase.as_str(), (x + 3, top + 2 + 12 * row), (FONT, 11)))?;
         }

@@ -18,6 +18,7 @@ pub const SHIPPED: &[(&str, &str)] = &[
     ("inventory-hang", include_str!("../../scenarios/inventory-hang.toml")),
     ("partner-down", include_str!("../../scenarios/partner-down.toml")),
     ("payment-flaky", include_str!("../../scenarios/payment-flaky.toml")),
+    ("table-lock", include_str!("../../scenarios/table-lock.toml")),
 ];
 
 /// A parsed and checked scenario.
@@ -240,6 +241,11 @@ struct FaultSpec {
     status: Option<u16>,
     /// The payment provider answers this share of calls with 500.
     failure_rate: Option<f64>,
+    /// For `database`: a statement run in a transaction that stays open (and
+    /// keeps its locks) until the heal.
+    sql: Option<String>,
+    /// For `database`: the table whose lock waiters show the fault took effect.
+    table: Option<String>,
 }
 
 /// A checked fault.
@@ -269,6 +275,11 @@ pub enum FaultAction {
     },
     PaymentsFailures {
         rate: f64,
+    },
+    /// A statement holding its locks in an open transaction on the order database.
+    HeldTransaction {
+        sql: String,
+        table: String,
     },
 }
 
@@ -494,8 +505,29 @@ impl Scenario {
                 })?;
                 FaultAction::PaymentsFailures { rate }
             }
+            (_, "database") => {
+                anyhow::ensure!(
+                    self.backends == [Backend::Postgres],
+                    "fault {:?}: a database fault holds PostgreSQL locks: set backends = [\"postgres\"]",
+                    spec.name
+                );
+                match (&spec.sql, &spec.table) {
+                    (Some(sql), Some(table))
+                        if !table.is_empty() && table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+                    {
+                        FaultAction::HeldTransaction {
+                            sql: sql.clone(),
+                            table: table.clone(),
+                        }
+                    }
+                    _ => anyhow::bail!(
+                        "fault {:?}: a database fault needs `sql` and `table` (a plain table name)",
+                        spec.name
+                    ),
+                }
+            }
             (_, other) => anyhow::bail!(
-                "fault {:?}: unknown target `{other}` (expected proxy.<name>, partner or payments)",
+                "fault {:?}: unknown target `{other}` (expected proxy.<name>, partner, payments or database)",
                 spec.name
             ),
         };
