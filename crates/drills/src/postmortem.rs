@@ -47,6 +47,16 @@ pub struct PostmortemArgs {
     pub output: Option<PathBuf>,
 }
 
+/// A fault as the drill's journal tells it.
+struct FaultSeen {
+    name: String,
+    target: String,
+    detail: String,
+    on: DateTime<Utc>,
+    off: Option<DateTime<Utc>>,
+    affected: Option<u64>,
+}
+
 /// One row of the timeline.
 #[derive(Debug, Clone)]
 struct Moment {
@@ -216,14 +226,14 @@ impl Draft {
             .filter_map(|e| ops_time(e))
             .min();
         match drill {
-            Some(entries) => draft.from_drill(entries, first_open),
-            None => draft.from_ops_only(&breakers, first_open),
+            Some(entries) => draft.fill_from_drill(entries, first_open),
+            None => draft.fill_from_ops(&breakers, first_open),
         }
         draft.timeline.sort_by_key(|m| m.at);
         draft
     }
 
-    fn from_ops_only(&mut self, breakers: &[&Value], first_open: Option<DateTime<Utc>>) {
+    fn fill_from_ops(&mut self, breakers: &[&Value], first_open: Option<DateTime<Utc>>) {
         let subjects: Vec<String> = {
             let mut subjects: Vec<String> = breakers
                 .iter()
@@ -279,18 +289,11 @@ impl Draft {
             .push("Fill in owners and dates; add what the journal cannot know.".into());
     }
 
-    fn from_drill(&mut self, entries: &[Entry], first_open: Option<DateTime<Utc>>) {
+    fn fill_from_drill(&mut self, entries: &[Entry], first_open: Option<DateTime<Utc>>) {
         let mut scenario = String::new();
         let mut incident = String::new();
         let mut verdict = (Verdict::Undecided, String::new());
-        let mut faults: Vec<(
-            String,
-            String,
-            String,
-            DateTime<Utc>,
-            Option<DateTime<Utc>>,
-            Option<u64>,
-        )> = Vec::new();
+        let mut faults: Vec<FaultSeen> = Vec::new();
         let mut refused_deliveries = None;
         for entry in entries {
             match &entry.event {
@@ -304,12 +307,17 @@ impl Draft {
                 }
                 Event::Inject {
                     fault, target, detail, ..
-                } => {
-                    faults.push((fault.clone(), target.clone(), detail.clone(), entry.wall, None, None));
-                }
+                } => faults.push(FaultSeen {
+                    name: fault.clone(),
+                    target: target.clone(),
+                    detail: detail.clone(),
+                    on: entry.wall,
+                    off: None,
+                    affected: None,
+                }),
                 Event::Heal { fault, .. } => {
-                    if let Some(f) = faults.iter_mut().rev().find(|f| &f.0 == fault && f.4.is_none()) {
-                        f.4 = Some(entry.wall);
+                    if let Some(f) = faults.iter_mut().rev().find(|f| &f.name == fault && f.off.is_none()) {
+                        f.off = Some(entry.wall);
                     }
                 }
                 Event::Effect {
@@ -318,8 +326,8 @@ impl Draft {
                     detail,
                     ..
                 } => {
-                    if let Some(f) = faults.iter_mut().rev().find(|f| &f.0 == fault) {
-                        f.5 = Some(*affected);
+                    if let Some(f) = faults.iter_mut().rev().find(|f| &f.name == fault) {
+                        f.affected = Some(*affected);
                     }
                     if let Some(refused) = detail["deliveries_refused"].as_u64() {
                         refused_deliveries = Some(refused_deliveries.unwrap_or(0) + refused);
@@ -452,7 +460,7 @@ impl Draft {
                 },
             ),
         ];
-        let fault_words: Vec<String> = faults.iter().map(|f| format!("{} ({})", f.0, f.1)).collect();
+        let fault_words: Vec<String> = faults.iter().map(|f| format!("{} ({})", f.name, f.target)).collect();
         self.summary.push(format!(
             "Drill `{scenario}` injected {}. Over the {} of impact, {failed_checkouts} of {} checkouts failed and \
              {degraded} were taken for later processing; the drill's verdict is {}: {}.",
@@ -469,7 +477,7 @@ impl Draft {
         if !incident.is_empty() {
             self.summary.push(format!("It replays: {incident}"));
         }
-        let first_action = faults.iter().filter_map(|f| f.4).min();
+        let first_action = faults.iter().filter_map(|f| f.off).min();
         let first_signal = first_open.or_else(|| {
             timeline
                 .requests
@@ -496,12 +504,15 @@ impl Draft {
         };
         self.root_cause = faults
             .iter()
-            .map(|(name, target, detail, on, off, affected)| {
+            .map(|f| {
                 format!(
-                    "`{name}` on {target}: {detail}; on from {} to {}; it affected {}.",
-                    on.format("%H:%M:%S%.3f"),
-                    off.map_or_else(|| "the end".to_owned(), |t| t.format("%H:%M:%S%.3f").to_string()),
-                    affected.map_or_else(
+                    "`{}` on {}: {}; on from {} to {}; it affected {}.",
+                    f.name,
+                    f.target,
+                    f.detail,
+                    f.on.format("%H:%M:%S%.3f"),
+                    f.off.map_or_else(|| "the end".to_owned(), |t| t.format("%H:%M:%S%.3f").to_string()),
+                    f.affected.map_or_else(
                         || "an unknown number of".to_owned(),
                         |a| format!("{a} connections, deliveries or calls")
                     )
@@ -513,6 +524,11 @@ impl Draft {
         }
         for entry in entries {
             match &entry.event {
+                Event::Gate(gate) if !gate.ok && gate.kind == GateKind::SteadyState => self.actions.push(format!(
+                    "Run the drill again where the service starts healthy ({}: {})",
+                    gate.name,
+                    gate.observed.map(number).unwrap_or_else(|| "nothing measured".into())
+                )),
                 Event::Gate(gate) if !gate.ok && gate.kind != GateKind::Effect => self.actions.push(format!(
                     "Restore: {} (gate \"{}\": `{}` over {} was {}, rule {})",
                     if gate.protects.is_empty() {

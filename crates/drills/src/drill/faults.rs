@@ -20,6 +20,17 @@ use super::journal::{Event, Journal};
 use super::rig::{PARTNER_HOOK, Rig};
 use super::scenario::{Fault, FaultAction};
 
+/// How long a node deployed with a bad database host may take to refuse.
+const MISCONFIGURED_WITHIN: Duration = Duration::from_secs(20);
+
+fn record_check(journal: &Journal, name: &str, ok: bool, detail: &str) {
+    journal.record(Event::Check {
+        name: name.to_owned(),
+        ok,
+        detail: detail.chars().take(2000).collect(),
+    });
+}
+
 /// A fault that was injected, and what it had affected before it began.
 struct Injected {
     fault: Fault,
@@ -97,6 +108,24 @@ impl Faults {
                 (format!("{:.0}% of API calls answered 500", rate * 100.0), before)
             }
             FaultAction::HeldTransaction { .. } => (String::new(), 0),
+            FaultAction::MisconfiguredNode { host } => {
+                let outcome = rig.deploy_misconfigured(host, MISCONFIGURED_WITHIN).await?;
+                let refused = outcome.exited.is_some();
+                record_check(journal, "mistyped_node_refused", refused, outcome.exited.as_deref().unwrap_or("it kept running"));
+                record_check(
+                    journal,
+                    "refusal_names_the_key_and_host",
+                    outcome.log.contains(host.as_str()) && outcome.log.contains("database.url"),
+                    &outcome.log,
+                );
+                record_check(
+                    journal,
+                    "preflight_fails_naming_the_host",
+                    outcome.preflight_code == Some(1) && outcome.preflight_output.contains(host.as_str()),
+                    &outcome.preflight_output,
+                );
+                (format!("a new node deployed with database host {host}"), u64::from(refused))
+            }
         };
         let mut held = None;
         let waiters = Arc::new(Mutex::new(BTreeSet::new()));
@@ -194,6 +223,10 @@ impl Faults {
                     let failed = stats.injected_failures.saturating_sub(injected.before);
                     (failed, json!({"calls_failed": failed, "api_calls": stats.api_calls}))
                 }
+                FaultAction::MisconfiguredNode { host } => (
+                    injected.before,
+                    json!({"database_host": host, "refused_to_start": injected.before == 1}),
+                ),
                 FaultAction::HeldTransaction { table, .. } => {
                     let waiters = injected.waiters.lock().unwrap_or_else(PoisonError::into_inner);
                     (
@@ -285,6 +318,7 @@ async fn heal(rig: &Rig, fault: &Fault) -> anyhow::Result<String> {
             Ok("the provider answers every call again".to_owned())
         }
         FaultAction::HeldTransaction { .. } => Ok("the transaction had already ended".to_owned()),
+        FaultAction::MisconfiguredNode { .. } => Ok("the mistyped node is not running".to_owned()),
     }
 }
 

@@ -110,6 +110,9 @@ pub enum GateKind {
     Effect,
     /// A stop condition that ended the fault early: a breach.
     Stop,
+    /// The steady state before the fault: failing it (an overloaded machine,
+    /// a service already unwell) leaves the drill undecided.
+    SteadyState,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -212,6 +215,13 @@ pub enum Event {
     },
     Stop {
         reason: String,
+    },
+    /// A yes-or-no fact a fault established (a node refused to start, …),
+    /// which gates read as `check.NAME`.
+    Check {
+        name: String,
+        ok: bool,
+        detail: String,
     },
     Settle {
         drained: bool,

@@ -34,12 +34,13 @@ pub fn check_gate(gate: &GateSpec) -> anyhow::Result<()> {
     let known_metric = match gate.metric.split_once('.') {
         Some(("checkout" | "read", stat)) => OP_STATS.contains(&stat),
         Some(("breaker", rest)) => rest.ends_with(".opened") || rest.ends_with(".closed_at_end"),
+        Some(("check", name)) => !name.is_empty(),
         _ => WHOLE_DRILL.contains(&gate.metric.as_str()),
     };
     anyhow::ensure!(
         known_metric,
         "unknown metric `{}`: expected checkout.STAT or read.STAT (STAT one of {}), breaker.DEPENDENCY.opened, \
-         breaker.DEPENDENCY.closed_at_end, or one of {}",
+         breaker.DEPENDENCY.closed_at_end, check.NAME, or one of {}",
         gate.metric,
         OP_STATS.join(", "),
         WHOLE_DRILL.join(", ")
@@ -113,6 +114,8 @@ pub struct Timeline {
     /// The last state seen per (node, dependency).
     pub breaker_last: BTreeMap<(String, String), String>,
     pub settle_s: Option<f64>,
+    /// `check.NAME` facts: whether each held (every record of it).
+    pub checks: BTreeMap<String, bool>,
     pub end_ms: f64,
     pub late_after_ms: f64,
 }
@@ -178,6 +181,10 @@ impl Timeline {
                 Event::Settle {
                     drained: true, seconds, ..
                 } => timeline.settle_s = Some(*seconds),
+                Event::Check { name, ok, .. } => {
+                    let held = timeline.checks.entry(name.clone()).or_insert(true);
+                    *held &= *ok;
+                }
                 _ => {}
             }
         }
@@ -244,6 +251,9 @@ impl Timeline {
             _ => {}
         }
         let (scope, stat) = metric.split_once('.')?;
+        if scope == "check" {
+            return self.checks.get(stat).map(|ok| if *ok { 1.0 } else { 0.0 });
+        }
         if scope == "breaker" {
             let (dependency, what) = stat.rsplit_once('.')?;
             return match what {
@@ -446,7 +456,9 @@ pub fn evaluate(gate: &GateSpec, timeline: &Timeline) -> GateResult {
             !baseline_missing && upper.is_none_or(|limit| value <= limit) && gate.min.is_none_or(|min| value >= min)
         }
     };
-    let whole_drill = WHOLE_DRILL.contains(&gate.metric.as_str()) || gate.metric.ends_with(".closed_at_end");
+    let whole_drill = WHOLE_DRILL.contains(&gate.metric.as_str())
+        || gate.metric.ends_with(".closed_at_end")
+        || gate.metric.starts_with("check.");
     GateResult {
         name: gate.name.clone(),
         kind: GateKind::Slo,

@@ -83,8 +83,11 @@ pub fn fault_windows(entries: &[Entry]) -> Vec<(String, f64, f64)> {
     windows
 }
 
+/// One breaker's band: its label and its states as (start, end, state).
+type Band = (String, Vec<(f64, f64, String)>);
+
 /// Breaker states per (node, dependency) that ever left `closed`, as spans.
-fn breaker_bands(entries: &[Entry], end_s: f64) -> Vec<(String, Vec<(f64, f64, String)>)> {
+fn breaker_bands(entries: &[Entry], end_s: f64) -> Vec<Band> {
     let mut states: BTreeMap<String, Vec<(f64, String)>> = BTreeMap::new();
     for entry in entries {
         if let Event::Breaker {
@@ -289,4 +292,81 @@ fn draw(path: &Path, entries: &[Entry]) -> PlotResult<usize> {
     }
     full.present()?;
     Ok(windows.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::drill::journal::Phase;
+
+    fn at(t_ms: f64, event: Event) -> Entry {
+        Entry {
+            t_ms,
+            wall: Utc::now(),
+            event,
+        }
+    }
+
+    #[test]
+    fn each_fault_gets_one_shaded_window() {
+        let mut entries = vec![at(0.0, Event::Phase { phase: Phase::Baseline, edge: Edge::Start })];
+        for i in 0..300 {
+            let t = f64::from(i) * 50.0;
+            entries.push(at(
+                t,
+                Event::Request {
+                    op: Op::Checkout,
+                    status: if (5_000.0..9_000.0).contains(&t) { 503 } else { 201 },
+                    ms: 5.0 + t / 1000.0,
+                    retry_after: true,
+                    node: 0,
+                },
+            ));
+        }
+        for (t, name) in [(5_000.0, "first"), (6_000.0, "second")] {
+            entries.push(at(
+                t,
+                Event::Inject {
+                    fault: name.into(),
+                    target: "partner".into(),
+                    detail: String::new(),
+                    time_limit_ms: 1,
+                },
+            ));
+        }
+        for (t, state) in [(1.0, "closed"), (5_500.0, "open"), (9_500.0, "closed")] {
+            entries.push(at(
+                t,
+                Event::Breaker {
+                    node: "orders-1".into(),
+                    dependency: "inventory".into(),
+                    state: state.into(),
+                },
+            ));
+        }
+        for (t, name) in [(9_000.0, "second"), (9_000.0, "first")] {
+            entries.push(at(
+                t,
+                Event::Heal {
+                    fault: name.into(),
+                    target: "partner".into(),
+                    detail: String::new(),
+                    ok: true,
+                },
+            ));
+        }
+        entries.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
+        let path = std::env::temp_dir().join(format!("holdfast-plot-{}.svg", uuid::Uuid::now_v7().simple()));
+        assert_eq!(write_plot(&path, &entries).unwrap(), 2);
+        let svg = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let shade = format!(
+            "fill=\"#{:02X}{:02X}{:02X}\"",
+            FAULT_SHADE.0, FAULT_SHADE.1, FAULT_SHADE.2
+        );
+        assert_eq!(svg.matches(&shade).count(), 2, "one shaded window per fault");
+        assert!(svg.contains("orders-1 inventory"), "the breaker band is labelled");
+    }
 }

@@ -326,6 +326,7 @@ pub fn timeline_lines(entries: &[Entry]) -> Vec<(f64, DateTime<Utc>, String)> {
                     state,
                 } => format!("{node}: {dependency} breaker {state}"),
                 Event::Stop { reason } => reason.clone(),
+                Event::Check { name, ok, .. } => format!("check {name}: {}", if *ok { "yes" } else { "NO" }),
                 Event::Settle {
                     drained,
                     seconds,

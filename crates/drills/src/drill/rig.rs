@@ -413,6 +413,81 @@ impl Rig {
         Process::spawn(name, &self.options.holdfast, &args, &env, &self.work, log)
     }
 
+    /// Deploys one more order node whose `database.url` has `host` instead of
+    /// the real host, waits (at most `within`) for it to exit, and runs
+    /// `holdfast preflight` on the same configuration.
+    pub async fn deploy_misconfigured(&self, host: &str, within: Duration) -> anyhow::Result<Misconfigured> {
+        let node = self.orders.first().ok_or_else(|| anyhow::anyhow!("no order node"))?;
+        let mut url = url::Url::parse(&node.database_url).context("the order database URL")?;
+        url.set_host(Some(host)).with_context(|| format!("{host} as a database host"))?;
+        let mut settings = node.settings.clone();
+        settings.push(("database.url".to_owned(), url.to_string()));
+        let listen = format!("127.0.0.1:{}", free_port()?);
+        let name = "orders-mistyped";
+        let started = Instant::now();
+        let mut process = self.spawn_node(name, "all", &listen, &settings, &node.admin_key)?;
+        let status = loop {
+            if let Exit::Exited(status) = process.exit() {
+                break Some(status);
+            }
+            if started.elapsed() > within {
+                process.kill().await;
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let refused_after = started.elapsed();
+        let log = process.log_tail(20);
+        self.journal.record(Event::Process {
+            name: name.to_owned(),
+            role: "all".to_owned(),
+            action: if status.is_some() { "refused" } else { "killed" }.to_owned(),
+            detail: match &status {
+                Some(status) => format!("exited ({status}) after {:.1} s: {}", refused_after.as_secs_f64(), log.replace('\n', " ")),
+                None => format!("still running after {} s; killed", within.as_secs()),
+            },
+        });
+        let preflight = self.preflight(&settings).await?;
+        Ok(Misconfigured {
+            exited: status.filter(|s| !s.contains("exit status: 0")),
+            log,
+            preflight_code: preflight.0,
+            preflight_output: preflight.1,
+        })
+    }
+
+    /// `holdfast preflight` with `settings`, as a pipeline would run it after a deploy.
+    async fn preflight(&self, settings: &[(String, String)]) -> anyhow::Result<(Option<i32>, String)> {
+        let mut command = tokio::process::Command::new(&self.options.holdfast);
+        command
+            .arg("preflight")
+            .current_dir(&self.work)
+            .kill_on_drop(true)
+            .stdin(std::process::Stdio::null());
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("HOLDFAST_") {
+                command.env_remove(key);
+            }
+        }
+        command.envs(settings.iter().map(|(key, value)| (env_name(key), value.clone())));
+        let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+            .await
+            .map_err(|_| anyhow::anyhow!("holdfast preflight did not finish within 60 s"))?
+            .context("running holdfast preflight")?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        self.journal.record(Event::Process {
+            name: "preflight".into(),
+            role: "post-deploy check".into(),
+            action: format!("exited {}", output.status.code().unwrap_or(-1)),
+            detail: text.replace('\n', " / "),
+        });
+        Ok((output.status.code(), text))
+    }
+
     /// Kills order node `index` with SIGKILL.
     pub async fn kill_node(&mut self, index: usize) -> anyhow::Result<()> {
         let node = self
@@ -510,6 +585,17 @@ impl Rig {
         }
         running
     }
+}
+
+/// What became of a node deployed with a mistyped database host.
+#[derive(Debug, Clone)]
+pub struct Misconfigured {
+    /// How it exited, when it refused to start (a non-zero exit).
+    pub exited: Option<String>,
+    /// The end of its log.
+    pub log: String,
+    pub preflight_code: Option<i32>,
+    pub preflight_output: String,
 }
 
 /// Waits for a node's `/readyz` to answer 200; a node that exits first fails

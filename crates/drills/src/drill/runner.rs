@@ -24,6 +24,8 @@ use crate::load::Driver;
 
 /// How often phases look at the clock, the stop conditions and the bar.
 const TICK: Duration = Duration::from_millis(250);
+/// Load before the baseline begins, which no phase counts.
+const WARM_UP: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -210,7 +212,10 @@ async fn drive(
     let traffic = Traffic::start(drivers, &scenario.load, &catalogue, seed, journal);
     let live = traffic.live.clone();
 
+    // Connections, pools and caches warm up before the baseline counts.
+    tokio::time::sleep(WARM_UP).await;
     timed_phase(scenario, Phase::Baseline, durations.baseline, &live, journal).await;
+    check_steady_state(scenario, journal)?;
     let stopped_early = fault_phase(scenario, durations.fault, rig, faults, &live, journal).await?;
     bar_phase(scenario, Phase::Heal, durations.heal_limit, &live, journal, async {
         anyhow::ensure!(faults.heal_all(rig, journal).await, "a heal failed; see the journal");
@@ -270,6 +275,45 @@ async fn fault_phase(
     });
     bar.finish(stopped.as_deref().unwrap_or_default());
     Ok(stopped)
+}
+
+/// The baseline must look healthy before a fault is worth injecting.
+fn check_steady_state(scenario: &Scenario, journal: &Journal) -> anyhow::Result<()> {
+    let timeline = Timeline::from_entries(&journal.entries(), scenario.load.late_after_ms as f64);
+    let spec = &scenario.steady_state;
+    let checks = [
+        ("checkout.error_rate", spec.max_error_rate, "checkout error rate"),
+        ("checkout.p99_ms", spec.max_p99_ms, "checkout p99 (ms)"),
+    ];
+    let mut unsteady = Vec::new();
+    for (metric, max, label) in checks {
+        let observed = timeline.metric(metric, "baseline");
+        let ok = observed.is_some_and(|value| value <= max);
+        journal.record(Event::Gate(GateResult {
+            name: format!("steady state before the fault: {label}"),
+            kind: GateKind::SteadyState,
+            metric: metric.to_owned(),
+            window: "baseline".to_owned(),
+            rule: format!("<= {}", metrics::number(max)),
+            threshold: Some(max),
+            observed,
+            ok,
+            protects: String::new(),
+        }));
+        if !ok {
+            unsteady.push(format!(
+                "{label} {} over the baseline (at most {})",
+                observed.map_or_else(|| "unmeasured".to_owned(), metrics::number),
+                metrics::number(max)
+            ));
+        }
+    }
+    anyhow::ensure!(
+        unsteady.is_empty(),
+        "not in a steady state before the fault ({}): an overloaded machine or an unwell service; no fault injected",
+        unsteady.join(", ")
+    );
+    Ok(())
 }
 
 /// Whether a stop condition holds now; its reason if so.
@@ -350,6 +394,14 @@ async fn judge(
     };
     let entries = journal.entries();
     let timeline = Timeline::from_entries(&entries, scenario.load.late_after_ms as f64);
+    // Journaled after the baseline already; they count in the verdict.
+    let steady: Vec<GateResult> = entries
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::Gate(gate) if gate.kind == GateKind::SteadyState => Some(gate.clone()),
+            _ => None,
+        })
+        .collect();
     let mut gates: Vec<GateResult> = scenario.gates.iter().map(|g| metrics::evaluate(g, &timeline)).collect();
     gates.extend(effect_gates(&entries));
     if let Some(reason) = &driven.stopped_early {
@@ -368,13 +420,14 @@ async fn judge(
     for gate in &gates {
         journal.record(Event::Gate(gate.clone()));
     }
+    gates.extend(steady);
     verdict(&gates, &invariants)
 }
 
 fn verdict(gates: &[GateResult], invariants: &[super::journal::InvariantResult]) -> (Verdict, String) {
     let breached: Vec<&str> = gates
         .iter()
-        .filter(|g| !g.ok && g.kind != GateKind::Effect)
+        .filter(|g| !g.ok && !matches!(g.kind, GateKind::Effect | GateKind::SteadyState))
         .map(|g| g.name.as_str())
         .chain(
             invariants

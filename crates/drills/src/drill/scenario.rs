@@ -19,6 +19,7 @@ pub const SHIPPED: &[(&str, &str)] = &[
     ("partner-down", include_str!("../../scenarios/partner-down.toml")),
     ("payment-flaky", include_str!("../../scenarios/payment-flaky.toml")),
     ("table-lock", include_str!("../../scenarios/table-lock.toml")),
+    ("bad-db-url", include_str!("../../scenarios/bad-db-url.toml")),
 ];
 
 /// A parsed and checked scenario.
@@ -53,6 +54,8 @@ pub struct Scenario {
     pub invariants: InvariantsSpec,
     #[serde(default)]
     pub stop: StopSpec,
+    #[serde(default)]
+    pub steady_state: SteadyStateSpec,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -246,6 +249,8 @@ struct FaultSpec {
     sql: Option<String>,
     /// For `database`: the table whose lock waiters show the fault took effect.
     table: Option<String>,
+    /// For `new-node`: the database host, mistyped, that a new node is deployed with.
+    database_host: Option<String>,
 }
 
 /// A checked fault.
@@ -280,6 +285,11 @@ pub enum FaultAction {
     HeldTransaction {
         sql: String,
         table: String,
+    },
+    /// A new order node deployed with this database host instead of the real
+    /// one, and `holdfast preflight` run against its configuration.
+    MisconfiguredNode {
+        host: String,
     },
 }
 
@@ -348,6 +358,24 @@ impl Default for StopSpec {
         Self {
             max_error_rate: None,
             window_s: 3.0,
+        }
+    }
+}
+
+/// What the baseline must look like before any fault is injected; if it does
+/// not, the drill has nothing to compare with and ends undecided.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SteadyStateSpec {
+    pub max_error_rate: f64,
+    pub max_p99_ms: f64,
+}
+
+impl Default for SteadyStateSpec {
+    fn default() -> Self {
+        Self {
+            max_error_rate: 0.02,
+            max_p99_ms: 1000.0,
         }
     }
 }
@@ -526,8 +554,21 @@ impl Scenario {
                     ),
                 }
             }
+            (_, "new-node") => {
+                let host = spec
+                    .database_host
+                    .clone()
+                    .filter(|h| !h.is_empty())
+                    .ok_or_else(|| anyhow::anyhow!("fault {:?}: a new-node fault needs `database_host`", spec.name))?;
+                anyhow::ensure!(
+                    self.backends == [Backend::Postgres],
+                    "fault {:?}: a database host needs PostgreSQL: set backends = [\"postgres\"]",
+                    spec.name
+                );
+                FaultAction::MisconfiguredNode { host }
+            }
             (_, other) => anyhow::bail!(
-                "fault {:?}: unknown target `{other}` (expected proxy.<name>, partner, payments or database)",
+                "fault {:?}: unknown target `{other}` (expected proxy.<name>, partner, payments, database or new-node)",
                 spec.name
             ),
         };
