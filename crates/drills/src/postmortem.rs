@@ -511,7 +511,8 @@ impl Draft {
                     f.target,
                     f.detail,
                     f.on.format("%H:%M:%S%.3f"),
-                    f.off.map_or_else(|| "the end".to_owned(), |t| t.format("%H:%M:%S%.3f").to_string()),
+                    f.off
+                        .map_or_else(|| "the end".to_owned(), |t| t.format("%H:%M:%S%.3f").to_string()),
                     f.affected.map_or_else(
                         || "an unknown number of".to_owned(),
                         |a| format!("{a} connections, deliveries or calls")

@@ -5,7 +5,8 @@
 //! an order deleted behind the service's back and a charge made twice.
 //!
 //! Drills measure latency, so they take a lock and run one at a time, also
-//! across test processes.
+//! across test processes. `bad-db-url` has no sabotaged variant: refusing to
+//! start on a database it cannot reach is not something a setting turns off.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -19,7 +20,7 @@ use crate::holdfast;
 const LIMIT: Duration = Duration::from_secs(420);
 /// The scenarios that run on both databases, and those that need PostgreSQL.
 const BOTH: [&str; 3] = ["inventory-hang", "partner-down", "payment-flaky"];
-const POSTGRES_ONLY: [&str; 1] = ["table-lock"];
+const POSTGRES_ONLY: [&str; 2] = ["table-lock", "bad-db-url"];
 
 /// One drill at a time across every test process on the machine.
 struct DrillLock {

@@ -111,7 +111,12 @@ impl Faults {
             FaultAction::MisconfiguredNode { host } => {
                 let outcome = rig.deploy_misconfigured(host, MISCONFIGURED_WITHIN).await?;
                 let refused = outcome.exited.is_some();
-                record_check(journal, "mistyped_node_refused", refused, outcome.exited.as_deref().unwrap_or("it kept running"));
+                record_check(
+                    journal,
+                    "mistyped_node_refused",
+                    refused,
+                    outcome.exited.as_deref().unwrap_or("it kept running"),
+                );
                 record_check(
                     journal,
                     "refusal_names_the_key_and_host",
@@ -124,7 +129,10 @@ impl Faults {
                     outcome.preflight_code == Some(1) && outcome.preflight_output.contains(host.as_str()),
                     &outcome.preflight_output,
                 );
-                (format!("a new node deployed with database host {host}"), u64::from(refused))
+                (
+                    format!("a new node deployed with database host {host}"),
+                    u64::from(refused),
+                )
             }
         };
         let mut held = None;

@@ -311,7 +311,13 @@ mod tests {
 
     #[test]
     fn each_fault_gets_one_shaded_window() {
-        let mut entries = vec![at(0.0, Event::Phase { phase: Phase::Baseline, edge: Edge::Start })];
+        let mut entries = vec![at(
+            0.0,
+            Event::Phase {
+                phase: Phase::Baseline,
+                edge: Edge::Start,
+            },
+        )];
         for i in 0..300 {
             let t = f64::from(i) * 50.0;
             entries.push(at(

@@ -419,7 +419,8 @@ impl Rig {
     pub async fn deploy_misconfigured(&self, host: &str, within: Duration) -> anyhow::Result<Misconfigured> {
         let node = self.orders.first().ok_or_else(|| anyhow::anyhow!("no order node"))?;
         let mut url = url::Url::parse(&node.database_url).context("the order database URL")?;
-        url.set_host(Some(host)).with_context(|| format!("{host} as a database host"))?;
+        url.set_host(Some(host))
+            .with_context(|| format!("{host} as a database host"))?;
         let mut settings = node.settings.clone();
         settings.push(("database.url".to_owned(), url.to_string()));
         let listen = format!("127.0.0.1:{}", free_port()?);
@@ -443,7 +444,11 @@ impl Rig {
             role: "all".to_owned(),
             action: if status.is_some() { "refused" } else { "killed" }.to_owned(),
             detail: match &status {
-                Some(status) => format!("exited ({status}) after {:.1} s: {}", refused_after.as_secs_f64(), log.replace('\n', " ")),
+                Some(status) => format!(
+                    "exited ({status}) after {:.1} s: {}",
+                    refused_after.as_secs_f64(),
+                    log.replace('\n', " ")
+                ),
                 None => format!("still running after {} s; killed", within.as_secs()),
             },
         });

@@ -555,11 +555,10 @@ impl Scenario {
                 }
             }
             (_, "new-node") => {
-                let host = spec
-                    .database_host
-                    .clone()
-                    .filter(|h| !h.is_empty())
-                    .ok_or_else(|| anyhow::anyhow!("fault {:?}: a new-node fault needs `database_host`", spec.name))?;
+                let host =
+                    spec.database_host.clone().filter(|h| !h.is_empty()).ok_or_else(|| {
+                        anyhow::anyhow!("fault {:?}: a new-node fault needs `database_host`", spec.name)
+                    })?;
                 anyhow::ensure!(
                     self.backends == [Backend::Postgres],
                     "fault {:?}: a database host needs PostgreSQL: set backends = [\"postgres\"]",
