@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::drill::journal::{Entry, Event, GateKind, InvariantStatus, Journal, Op, Phase, Verdict};
 use crate::drill::metrics::{Class, Timeline, number};
+use crate::drill::report::table;
 use crate::load::Driver;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -523,42 +524,7 @@ impl Draft {
         if self.root_cause.is_empty() {
             self.root_cause.push("No fault was injected.".into());
         }
-        for entry in entries {
-            match &entry.event {
-                Event::Gate(gate) if !gate.ok && gate.kind == GateKind::SteadyState => self.actions.push(format!(
-                    "Run the drill again where the service starts healthy ({}: {})",
-                    gate.name,
-                    gate.observed.map(number).unwrap_or_else(|| "nothing measured".into())
-                )),
-                Event::Gate(gate) if !gate.ok && gate.kind != GateKind::Effect => self.actions.push(format!(
-                    "Restore: {} (gate \"{}\": `{}` over {} was {}, rule {})",
-                    if gate.protects.is_empty() {
-                        "the service level this gate holds"
-                    } else {
-                        gate.protects.as_str()
-                    },
-                    gate.name,
-                    gate.metric,
-                    gate.window,
-                    gate.observed.map(number).unwrap_or_else(|| "nothing measured".into()),
-                    gate.rule
-                )),
-                Event::Gate(gate) if !gate.ok => self.actions.push(format!(
-                    "Make the drill's fault take effect ({}): as it ran, it proved nothing",
-                    gate.name
-                )),
-                Event::Invariant(i) if i.status != InvariantStatus::Holds => self.actions.push(format!(
-                    "Fix what broke {}: {}",
-                    i.name,
-                    i.samples.first().cloned().unwrap_or_default()
-                )),
-                _ => {}
-            }
-        }
-        if self.actions.is_empty() {
-            self.actions
-                .push("None from the drill: every gate and invariant held.".into());
-        }
+        self.actions = action_items(entries);
     }
 
     pub fn markdown(&self) -> String {
@@ -574,40 +540,50 @@ impl Draft {
         for paragraph in &self.summary {
             let _ = writeln!(md, "{paragraph}\n");
         }
-        let _ = writeln!(md, "---\n\n## Customer impact\n\n| Metric | Value |\n|---|---|");
-        for (metric, value) in &self.impact {
-            let _ = writeln!(md, "| {metric} | {} |", value.replace('|', "/"));
-        }
+        md.push_str("---\n\n## Customer impact\n\n");
+        table(
+            &mut md,
+            &["Metric", "Value"],
+            self.impact
+                .iter()
+                .map(|(metric, value)| vec![metric.clone(), value.clone()]),
+        );
         if !self.endpoints.is_empty() {
             let _ = writeln!(md, "\n**Affected endpoints:**");
             for endpoint in &self.endpoints {
                 let _ = writeln!(md, "- {endpoint}");
             }
         }
-        let _ = writeln!(
-            md,
-            "\n---\n\n## Timeline (UTC)\n\n| Time | Source | Event |\n|---|---|---|"
+        md.push_str("\n---\n\n## Timeline (UTC)\n\n");
+        table(
+            &mut md,
+            &["Time", "Source", "Event"],
+            self.timeline.iter().map(|moment| {
+                vec![
+                    moment.at.format("%H:%M:%S%.3f").to_string(),
+                    moment.source.to_owned(),
+                    moment.what.clone(),
+                ]
+            }),
         );
-        for moment in &self.timeline {
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} |",
-                moment.at.format("%H:%M:%S%.3f"),
-                moment.source,
-                moment.what.replace('|', "/")
-            );
-        }
         let _ = writeln!(md, "\n**Detection gap:** {}\n\n---\n\n## Root cause\n", self.detection);
         for cause in &self.root_cause {
             let _ = writeln!(md, "- {cause}");
         }
-        let _ = writeln!(
-            md,
-            "\n---\n\n## Action items\n\n| # | Action | Owner | Due | Status |\n|---|---|---|---|---|"
+        md.push_str("\n---\n\n## Action items\n\n");
+        table(
+            &mut md,
+            &["#", "Action", "Owner", "Due", "Status"],
+            self.actions.iter().enumerate().map(|(n, action)| {
+                vec![
+                    (n + 1).to_string(),
+                    action.clone(),
+                    String::new(),
+                    String::new(),
+                    "Open".to_owned(),
+                ]
+            }),
         );
-        for (n, action) in self.actions.iter().enumerate() {
-            let _ = writeln!(md, "| {} | {} | | | Open |", n + 1, action.replace('|', "/"));
-        }
         md
     }
 
@@ -666,6 +642,48 @@ impl Draft {
         html.push_str("</table>\n</body></html>\n");
         html
     }
+}
+
+/// One action item per failed gate (from what it protects) and broken
+/// invariant; a fault that affected nothing asks for a better drill.
+fn action_items(entries: &[Entry]) -> Vec<String> {
+    let mut actions = Vec::new();
+    for entry in entries {
+        match &entry.event {
+            Event::Gate(gate) if !gate.ok && gate.kind == GateKind::SteadyState => actions.push(format!(
+                "Run the drill again where the service starts healthy ({}: {})",
+                gate.name,
+                gate.observed.map(number).unwrap_or_else(|| "nothing measured".into())
+            )),
+            Event::Gate(gate) if !gate.ok && gate.kind != GateKind::Effect => actions.push(format!(
+                "Restore: {} (gate \"{}\": `{}` over {} was {}, rule {})",
+                if gate.protects.is_empty() {
+                    "the service level this gate holds"
+                } else {
+                    gate.protects.as_str()
+                },
+                gate.name,
+                gate.metric,
+                gate.window,
+                gate.observed.map(number).unwrap_or_else(|| "nothing measured".into()),
+                gate.rule
+            )),
+            Event::Gate(gate) if !gate.ok => actions.push(format!(
+                "Make the drill's fault take effect ({}): as it ran, it proved nothing",
+                gate.name
+            )),
+            Event::Invariant(i) if i.status != InvariantStatus::Holds => actions.push(format!(
+                "Fix what broke {}: {}",
+                i.name,
+                i.samples.first().cloned().unwrap_or_default()
+            )),
+            _ => {}
+        }
+    }
+    if actions.is_empty() {
+        actions.push("None from the drill: every gate and invariant held.".into());
+    }
+    actions
 }
 
 /// A drill event worth a timeline row.

@@ -195,6 +195,20 @@ fn mark(ok: bool) -> &'static str {
     if ok { "pass" } else { "**FAIL**" }
 }
 
+/// Appends a Markdown table; a `|` inside a cell becomes `/`, a line break a space.
+pub fn table(md: &mut String, headers: &[&str], rows: impl IntoIterator<Item = Vec<String>>) {
+    let line = |cells: &[String]| {
+        let cells: Vec<String> = cells.iter().map(|c| c.replace('|', "/").replace('\n', " ")).collect();
+        format!("| {} |\n", cells.join(" | "))
+    };
+    let headers: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
+    md.push_str(&line(&headers));
+    md.push_str(&format!("|{}\n", "---|".repeat(headers.len())));
+    for row in rows {
+        md.push_str(&line(&row));
+    }
+}
+
 /// `report.md`: what happened and why the verdict is what it is.
 pub fn markdown(report: &Report, entries: &[Entry]) -> String {
     let mut md = String::new();
@@ -219,84 +233,106 @@ pub fn markdown(report: &Report, entries: &[Entry]) -> String {
     if !report.cleanup.is_empty() {
         let _ = writeln!(md, "- **Cleanup:** {}", report.cleanup);
     }
-    let _ = writeln!(
-        md,
-        "\n## Gates\n\n| gate | metric | window | rule | observed | |\n|---|---|---|---|---|---|"
+    md.push_str("\n## Gates\n\n");
+    table(
+        &mut md,
+        &["gate", "metric", "window", "rule", "observed", ""],
+        report.gates.iter().map(|gate| {
+            vec![
+                gate.name.clone(),
+                format!("`{}`", gate.metric),
+                gate.window.clone(),
+                gate.rule.clone(),
+                opt(gate.observed, ""),
+                mark(gate.ok).to_owned(),
+            ]
+        }),
     );
-    for gate in &report.gates {
-        let _ = writeln!(
-            md,
-            "| {} | `{}` | {} | {} | {} | {} |",
-            gate.name,
-            gate.metric,
-            gate.window,
-            gate.rule,
-            opt(gate.observed, ""),
-            mark(gate.ok)
-        );
-    }
-    let _ = writeln!(md, "\n## Invariants\n\n| invariant | observed | |\n|---|---|---|");
-    for invariant in &report.invariants {
-        let status = match invariant.status {
-            super::journal::InvariantStatus::Holds => "holds",
-            super::journal::InvariantStatus::Broken => "**BROKEN**",
-            super::journal::InvariantStatus::Indeterminate => "indeterminate",
-        };
-        let _ = writeln!(md, "| {} | {} | {status} |", invariant.name, invariant.observed);
-    }
+    md.push_str("\n## Invariants\n\n");
+    table(
+        &mut md,
+        &["invariant", "observed", ""],
+        report.invariants.iter().map(|invariant| {
+            let status = match invariant.status {
+                super::journal::InvariantStatus::Holds => "holds",
+                super::journal::InvariantStatus::Broken => "**BROKEN**",
+                super::journal::InvariantStatus::Indeterminate => "indeterminate",
+            };
+            vec![invariant.name.clone(), invariant.observed.clone(), status.to_owned()]
+        }),
+    );
     for invariant in report.invariants.iter().filter(|i| !i.samples.is_empty()) {
         let _ = writeln!(md, "\n{}:\n", invariant.name);
         for sample in &invariant.samples {
             let _ = writeln!(md, "- {sample}");
         }
     }
-    let _ = writeln!(
-        md,
-        "\n## Phases\n\n| phase | from | to | checkouts | ok | p50 | p99 | errors | reads | read p99 |\n|---|---|---|---|---|---|---|---|---|---|"
+    md.push_str("\n## Phases\n\n");
+    table(
+        &mut md,
+        &[
+            "phase",
+            "from",
+            "to",
+            "checkouts",
+            "ok",
+            "p50",
+            "p99",
+            "errors",
+            "reads",
+            "read p99",
+        ],
+        report.phases.iter().map(|phase| {
+            vec![
+                phase.name.clone(),
+                format!("{} s", number(phase.start_ms / 1000.0)),
+                format!("{} s", number(phase.end_ms / 1000.0)),
+                phase.checkouts.to_string(),
+                phase.checkout_ok.to_string(),
+                opt(phase.checkout_p50_ms, " ms"),
+                opt(phase.checkout_p99_ms, " ms"),
+                percent(phase.checkout_error_rate),
+                phase.reads.to_string(),
+                opt(phase.read_p99_ms, " ms"),
+            ]
+        }),
     );
-    for phase in &report.phases {
-        let _ = writeln!(
-            md,
-            "| {} | {} s | {} s | {} | {} | {} | {} | {} | {} | {} |",
-            phase.name,
-            number(phase.start_ms / 1000.0),
-            number(phase.end_ms / 1000.0),
-            phase.checkouts,
-            phase.checkout_ok,
-            opt(phase.checkout_p50_ms, " ms"),
-            opt(phase.checkout_p99_ms, " ms"),
-            percent(phase.checkout_error_rate),
-            phase.reads,
-            opt(phase.read_p99_ms, " ms")
-        );
-    }
-    let _ = writeln!(
-        md,
-        "\n## Faults and what they affected\n\n| fault | target | what | on at | healed at | time limit | affected |\n|---|---|---|---|---|---|---|"
+    md.push_str("\n## Faults and what they affected\n\n");
+    table(
+        &mut md,
+        &[
+            "fault",
+            "target",
+            "what",
+            "on at",
+            "healed at",
+            "time limit",
+            "affected",
+        ],
+        report.faults.iter().map(|fault| {
+            vec![
+                fault.name.clone(),
+                fault.target.clone(),
+                format!("`{}`", fault.detail),
+                opt(fault.injected_ms.map(|t| t / 1000.0), " s"),
+                opt(fault.healed_ms.map(|t| t / 1000.0), " s"),
+                format!("{} s", number(fault.time_limit_ms as f64 / 1000.0)),
+                fault.affected.map_or_else(|| "–".to_owned(), |a| a.to_string()),
+            ]
+        }),
     );
-    for fault in &report.faults {
-        let _ = writeln!(
-            md,
-            "| {} | {} | `{}` | {} | {} | {} s | {} |",
-            fault.name,
-            fault.target,
-            fault.detail,
-            opt(fault.injected_ms.map(|t| t / 1000.0), " s"),
-            opt(fault.healed_ms.map(|t| t / 1000.0), " s"),
-            number(fault.time_limit_ms as f64 / 1000.0),
-            fault.affected.map_or_else(|| "–".to_owned(), |a| a.to_string())
-        );
-    }
-    let _ = writeln!(md, "\n## Timeline\n\n| t | wall clock | event |\n|---|---|---|");
-    for (t_ms, wall, line) in timeline_lines(entries) {
-        let _ = writeln!(
-            md,
-            "| {} s | {} | {} |",
-            number(t_ms / 1000.0),
-            wall.format("%H:%M:%S%.3f"),
-            line
-        );
-    }
+    md.push_str("\n## Timeline\n\n");
+    table(
+        &mut md,
+        &["t", "wall clock", "event"],
+        timeline_lines(entries).into_iter().map(|(t_ms, wall, line)| {
+            vec![
+                format!("{} s", number(t_ms / 1000.0)),
+                wall.format("%H:%M:%S%.3f").to_string(),
+                line,
+            ]
+        }),
+    );
     let _ = writeln!(
         md,
         "\nFiles: `journal.jsonl` (every request and event), `report.json`, `plot.svg`, `postmortem.md`, `logs/`."
@@ -341,23 +377,26 @@ pub fn timeline_lines(entries: &[Entry]) -> Vec<(f64, DateTime<Utc>, String)> {
                 Event::Verdict { verdict, reason } => format!("verdict {}: {reason}", verdict.as_str()),
                 _ => return None,
             };
-            Some((entry.t_ms, entry.wall, line.replace('|', "/")))
+            Some((entry.t_ms, entry.wall, line))
         })
         .collect()
 }
 
 /// `summary.md` over every drill of a run.
 pub fn write_summary(dir: &Path, outcomes: &[Outcome]) -> anyhow::Result<()> {
-    let mut md = String::from("# Drills\n\n| scenario | verdict | why | time | report |\n|---|---|---|---|---|\n");
-    for outcome in outcomes {
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} | {} s | [{0}/report.md]({0}/report.md) |",
-            outcome.scenario,
-            outcome.verdict.as_str(),
-            outcome.reason.replace('|', "/").replace('\n', " "),
-            number(outcome.elapsed.as_secs_f64())
-        );
-    }
+    let mut md = String::from("# Drills\n\n");
+    table(
+        &mut md,
+        &["scenario", "verdict", "why", "time", "report"],
+        outcomes.iter().map(|outcome| {
+            vec![
+                outcome.scenario.clone(),
+                outcome.verdict.as_str().to_owned(),
+                outcome.reason.clone(),
+                format!("{} s", number(outcome.elapsed.as_secs_f64())),
+                format!("[{0}/report.md]({0}/report.md)", outcome.scenario),
+            ]
+        }),
+    );
     std::fs::write(dir.join("summary.md"), md).with_context(|| format!("writing {}/summary.md", dir.display()))
 }
