@@ -7,6 +7,8 @@
 
 mod demo;
 mod drill;
+mod drill_invariants;
+mod drill_run;
 mod kill;
 mod kill_pgbouncer;
 mod preflight;
