@@ -140,6 +140,7 @@ fn usage(name: &'static str, pool: &Pool) -> PoolUsage {
 }
 
 impl_journal!(PgStore);
+impl_subscriptions!(PgStore, crate::postgres::Conn, " FOR UPDATE");
 
 #[async_trait]
 impl Store for PgStore {
@@ -199,6 +200,10 @@ impl Store for PgStore {
     }
 
     fn holds(&self) -> &dyn crate::StockHolds {
+        self
+    }
+
+    fn subscriptions(&self) -> &dyn crate::Subscriptions {
         self
     }
 

@@ -107,6 +107,7 @@ pub(crate) async fn begin_write(pool: &SqlitePool) -> Result<sqlx::Transaction<'
 }
 
 impl_journal!(SqliteStore);
+impl_subscriptions!(SqliteStore, sqlx::SqliteConnection, "");
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -162,6 +163,10 @@ impl Store for SqliteStore {
     }
 
     fn holds(&self) -> &dyn crate::StockHolds {
+        self
+    }
+
+    fn subscriptions(&self) -> &dyn crate::Subscriptions {
         self
     }
 
