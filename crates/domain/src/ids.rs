@@ -85,6 +85,36 @@ prefixed_id!(
     DeliveryId,
     "dlv"
 );
+prefixed_id!(
+    /// A creator: sells plans, is paid out in settlement batches.
+    CreatorId,
+    "cr"
+);
+prefixed_id!(
+    /// A creator's plan: a name, a billing interval and versioned prices.
+    PlanId,
+    "plan"
+);
+prefixed_id!(
+    /// A customer's subscription to a plan.
+    SubscriptionId,
+    "sub"
+);
+prefixed_id!(
+    /// One attempt to charge one period of a subscription (Stripe's prefix).
+    ChargeId,
+    "ch"
+);
+prefixed_id!(
+    /// A settlement batch: the charges of one creator paid out together.
+    SettlementId,
+    "stl"
+);
+prefixed_id!(
+    /// A test clock: a frozen time that subscriptions created on it live on.
+    TestClockId,
+    "clock"
+);
 
 #[cfg(test)]
 mod tests {

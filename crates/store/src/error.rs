@@ -11,6 +11,8 @@ pub enum StoreError {
     Conflict(String),
     #[error(transparent)]
     InvalidTransition(#[from] holdfast_domain::TransitionError),
+    #[error(transparent)]
+    InvalidSubscriptionTransition(#[from] holdfast_domain::SubscriptionTransitionError),
     /// The database did not answer in time: a pool wait, a statement or a
     /// lock timeout. Retryable.
     #[error("database timed out: {0}")]

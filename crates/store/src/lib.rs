@@ -41,6 +41,8 @@ mod holds;
 mod journal;
 #[macro_use]
 mod store_impl;
+#[macro_use]
+mod subscriptions;
 mod connect;
 pub mod deadline;
 mod error;
@@ -63,6 +65,11 @@ pub use journal::{Journal, JournalEntry, JournalQuery, NewJournalEntry};
 pub use model::*;
 pub use outbox::{Outbox, OutboxEvent, OutboxLag, RelayOptions, RelayOutcome};
 pub use queue::*;
+pub use subscriptions::{
+    Charge, ChargeFailure, ChargeRecorded, ChargeStart, ChargeStatus, Creator, DueCharge, LedgerEntry, NewCreator,
+    NewPlan, NewSubscription, PeriodStatus, Plan, PlanPrice, SettlementBatch, Subscription, SubscriptionChange,
+    SubscriptionEventRecord, SubscriptionFilter, SubscriptionPeriod, Subscriptions, TestClock,
+};
 pub use webhooks::{
     AttemptOutcome, DeliveryStatus, DeliveryWork, NewWebhookEndpoint, Replay, WebhookAttempt, WebhookDelivery,
     WebhookEndpoint, WebhookStore,
@@ -94,6 +101,8 @@ pub trait Store: Send + Sync + 'static {
     fn webhooks(&self) -> &dyn WebhookStore;
     /// The inventory node's stock holds (see `StockHolds`).
     fn holds(&self) -> &dyn StockHolds;
+    /// Creator subscriptions, their renewals and settlement (see `Subscriptions`).
+    fn subscriptions(&self) -> &dyn Subscriptions;
 
     async fn count_api_keys(&self) -> Result<i64>;
     async fn insert_api_key(&self, key: &NewApiKey) -> Result<()>;

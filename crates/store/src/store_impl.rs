@@ -138,6 +138,10 @@ macro_rules! impl_store {
                     self
                 }
 
+                fn subscriptions(&self) -> &dyn $crate::Subscriptions {
+                    self
+                }
+
                 async fn count_api_keys(&self) -> Result<i64> {
                     Ok(
                         sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL")

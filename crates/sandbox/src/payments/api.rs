@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use super::Inner;
-use super::intent::{CreateParams, IntentStatus, parse_form};
+use super::intent::{CreateParams, IntentStatus, card_error_body, parse_form};
 use super::webhooks;
 use crate::error::{ApiError, json_response};
 use crate::gate::gate;
@@ -44,16 +44,26 @@ async fn create_intent(State(inner): State<Arc<Inner>>, headers: HeaderMap, body
         Err(error) => return error.into_response(),
     };
     let fingerprint = format!("POST /v1/payment_intents?{fingerprint}");
+    let off_session = params.off_session;
     inner.idempotency.run(key.as_deref(), &fingerprint, || {
-        let record = params.into_record();
+        let mut record = params.into_record();
+        // Off-session, the card is charged now and the answer says how it went.
+        let settled_now = if off_session { record.settle() } else { None };
         let intent = record.intent.clone();
-        let settles = record.outcome.is_some();
+        let settles_later = record.outcome.is_some() && settled_now.is_none();
         inner.intents_lock().insert(intent.id.clone(), record);
         inner.counters.intents_created.fetch_add(1, Ordering::Relaxed);
-        if settles {
+        if settles_later {
             webhooks::settle_later(inner.clone(), intent.id.clone());
         }
-        Executed::stored(StatusCode::OK, to_json(&intent))
+        if let Some(event_type) = settled_now {
+            webhooks::send_event(inner.clone(), event_type, intent.clone());
+        }
+        // A decline is a result like any other: a retry with the same key gets it again.
+        match card_error_body(&intent) {
+            Some(body) => Executed::stored(StatusCode::PAYMENT_REQUIRED, body),
+            None => Executed::stored(StatusCode::OK, to_json(&intent)),
+        }
     })
 }
 

@@ -1,5 +1,10 @@
 //! The PaymentIntent object, the form parameters that create one, and the test-mode
 //! rule that the payment method decides the outcome.
+//!
+//! A payment confirmed `off_session` (a renewal: the customer is not there to act)
+//! settles at once, as a card payment does at Stripe: the create call answers with
+//! the succeeded intent, or with a `402` card error that carries the declined intent.
+//! One confirmed on-session settles later, like a bank debit, and its webhook says how.
 
 use std::collections::BTreeMap;
 
@@ -38,6 +43,10 @@ pub struct PaymentError {
     pub kind: String,
     pub code: String,
     pub decline_code: Option<String>,
+    /// Stripe's advice on retrying an issuer's decline, where there is one:
+    /// `do_not_try_again`, `try_again_later` or `confirm_card_data`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advice_code: Option<String>,
     pub message: String,
     pub payment_method: Option<String>,
 }
@@ -68,30 +77,47 @@ pub(crate) enum Outcome {
     Decline {
         code: &'static str,
         decline_code: &'static str,
+        advice_code: Option<&'static str>,
         message: &'static str,
     },
 }
 
 impl Outcome {
     /// Stripe's test payment methods: the named decline cards fail, every other
-    /// `pm_…` succeeds.
-    pub fn for_payment_method(payment_method: &str) -> Self {
-        let decline = |code, decline_code, message| Self::Decline {
+    /// `pm_…` succeeds. `pm_card_chargeCustomerFail` is the card that can be saved
+    /// (its on-session payment succeeds) and whose later charges, made off-session,
+    /// are declined. Each decline carries the advice a renewal's retries follow:
+    /// a generic or fraud decline says not to try again, insufficient funds to try
+    /// later, an expired card to get new card details; the saved card that starts
+    /// failing gives none, so it is retried on the dunning schedule.
+    pub fn for_payment_method(payment_method: &str, off_session: bool) -> Self {
+        let decline = |code, decline_code, advice_code, message| Self::Decline {
             code,
             decline_code,
+            advice_code,
             message,
         };
+        let declined = "Your card was declined.";
         match payment_method {
             "pm_card_declined" | "pm_card_visa_chargeDeclined" => {
-                decline("card_declined", "generic_decline", "Your card was declined.")
+                decline("card_declined", "generic_decline", Some("do_not_try_again"), declined)
             }
             "pm_card_chargeDeclinedInsufficientFunds" => decline(
                 "card_declined",
                 "insufficient_funds",
+                Some("try_again_later"),
                 "Your card has insufficient funds.",
             ),
-            "pm_card_chargeDeclinedExpiredCard" => decline("expired_card", "expired_card", "Your card has expired."),
-            "pm_card_chargeDeclinedFraudulent" => decline("card_declined", "fraudulent", "Your card was declined."),
+            "pm_card_chargeDeclinedExpiredCard" => decline(
+                "expired_card",
+                "expired_card",
+                Some("confirm_card_data"),
+                "Your card has expired.",
+            ),
+            "pm_card_chargeDeclinedFraudulent" => {
+                decline("card_declined", "fraudulent", Some("do_not_try_again"), declined)
+            }
+            "pm_card_chargeCustomerFail" if off_session => decline("card_declined", "generic_decline", None, declined),
             _ => Self::Succeed,
         }
     }
@@ -110,6 +136,8 @@ pub(crate) struct CreateParams {
     pub currency: String,
     pub payment_method: Option<String>,
     pub confirm: bool,
+    /// Charged without the customer present (a renewal): settles at once.
+    pub off_session: bool,
     pub metadata: BTreeMap<String, String>,
 }
 
@@ -149,6 +177,25 @@ impl CreateParams {
                 ));
             }
         };
+        // Stripe also takes `one_off` and `recurring` for an off-session payment.
+        let off_session = match form.get("off_session").map(String::as_str) {
+            None | Some("false") => false,
+            Some("true" | "one_off" | "recurring") => true,
+            Some(_) => {
+                return Err(ApiError::invalid_param(
+                    "off_session",
+                    "parameter_invalid_boolean",
+                    "Invalid off_session: must be true, false, one_off or recurring.",
+                ));
+            }
+        };
+        if off_session && !confirm {
+            return Err(ApiError::invalid_param(
+                "confirm",
+                "parameter_missing",
+                "off_session can only be used when confirm=true.",
+            ));
+        }
         if confirm && payment_method.is_none() {
             return Err(ApiError::invalid_param(
                 "payment_method",
@@ -168,6 +215,7 @@ impl CreateParams {
             currency,
             payment_method,
             confirm,
+            off_session,
             metadata,
         })
     }
@@ -180,7 +228,10 @@ impl CreateParams {
             (None, _) => (IntentStatus::RequiresPaymentMethod, None),
             (Some(_), false) => (IntentStatus::RequiresConfirmation, None),
             // Like a bank debit, the result arrives later: the webhook settles it.
-            (Some(pm), true) => (IntentStatus::Processing, Some(Outcome::for_payment_method(pm))),
+            (Some(pm), true) => (
+                IntentStatus::Processing,
+                Some(Outcome::for_payment_method(pm, self.off_session)),
+            ),
         };
         let intent = PaymentIntent {
             id,
@@ -218,6 +269,7 @@ impl IntentRecord {
             Outcome::Decline {
                 code,
                 decline_code,
+                advice_code,
                 message,
             } => {
                 self.intent.status = IntentStatus::RequiresPaymentMethod;
@@ -225,6 +277,7 @@ impl IntentRecord {
                     kind: "card_error".to_owned(),
                     code: code.to_owned(),
                     decline_code: Some(decline_code.to_owned()),
+                    advice_code: advice_code.map(str::to_owned),
                     message: message.to_owned(),
                     payment_method: self.intent.payment_method.clone(),
                 });
@@ -232,6 +285,24 @@ impl IntentRecord {
             }
         }
     }
+}
+
+/// The `402` body of a declined off-session payment: Stripe's card error, with the
+/// declined intent in `payment_intent`; `None` for an intent that was not declined.
+pub(crate) fn card_error_body(intent: &PaymentIntent) -> Option<String> {
+    let error = intent.last_payment_error.as_ref()?;
+    let mut body = serde_json::json!({
+        "type": error.kind,
+        "code": error.code,
+        "decline_code": error.decline_code,
+        "message": error.message,
+        "payment_intent": intent,
+        "payment_method": { "id": error.payment_method, "object": "payment_method" },
+    });
+    if let Some(advice) = &error.advice_code {
+        body["advice_code"] = serde_json::json!(advice);
+    }
+    Some(serde_json::json!({ "error": body }).to_string())
 }
 
 fn parse_amount(raw: Option<&String>) -> Result<i64, ApiError> {
@@ -330,21 +401,61 @@ mod tests {
 
     #[test]
     fn the_payment_method_decides_the_outcome() {
-        assert_eq!(Outcome::for_payment_method("pm_card_visa"), Outcome::Succeed);
-        assert_eq!(Outcome::for_payment_method("pm_card_mastercard"), Outcome::Succeed);
-        assert!(matches!(
-            Outcome::for_payment_method("pm_card_declined"),
+        let outcome = |pm, off_session| match Outcome::for_payment_method(pm, off_session) {
+            Outcome::Succeed => ("succeeded", None, None),
             Outcome::Decline {
-                code: "card_declined",
+                decline_code,
+                advice_code,
                 ..
-            }
+            } => ("declined", Some(decline_code), advice_code),
+        };
+        let hard = Some("do_not_try_again");
+        let cases = [
+            ("pm_card_visa", false, ("succeeded", None, None)),
+            ("pm_card_visa", true, ("succeeded", None, None)),
+            ("pm_card_mastercard", true, ("succeeded", None, None)),
+            ("pm_card_declined", false, ("declined", Some("generic_decline"), hard)),
+            ("pm_card_declined", true, ("declined", Some("generic_decline"), hard)),
+            (
+                "pm_card_chargeDeclinedInsufficientFunds",
+                true,
+                ("declined", Some("insufficient_funds"), Some("try_again_later")),
+            ),
+            (
+                "pm_card_chargeDeclinedFraudulent",
+                true,
+                ("declined", Some("fraudulent"), hard),
+            ),
+            ("pm_card_chargeCustomerFail", false, ("succeeded", None, None)),
+            (
+                "pm_card_chargeCustomerFail",
+                true,
+                ("declined", Some("generic_decline"), None),
+            ),
+        ];
+        for (pm, off_session, expected) in cases {
+            assert_eq!(outcome(pm, off_session), expected, "{pm}, off_session={off_session}");
+        }
+    }
+
+    #[test]
+    fn off_session_needs_confirm_and_a_boolean() {
+        let off = CreateParams::from_form(&form(
+            "amount=100&currency=usd&payment_method=pm_card_visa&confirm=true&off_session=recurring",
         ));
-        assert!(matches!(
-            Outcome::for_payment_method("pm_card_chargeDeclinedInsufficientFunds"),
-            Outcome::Decline {
-                decline_code: "insufficient_funds",
-                ..
-            }
-        ));
+        assert_eq!(off.map(|p| p.off_session).map_err(|e| e.message), Ok(true));
+        for (body, param) in [
+            (
+                "amount=100&currency=usd&payment_method=pm_card_visa&off_session=true",
+                "confirm",
+            ),
+            (
+                "amount=100&currency=usd&payment_method=pm_card_visa&confirm=true&off_session=maybe",
+                "off_session",
+            ),
+        ] {
+            let error = CreateParams::from_form(&form(body)).err();
+            assert_eq!(error.and_then(|e| e.param), Some(param), "{body}");
+        }
     }
 }

@@ -7,6 +7,7 @@
 
 mod payments;
 mod receiver;
+mod renewals;
 mod support;
 mod warehouse;
 mod webhooks;

@@ -159,6 +159,7 @@ impl_holds!(
     take_lines: holds::take_lines,
     return_units: holds::return_units,
 );
+impl_subscriptions!(PgStore, crate::postgres::Conn, " FOR UPDATE");
 
 impl_store! {
     PgStore,

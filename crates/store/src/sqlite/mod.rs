@@ -125,6 +125,7 @@ impl_holds!(
     take_lines: holds::take_lines,
     return_units: holds::return_units,
 );
+impl_subscriptions!(SqliteStore, sqlx::SqliteConnection, "");
 
 impl_store! {
     SqliteStore,

@@ -1,5 +1,5 @@
-//! The store's integration suite: the job queue, the outbox relay, stock holds
-//! and the operational journal on SQLite and PostgreSQL.
+//! The store's integration suite: the job queue, the outbox relay, stock holds,
+//! the operational journal and creator subscriptions on SQLite and PostgreSQL.
 
 // Test code may unwrap: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -14,4 +14,5 @@ mod journal;
 mod lifecycle;
 mod outbox;
 mod runs;
+mod subscriptions;
 mod workers;
