@@ -8,7 +8,7 @@
 //! # One SQL text for both backends
 //!
 //! SQL that is the same on both backends is written once, in the resource's
-//! module (`journal.rs`, `webhooks.rs`, …), inside an `impl_<trait>!` macro
+//! module (`journal.rs`, `outbox.rs`, …), inside an `impl_<trait>!` macro
 //! that each backend expands for its own store type (`impl_journal!(PgStore)`
 //! in `postgres/mod.rs`). Placeholders are `$N` on both: sqlx binds them by
 //! position on SQLite too. The macro's body is type-checked once per backend,

@@ -1,6 +1,6 @@
 //! What the webhook log does with PostgreSQL's arrays: a run of attempts in
 //! one `unnest` statement, and a set of deliveries' work in three `= ANY($1)`
-//! queries. The rest is shared (`impl_webhooks!` in `webhooks.rs`).
+//! queries. The rest is shared (`impl_webhooks!` in `webhooks/sql.rs`).
 
 use std::collections::HashMap;
 

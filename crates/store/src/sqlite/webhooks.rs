@@ -1,6 +1,6 @@
 //! What the webhook log does one row at a time on SQLite, which has no arrays
 //! to bind: a run of attempts, two statements an attempt. The rest is shared
-//! (`impl_webhooks!` in `webhooks.rs`).
+//! (`impl_webhooks!` in `webhooks/sql.rs`).
 
 use std::collections::HashMap;
 
