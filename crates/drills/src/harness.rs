@@ -1,13 +1,12 @@
 //! Starts Holdfast in-process on a fresh database, as the demo, benchmarks
-//! and drills need it.
+//! and drills need it: the database is made and dropped here, the service
+//! runs through `holdfast_service::local`.
 
 use std::path::PathBuf;
 
-use holdfast_service::{Application, Config, Role};
+use holdfast_service::local::{self, LocalService};
+use holdfast_service::{Config, Role};
 use holdfast_store::SharedStore;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// A running service and what a driver needs to talk to it.
 pub struct RunningService {
@@ -17,8 +16,7 @@ pub struct RunningService {
     pub database_url: String,
     /// The configuration it runs with.
     pub config: Config,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    server: local::Server,
     cleanup: Cleanup,
 }
 
@@ -102,24 +100,20 @@ async fn serve(
     // Every partner the harness runs listens on 127.0.0.1.
     config.webhooks.allow_private_networks = true;
     tweak(&mut config);
-    let app = Application::build(config.clone(), role).await?;
-    let admin_key = holdfast_service::http::auth::generate_key();
-    app.bootstrap_admin_key(Some(&admin_key)).await?;
-    let store = app.store();
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let base_url = format!("http://{}", listener.local_addr()?);
-    let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(app.run(listener, async move {
-        let _ = rx.await;
-    }));
+    let LocalService {
+        base_url,
+        admin_key,
+        store,
+        config,
+        server,
+    } = local::start(config, role).await?;
     Ok(RunningService {
         base_url,
         admin_key,
         store,
         database_url,
         config,
-        shutdown: Some(tx),
-        task: Some(task),
+        server,
         cleanup,
     })
 }
@@ -128,13 +122,7 @@ impl RunningService {
     /// Stops serving and every worker, gracefully, keeping the database:
     /// `store` stays readable, and nothing changes it any more.
     pub async fn halt(&mut self) -> anyhow::Result<()> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await??;
-        }
-        Ok(())
+        self.server.halt().await
     }
 
     /// Stops the service gracefully and removes its database.

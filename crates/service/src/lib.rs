@@ -6,6 +6,7 @@ pub mod config;
 pub mod deadline;
 pub mod http;
 pub mod journal;
+pub mod local;
 pub mod pipeline;
 pub mod preflight;
 pub mod providers;

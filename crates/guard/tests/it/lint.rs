@@ -28,7 +28,8 @@ async fn check(sql: &str) -> (String, i32) {
     check_with(sql, None, false, Format::Human).await
 }
 
-const PLAIN_INDEX_BUILD: &str = "-- a plain index build\nCREATE INDEX idx_reservations_expiry\n    ON stock_reservations (expires_at);\n";
+const PLAIN_INDEX_BUILD: &str =
+    "-- a plain index build\nCREATE INDEX idx_reservations_expiry\n    ON stock_reservations (expires_at);\n";
 
 /// A `stock_reservations` table with `rows` rows, analysed so that
 /// `pg_class.reltuples` knows its size.

@@ -137,7 +137,11 @@ fn fixtures() {
             0,
         ),
         ("fleet_needs_more_than_max_client_conn", fleet, 1),
-        ("public_unencrypted_terraform", Case::new(&[("rds.tf", PUBLIC_UNENCRYPTED_TF)]), 1),
+        (
+            "public_unencrypted_terraform",
+            Case::new(&[("rds.tf", PUBLIC_UNENCRYPTED_TF)]),
+            1,
+        ),
         (
             "public_unencrypted_terraform_plan",
             Case::new(&[(

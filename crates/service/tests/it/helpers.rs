@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use holdfast_service::config::Secret;
-use holdfast_service::{Application, Config, Role};
+use holdfast_service::local;
+use holdfast_service::{Config, Role};
 use holdfast_store::SharedStore;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
 pub use holdfast_testkit::{Backend, nats_url, pgbouncer, postgres_admin_url};
 
@@ -15,8 +15,7 @@ pub struct TestApp {
     pub admin: Client,
     pub shop: Client,
     pub config: Config,
-    shutdown: Option<oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    server: local::Server,
     direct_url: String,
     admin_url: Option<String>,
 }
@@ -96,31 +95,19 @@ async fn spawn_app_on(
     // The tests' partners listen on 127.0.0.1; `egress.rs` tests the filter.
     config.webhooks.allow_private_networks = true;
     tweak(&mut config);
-    let app = Application::build(config.clone(), role)
-        .await
-        .expect("application builds");
-    let admin_key = holdfast_service::http::auth::generate_key();
-    app.bootstrap_admin_key(Some(&admin_key)).await.expect("admin key");
-    let store = app.store();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base_url = format!("http://{}", listener.local_addr().expect("addr"));
-    let (tx, rx) = oneshot::channel();
-    let server = tokio::spawn(app.run(listener, async move {
-        let _ = rx.await;
-    }));
-    let admin = Client::new(&base_url, &admin_key);
+    let service = local::start(config, role).await.expect("application starts");
+    let admin = Client::new(&service.base_url, &service.admin_key);
     let created = admin
         .post("/api/v1/api-keys", &json!({"scope": "storefront", "name": "test shop"}))
         .await;
     assert_eq!(created.status, 201, "{}", created.body);
     let shop = admin.with_key(created.body["key"].as_str().expect("key"));
     TestApp {
-        store,
+        store: service.store,
         admin,
         shop,
-        config,
-        shutdown: Some(tx),
-        server: Some(server),
+        config: service.config,
+        server: service.server,
         direct_url,
         admin_url,
     }
@@ -185,12 +172,7 @@ impl TestApp {
     }
 
     pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(server) = self.server.take() {
-            server.await.expect("server task").expect("server ran");
-        }
+        self.server.halt().await.expect("server ran");
         if let Some(admin) = &self.admin_url {
             holdfast_store::scratch::drop_database(admin, &self.direct_url)
                 .await
