@@ -11,6 +11,7 @@ mod drill_invariants;
 mod drill_run;
 mod kill;
 mod kill_pgbouncer;
+mod postmortem;
 mod preflight;
 mod queue;
 mod reload;
