@@ -405,9 +405,6 @@ impl Rig {
             .map(|(key, value)| (env_name(key), value.clone()))
             .collect();
         env.push(("HOLDFAST_BOOTSTRAP_ADMIN_KEY".to_owned(), admin_key.to_owned()));
-        // The drill's partner receiver listens on 127.0.0.1; a scenario's
-        // `--set` may still say otherwise, since it comes after.
-        env.insert(0, (env_name("webhooks.allow_private_networks"), "true".to_owned()));
         let args: Vec<String> = ["serve", "--role", role, "--listen", listen]
             .iter()
             .map(|s| s.to_string())
