@@ -11,7 +11,6 @@ mod drill_invariants;
 mod drill_run;
 mod kill;
 mod kill_pgbouncer;
-mod postmortem;
 mod preflight;
 mod queue;
 mod reload;
