@@ -27,14 +27,9 @@ pub struct Answer {
 
 impl Driver {
     pub fn new(base_url: &str, key: &str) -> anyhow::Result<Self> {
-        Self::with_timeout(base_url, key, Duration::from_secs(30))
-    }
-
-    /// A driver whose requests give up after `timeout`.
-    pub fn with_timeout(base_url: &str, key: &str, timeout: Duration) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(256)
-            .timeout(timeout)
+            .timeout(Duration::from_secs(30))
             .build()?;
         Ok(Self {
             http,

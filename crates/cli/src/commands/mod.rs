@@ -36,7 +36,7 @@ pub enum Command {
         #[command(subcommand)]
         bench: holdfast_drills::bench::BenchCommand,
     },
-    /// Drills: real processes, load, injected faults, SLO gates and invariants; and the fault proxy.
+    /// Fault injection: the proxy drills put between Holdfast and its dependencies.
     Drill {
         #[command(subcommand)]
         command: holdfast_drills::drill::DrillCommand,
@@ -55,8 +55,6 @@ pub enum Command {
         #[command(subcommand)]
         command: queue::QueueCommand,
     },
-    /// Draft an incident report from the operational journal and, optionally, a drill's journal.
-    Postmortem(holdfast_drills::postmortem::PostmortemArgs),
     /// Sandbox stand-ins for outside services.
     Sandbox {
         #[command(subcommand)]
@@ -91,10 +89,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Drill { command } => {
             serve::init_logs_quiet();
             holdfast_drills::drill::run(command, serve::shutdown_signal()).await
-        }
-        Command::Postmortem(args) => {
-            serve::init_logs_quiet();
-            holdfast_drills::postmortem::run(args).await
         }
         Command::Sandbox { service } => serve::sandbox(service).await,
         Command::Queue { command } => queue::run(cli.config, command).await,

@@ -7,8 +7,6 @@
 
 mod demo;
 mod drill;
-mod drill_invariants;
-mod drill_run;
 mod kill;
 mod kill_pgbouncer;
 mod preflight;

@@ -16,9 +16,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 
-use std::sync::Arc;
-
-use super::{Counters, Effect, Stream, ToxicKind, ToxicSet};
+use super::{Counters, Stream, ToxicKind, ToxicSet};
 
 /// Bytes read per chunk. Small enough that latency is applied with fine grain,
 /// large enough that an unfaulted connection costs little.
@@ -117,8 +115,6 @@ struct Plan {
     rate_kb: Option<u64>,
     /// The earliest timeout or reset, and how it ends the connection.
     deadline: Option<(Instant, End)>,
-    /// The toxics that act on the bytes (drop, delay, throttle), to count them.
-    acting: Vec<Arc<Effect>>,
 }
 
 impl Plan {
@@ -155,14 +151,13 @@ fn millis(ms: u64) -> Duration {
 struct Clocks(Vec<(u64, Instant)>);
 
 impl Clocks {
-    /// When the toxic reached this pipe, and whether that is now.
-    fn started(&mut self, id: u64) -> (Instant, bool) {
+    fn started(&mut self, id: u64) -> Instant {
         if let Some((_, at)) = self.0.iter().find(|(known, _)| *known == id) {
-            return (*at, false);
+            return *at;
         }
         let now = Instant::now();
         self.0.push((id, now));
-        (now, true)
+        now
     }
 }
 
@@ -218,10 +213,6 @@ impl Pipe<'_> {
                 source_open = false;
                 continue;
             };
-            let len = chunk.data.len() as u64;
-            for effect in &plan.acting {
-                effect.bytes.fetch_add(len, Ordering::Relaxed);
-            }
             if plan.drop_data {
                 continue;
             }
@@ -248,19 +239,14 @@ impl Pipe<'_> {
             if !applies(self.seed, active.id, active.toxic.toxicity) {
                 continue;
             }
-            let (started, first) = clocks.started(active.id);
-            if first {
-                active.effect.connections.fetch_add(1, Ordering::Relaxed);
-            }
+            let started = clocks.started(active.id);
             match active.toxic.kind {
                 ToxicKind::Latency { latency_ms, jitter_ms } => {
                     plan.latency_ms = plan.latency_ms.saturating_add(latency_ms);
                     plan.jitter_ms = plan.jitter_ms.saturating_add(jitter_ms);
-                    plan.acting.push(active.effect.clone());
                 }
                 ToxicKind::Timeout { timeout_ms } => {
                     plan.drop_data = true;
-                    plan.acting.push(active.effect.clone());
                     if timeout_ms > 0 {
                         plan.end_at(started + millis(timeout_ms), End::Close);
                     }
@@ -270,7 +256,6 @@ impl Pipe<'_> {
                 }
                 ToxicKind::Bandwidth { rate_kb } => {
                     plan.rate_kb = Some(plan.rate_kb.map_or(rate_kb, |slowest| slowest.min(rate_kb)));
-                    plan.acting.push(active.effect.clone());
                 }
             }
         }
