@@ -1,6 +1,6 @@
 //! The job queue on PostgreSQL: many workers on many nodes claim disjoint jobs
 //! with `FOR UPDATE SKIP LOCKED`, with no leader and no coordination outside
-//! the database. The SQL both backends share is `impl_job_queue!` (`queue.rs`);
+//! the database. The SQL both backends share is `impl_job_queue!` (`queue/sql.rs`);
 //! what stays here, and why:
 //! - the claim (`CANDIDATES`, `FOLLOWERS`, `LEASE`): head rows locked with
 //!   SKIP LOCKED, and the followers of all heads read in one statement;

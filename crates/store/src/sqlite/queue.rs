@@ -1,5 +1,5 @@
 //! The job queue on SQLite. The SQL both backends share is `impl_job_queue!`
-//! (`queue.rs`); what stays here, and why:
+//! (`queue/sql.rs`); what stays here, and why:
 //! - the claim: there is one writer at a time, so `CLAIM_HEADS` chooses and
 //!   leases the heads in a single `UPDATE … RETURNING` inside a `BEGIN
 //!   IMMEDIATE` transaction, and nothing can change in between;
