@@ -11,7 +11,10 @@ use crate::sku::{Quantity, Sku};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
-    /// Taken for asynchronous processing while a dependency was unavailable.
+    /// Taken for asynchronous processing while a dependency was unavailable,
+    /// or back here from `pending_payment` with its stock returned when its
+    /// checkout could not get a payment intent: the client's retry with the
+    /// same idempotency key resumes it.
     Accepted,
     /// Stock reserved, waiting for the payment provider.
     PendingPayment,
@@ -53,7 +56,7 @@ impl OrderStatus {
         let allowed = matches!(
             (self, to),
             (Accepted, PendingPayment | Rejected | Cancelled)
-                | (PendingPayment, Paid | PaymentFailed | Cancelled)
+                | (PendingPayment, Accepted | Paid | PaymentFailed | Cancelled)
                 | (PaymentFailed, Cancelled)
                 | (Paid, Fulfilling)
                 | (Fulfilling, Shipped)
@@ -105,7 +108,12 @@ impl OrderStatus {
         Self::ALL.into_iter().find(|s| s.as_str() == status)
     }
 
-    /// What entering this status does to the stock the order holds.
+    /// What entering this status does to the stock an inventory node holds
+    /// for the order. Entering `accepted` again after a failed checkout
+    /// keeps the hold: the client's retry asks for the same hold (keyed by
+    /// the order id), which a released hold could not give again; an order
+    /// no retry resumes is cancelled when its reservation expires, and that
+    /// releases the hold.
     pub fn stock_effect(self) -> Option<StockEffect> {
         match self {
             Self::Paid => Some(StockEffect::Commit),
@@ -208,6 +216,7 @@ mod tests {
                 (Accepted, PendingPayment),
                 (Accepted, Cancelled),
                 (Accepted, Rejected),
+                (PendingPayment, Accepted),
                 (PendingPayment, Paid),
                 (PendingPayment, PaymentFailed),
                 (PendingPayment, Cancelled),

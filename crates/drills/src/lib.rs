@@ -5,10 +5,12 @@
 //! fault-injecting TCP proxy that drills put between Holdfast and a dependency.
 
 pub mod bench;
+pub mod coldpath;
 pub mod demo;
 pub mod drill;
 pub mod harness;
 pub mod load;
 pub mod partner;
+pub mod postmortem;
 pub mod proxy;
 pub mod topology;

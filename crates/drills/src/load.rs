@@ -27,9 +27,14 @@ pub struct Answer {
 
 impl Driver {
     pub fn new(base_url: &str, key: &str) -> anyhow::Result<Self> {
+        Self::with_timeout(base_url, key, Duration::from_secs(30))
+    }
+
+    /// A driver whose requests give up after `timeout`.
+    pub fn with_timeout(base_url: &str, key: &str, timeout: Duration) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(256)
-            .timeout(Duration::from_secs(30))
+            .timeout(timeout)
             .build()?;
         Ok(Self {
             http,
@@ -87,6 +92,11 @@ impl Driver {
             request = request.header("Idempotency-Key", key);
         }
         self.send(request).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> anyhow::Result<Answer> {
+        self.send(self.http.put(format!("{}{path}", self.base_url)).json(body))
+            .await
     }
 
     pub async fn get(&self, path: &str) -> anyhow::Result<Answer> {

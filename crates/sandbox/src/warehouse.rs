@@ -14,9 +14,9 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use rand::Rng;
@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 use tokio::net::TcpListener;
 
 use crate::error::{ApiError, json_response};
-use crate::gate::{AuthRule, Gate, gate};
+use crate::gate::{AuthRule, Gate, gate, run_to_completion};
 use crate::idempotency::{Executed, IdempotencyStore, idempotency_key};
 use crate::ids::{new_id, unix_now};
 
@@ -155,19 +155,6 @@ impl SandboxWarehouse {
         let mut all: Vec<Shipment> = self.inner.shipments_lock().values().cloned().collect();
         all.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
         all
-    }
-}
-
-/// Runs the call (latency included) in a task of its own: hyper drops a request's
-/// future when its client disconnects, which would make a killed client's shipment
-/// vanish instead of being created with only its response lost.
-async fn run_to_completion(request: Request, next: Next) -> Response {
-    match tokio::spawn(next.run(request)).await {
-        Ok(response) => response,
-        Err(error) => {
-            tracing::error!(%error, "sandbox warehouse call failed");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
     }
 }
 

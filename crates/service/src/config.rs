@@ -25,6 +25,7 @@ pub struct Config {
     pub warehouse: WarehouseConfig,
     pub events: EventsConfig,
     pub webhooks: WebhooksConfig,
+    pub subscriptions: SubscriptionsConfig,
     pub workers: WorkersConfig,
     pub queues: QueuesConfig,
     pub dependencies: DependenciesConfig,
@@ -142,6 +143,40 @@ pub struct WebhooksConfig {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+pub struct SubscriptionsConfig {
+    /// Whether this node's workers run the renewal scheduler, the payment
+    /// worker, dunning and settlement.
+    pub enabled: bool,
+    pub scheduler_interval_ms: u64,
+    pub past_due_grace_days: u32,
+    /// The delay before each retry of a failed charge; the last repeats.
+    pub dunning_delays_s: Vec<u64>,
+    pub settlement_interval_ms: u64,
+    /// Whether `/api/v1/test-clocks` exists.
+    pub test_clocks: bool,
+}
+
+impl SubscriptionsConfig {
+    /// The delay before the retry that follows failed attempt `attempt`
+    /// (1 for the first attempt).
+    pub fn dunning_delay(&self, attempt: u32) -> Duration {
+        let index = usize::try_from(attempt.saturating_sub(1)).unwrap_or(usize::MAX);
+        let seconds = self
+            .dunning_delays_s
+            .get(index)
+            .or(self.dunning_delays_s.last())
+            .copied()
+            .unwrap_or(0);
+        Duration::from_secs(seconds)
+    }
+
+    pub fn past_due_grace(&self) -> chrono::TimeDelta {
+        chrono::TimeDelta::days(i64::from(self.past_due_grace_days))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct WorkersConfig {
     pub poll_interval_ms: u64,
     pub relay_batch: u32,
@@ -156,6 +191,7 @@ pub struct QueuesConfig {
     pub fulfillment: QueueConfig,
     pub webhooks: QueueConfig,
     pub events: QueueConfig,
+    pub subscription_payments: QueueConfig,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize)]
@@ -398,6 +434,7 @@ impl Config {
         self.validate_inventory()?;
         self.validate_dependencies()?;
         self.validate_cold_path()?;
+        self.validate_subscriptions()?;
         tracing_subscriber_filter_check(&self.log.level)?;
         Ok(())
     }
@@ -447,6 +484,7 @@ impl Config {
             ("queues.fulfillment", self.queues.fulfillment),
             ("queues.webhooks", self.queues.webhooks),
             ("queues.events", self.queues.events),
+            ("queues.subscription_payments", self.queues.subscription_payments),
         ];
         for (name, queue) in queues {
             if queue.visibility_timeout_s == 0 {
@@ -493,6 +531,65 @@ impl Config {
             return Err(ConfigError::new(
                 "events.subject_prefix",
                 format!("{:?} is not a NATS subject prefix", self.events.subject_prefix),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_subscriptions(&self) -> Result<(), ConfigError> {
+        let subscriptions = &self.subscriptions;
+        if subscriptions.scheduler_interval_ms == 0 {
+            return Err(ConfigError::new(
+                "subscriptions.scheduler_interval_ms",
+                "must be greater than 0",
+            ));
+        }
+        if subscriptions.settlement_interval_ms == 0 {
+            return Err(ConfigError::new(
+                "subscriptions.settlement_interval_ms",
+                "must be greater than 0",
+            ));
+        }
+        let payments = self.queues.subscription_payments;
+        let retries = usize::try_from(payments.max_receives.saturating_sub(1)).unwrap_or(usize::MAX);
+        if retries > 0 && subscriptions.dunning_delays_s.is_empty() {
+            return Err(ConfigError::new(
+                "subscriptions.dunning_delays_s",
+                format!(
+                    "needs at least one delay: queues.subscription_payments.max_receives = {} allows {retries} retries",
+                    payments.max_receives
+                ),
+            ));
+        }
+        if subscriptions.dunning_delays_s.len() > retries {
+            return Err(ConfigError::new(
+                "subscriptions.dunning_delays_s",
+                format!(
+                    "lists {} delays but queues.subscription_payments.max_receives = {} allows only {retries} retries",
+                    subscriptions.dunning_delays_s.len(),
+                    payments.max_receives
+                ),
+            ));
+        }
+        // A retry that comes back while the attempt before it may still hold
+        // its lease would only find that attempt pending.
+        if let Some(short) = subscriptions
+            .dunning_delays_s
+            .iter()
+            .find(|delay| **delay < payments.visibility_timeout_s)
+        {
+            return Err(ConfigError::new(
+                "subscriptions.dunning_delays_s",
+                format!(
+                    "{short} s is shorter than queues.subscription_payments.visibility_timeout_s ({} s)",
+                    payments.visibility_timeout_s
+                ),
+            ));
+        }
+        if subscriptions.past_due_grace_days > 3650 {
+            return Err(ConfigError::new(
+                "subscriptions.past_due_grace_days",
+                "must be at most 3650 (ten years)",
             ));
         }
         Ok(())
@@ -670,6 +767,29 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(error.key, "database.pools.read.max_connections");
+    }
+
+    #[test]
+    fn subscription_settings_are_checked_against_their_queue() {
+        let config = Config::defaults().unwrap();
+        assert!(config.subscriptions.enabled && !config.subscriptions.test_clocks);
+        assert_eq!(config.subscriptions.past_due_grace_days, 14);
+        let payments = config.queues.subscription_payments;
+        assert_eq!((payments.visibility_timeout_s, payments.max_receives), (300, 3));
+        assert_eq!(config.subscriptions.dunning_delay(1), Duration::from_secs(86_400));
+        assert_eq!(config.subscriptions.dunning_delay(2), Duration::from_secs(259_200));
+        assert_eq!(config.subscriptions.dunning_delay(5), Duration::from_secs(259_200));
+        let error = with(&[("subscriptions.dunning_delays_s", "[86400, 86400, 86400]")]).unwrap_err();
+        assert_eq!(error.key, "subscriptions.dunning_delays_s");
+        assert!(error.message.contains("max_receives = 3"), "{error}");
+        let error = with(&[("subscriptions.dunning_delays_s", "[60]")]).unwrap_err();
+        assert!(error.message.contains("visibility_timeout_s"), "{error}");
+        let error = with(&[("subscriptions.dunning_delays_s", "[]")]).unwrap_err();
+        assert_eq!(error.key, "subscriptions.dunning_delays_s");
+        let error = with(&[("subscriptions.scheduler_interval_ms", "0")]).unwrap_err();
+        assert_eq!(error.key, "subscriptions.scheduler_interval_ms");
+        let error = with(&[("queues.subscription_payments.max_receives", "0")]).unwrap_err();
+        assert_eq!(error.key, "queues.subscription_payments.max_receives");
     }
 
     #[test]

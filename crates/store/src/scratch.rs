@@ -4,7 +4,7 @@
 use std::str::FromStr;
 
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, Executor, PgConnection};
+use sqlx::{ConnectOptions, Connection, Executor, PgConnection, Row};
 
 use crate::StoreError;
 
@@ -42,14 +42,17 @@ pub async fn drop_database(admin_url: &str, database_url: &str) -> Result<(), St
 }
 
 /// Also through PgBouncer: no startup parameter it refuses, and only simple
-/// queries (no prepared statements) on this connection.
+/// queries (no prepared statements) on this connection. Its statements are
+/// not logged: a `DROP DATABASE … WITH (FORCE)` that takes a second on a busy
+/// server is expected, not a slow query worth a warning in a drill's output.
 async fn admin_connection(admin_url: &str) -> Result<PgConnection, StoreError> {
     let options = PgConnectOptions::from_str(admin_url)
         .map_err(|source| StoreError::Connect {
             target: crate::describe_target(admin_url),
             source,
         })?
-        .extra_float_digits(None);
+        .extra_float_digits(None)
+        .disable_statement_logging();
     PgConnection::connect_with(&options)
         .await
         .map_err(|source| StoreError::Connect {
@@ -240,6 +243,63 @@ impl ScratchPgBouncer {
     pub fn log_path(&self) -> std::path::PathBuf {
         self.dir.join("pgbouncer.log")
     }
+
+    pub fn ini_path(&self) -> std::path::PathBuf {
+        self.dir.join("pgbouncer.ini")
+    }
+}
+
+/// A connection to a PgBouncer's admin console. A drill that lowers
+/// `max_client_conn` opens it before and holds it until the limit is back,
+/// so the connection that restores the limit is never one that is refused.
+pub async fn pgbouncer_admin(admin_url: &str) -> Result<PgConnection, StoreError> {
+    admin_connection(admin_url).await
+}
+
+/// Rewrites `max_client_conn` in `ini` and has PgBouncer reload it. With
+/// `restart_clients_of`, every client connection to that database is then
+/// dropped (`KILL`, at once `RESUME`), as restarting PgBouncer to apply the
+/// change would: its clients must connect again, under the new limit. Returns
+/// how many client connections to that database it dropped (0 without).
+pub async fn set_max_client_conn(
+    ini: &std::path::Path,
+    admin: &mut PgConnection,
+    max_client_conn: u32,
+    restart_clients_of: Option<&str>,
+) -> Result<u64, StoreError> {
+    let io = |e: std::io::Error| StoreError::Migration(format!("{}: {e}", ini.display()));
+    let text = std::fs::read_to_string(ini).map_err(io)?;
+    let rewritten: Vec<String> = text
+        .lines()
+        .map(|line| {
+            if line.trim_start().starts_with("max_client_conn") {
+                format!("max_client_conn = {max_client_conn}")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    std::fs::write(ini, rewritten.join("\n") + "\n").map_err(io)?;
+    admin.execute("RELOAD").await?;
+    if let Some(database) = restart_clients_of {
+        if !database.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(StoreError::Migration(format!(
+                "PgBouncer's console takes plain database names, not {database:?}"
+            )));
+        }
+        let clients = sqlx::raw_sql("SHOW CLIENTS").fetch_all(&mut *admin).await?;
+        let cut = clients
+            .iter()
+            .filter(|row| row.try_get::<String, _>("database").is_ok_and(|name| name == database))
+            .count() as u64;
+        let killed = admin.execute(sqlx::AssertSqlSafe(format!("KILL {database}"))).await;
+        // RESUME whatever KILL did, so new clients are never left paused.
+        let resumed = admin.execute(sqlx::AssertSqlSafe(format!("RESUME {database}"))).await;
+        killed?;
+        resumed?;
+        return Ok(cut);
+    }
+    Ok(0)
 }
 
 impl Drop for ScratchPgBouncer {

@@ -2,6 +2,7 @@
 
 mod queue;
 mod serve;
+mod subscriptions;
 
 use std::path::PathBuf;
 
@@ -36,7 +37,7 @@ pub enum Command {
         #[command(subcommand)]
         bench: holdfast_drills::bench::BenchCommand,
     },
-    /// Fault injection: the proxy drills put between Holdfast and its dependencies.
+    /// Drills: real processes, load, injected faults, SLO gates and invariants; and the fault proxy.
     Drill {
         #[command(subcommand)]
         command: holdfast_drills::drill::DrillCommand,
@@ -54,6 +55,13 @@ pub enum Command {
     Queue {
         #[command(subcommand)]
         command: queue::QueueCommand,
+    },
+    /// Draft an incident report from the operational journal and, optionally, a drill's journal.
+    Postmortem(holdfast_drills::postmortem::PostmortemArgs),
+    /// Creator subscriptions: Finance's audit of every period's charges.
+    Subscriptions {
+        #[command(subcommand)]
+        command: subscriptions::SubscriptionsCommand,
     },
     /// Sandbox stand-ins for outside services.
     Sandbox {
@@ -90,8 +98,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             serve::init_logs_quiet();
             holdfast_drills::drill::run(command, serve::shutdown_signal()).await
         }
+        Command::Postmortem(args) => {
+            serve::init_logs_quiet();
+            holdfast_drills::postmortem::run(args).await
+        }
         Command::Sandbox { service } => serve::sandbox(service).await,
         Command::Queue { command } => queue::run(cli.config, command).await,
+        Command::Subscriptions { command } => subscriptions::run(cli.config, command).await,
         Command::LintMigrations(args) => Ok(exit_code(args.run().await?)),
         Command::Policy {
             command: PolicyCommand::Check(args),

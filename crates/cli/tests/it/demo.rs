@@ -8,7 +8,7 @@ use crate::holdfast;
 #[test]
 fn the_demo_runs_and_its_invariants_hold() {
     let output = holdfast(
-        &["demo", "--orders", "300", "--shoppers", "8"],
+        &["demo", "--orders", "300", "--shoppers", "8", "--subscribers", "40"],
         &[],
         Duration::from_secs(240),
     );
@@ -25,6 +25,15 @@ fn the_demo_runs_and_its_invariants_hold() {
     assert!(received > 0, "the partner received no webhook:\n{stdout}");
     assert_eq!(figure(&stdout, "deliveries verified"), received, "{stdout}");
     assert_eq!(figure(&stdout, "events missing at the partner"), 0, "{stdout}");
+    // A year of subscriptions on a test clock, and the audit finds nothing.
+    assert_eq!(figure(&stdout, "subscribers"), 40, "{stdout}");
+    assert!(figure(&stdout, "charges succeeded") > 40, "{stdout}");
+    assert!(
+        figure(&stdout, "charges failed") > 0,
+        "declining cards went through dunning:\n{stdout}"
+    );
+    assert!(stdout.contains("12 of 12 months advanced and settled"), "{stdout}");
+    assert_eq!(figure(&stdout, "audit"), 0, "{stdout}");
 }
 
 /// The number printed after `label` on its line of the report.
@@ -53,6 +62,8 @@ fn a_drain_that_cannot_finish_is_reported_as_not_drained() {
             "--drain-timeout-s",
             "3",
             "--partner-down",
+            "--subscribers",
+            "0",
         ],
         &[],
         Duration::from_secs(240),

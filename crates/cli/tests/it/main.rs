@@ -5,10 +5,15 @@
 // Test code may unwrap: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod audit;
 mod demo;
 mod drill;
+mod drill_invariants;
+mod drill_run;
 mod kill;
 mod kill_pgbouncer;
+mod kill_renewal;
+mod postmortem;
 mod preflight;
 mod queue;
 mod reload;

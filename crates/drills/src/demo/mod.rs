@@ -3,9 +3,10 @@
 //! a signed webhook, and concurrent shoppers — some racing for the last
 //! units, some retrying, some sending bad requests. It waits for the cold
 //! path (fulfillment, webhook delivery) to drain, checks the invariants and
-//! exits non-zero if one breaks.
+//! exits non-zero if one breaks. Then a year of subscriptions on a test
+//! clock (see [`subscriptions`]), checked by Finance's audit.
 
-mod drain;
+mod subscriptions;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,10 +20,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::Rng;
 use tokio::sync::Mutex;
 
+use crate::coldpath::{self as drain, Drained, StockLevel, WebhookFindings};
 use crate::harness::{self, Database};
 use crate::load::{Answer, Driver, Latencies, order_body};
-use crate::partner::Partner;
-use drain::{Drained, WebhookFindings};
+use crate::partner::{self, Partner};
 
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
@@ -44,6 +45,10 @@ pub struct DemoArgs {
     /// still pending).
     #[arg(long)]
     pub partner_down: bool,
+    /// Subscribers in the subscriptions act, a year of renewals on a test
+    /// clock (0 skips it).
+    #[arg(long, default_value_t = 300)]
+    pub subscribers: u64,
 }
 
 const REGULAR: usize = 12;
@@ -122,7 +127,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
             Database::Postgres { .. } => "PostgreSQL",
         }
     );
-    let service = harness::start(&database, |_| {}).await?;
+    let service = harness::start(&database, |config| {
+        if args.subscribers > 0 {
+            subscriptions::configure(config);
+        }
+    })
+    .await?;
     let admin = Driver::new(&service.base_url, &service.admin_key)?;
     for i in 0..REGULAR {
         admin
@@ -158,12 +168,22 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     } else {
         Some(drain::pending(&service.store).await?)
     };
+    let subscribed = if args.subscribers > 0 {
+        Some(subscriptions::run(&admin, &shop, &service.store, args.subscribers).await?)
+    } else {
+        None
+    };
     // Every invariant is computed from one snapshot, taken once the service
     // has stopped: nothing moves stock, orders or deliveries while it is read.
     let mut service = service;
     service.halt().await?;
     let store = service.store.clone();
-    let snapshot = drain::snapshot(&store, &partner.receiver, PARTNER_HOOK).await?;
+    let mut snapshot = drain::snapshot(&store, &partner.receiver, PARTNER_HOOK).await?;
+    // The partner also hears of subscriptions and settlements; the checks
+    // here are about orders, and the audit is the subscriptions' check.
+    snapshot
+        .deliveries
+        .retain(|delivery| partner::event_type(delivery).is_none_or(|kind| kind.starts_with("order.")));
     let webhooks = drain::check(&snapshot);
     let oversells = check_stock(&store, &snapshot.orders).await?;
     let counts = store.order_counts().await?;
@@ -172,7 +192,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
         .any(|(status, n)| *status == OrderStatus::PendingPayment && *n > 0);
     drop(store);
     service.stop().await?;
-    let broken = report(&Outcome {
+    let mut broken = report(&Outcome {
         tally,
         counts,
         oversells,
@@ -182,6 +202,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
         pending,
         webhooks,
     });
+    if let Some(subscribed) = &subscribed {
+        broken |= subscriptions::report(subscribed);
+    }
+    if broken {
+        println!("\nAn invariant broke: see above.");
+    } else {
+        println!("\nAll invariants held.");
+    }
     partner.stop().await?;
     Ok(if broken { 1 } else { 0 })
 }
@@ -337,42 +365,32 @@ async fn bad_request(shop: &Driver, n: u64, key: &str) -> anyhow::Result<Answer>
     }
 }
 
-/// SKUs whose stock does not add up: it can never go negative, what
-/// shipped left on-hand stock, and what open orders hold is reserved.
+/// SKUs whose stock does not add up (see [`drain::stock_mismatches`]),
+/// each printed.
 async fn check_stock(store: &holdfast_store::SharedStore, orders: &[(Order, Vec<OrderStatus>)]) -> anyhow::Result<u64> {
-    // Units per SKU consumed by shipped orders and held by open ones.
-    let mut consumed: BTreeMap<&str, i64> = BTreeMap::new();
-    let mut held: BTreeMap<&str, i64> = BTreeMap::new();
-    for (order, _) in orders {
-        let bucket = match order.status {
-            OrderStatus::Shipped => &mut consumed,
-            OrderStatus::PendingPayment | OrderStatus::Paid | OrderStatus::Fulfilling => &mut held,
-            _ => continue,
-        };
-        for line in &order.lines {
-            *bucket.entry(line.sku.as_str()).or_default() += i64::from(line.qty);
-        }
-    }
-    let mut oversells = 0;
     let skus: Vec<(String, i64)> = (0..REGULAR)
         .map(|i| (regular_sku(i), REGULAR_STOCK))
         .chain(SCARCE.iter().map(|s| (s.to_string(), SCARCE_STOCK)))
         .collect();
+    let mut levels = Vec::new();
     for (sku, initial) in skus {
         let level = store
             .get_inventory(&Sku::parse(&sku).map_err(|e| anyhow::anyhow!("{e}"))?)
             .await?
             .ok_or_else(|| anyhow::anyhow!("{sku} vanished"))?;
-        let shipped = consumed.get(sku.as_str()).copied().unwrap_or(0);
-        let reserved = held.get(sku.as_str()).copied().unwrap_or(0);
-        if level.available < 0 || level.on_hand != initial - shipped || level.reserved != reserved {
-            println!(
-                "STOCK MISMATCH {sku}: started with {initial}, {shipped} shipped, {reserved} held by open orders, now {level:?}"
-            );
-            oversells += 1;
-        }
+        levels.push(StockLevel {
+            sku,
+            initial,
+            on_hand: level.on_hand,
+            reserved: level.reserved,
+            available: level.available,
+        });
     }
-    Ok(oversells)
+    let mismatches = drain::stock_mismatches(orders, &levels);
+    for line in &mismatches {
+        println!("STOCK MISMATCH {line}");
+    }
+    Ok(mismatches.len() as u64)
 }
 
 fn report(outcome: &Outcome) -> bool {
@@ -451,11 +469,6 @@ fn report(outcome: &Outcome) -> bool {
         .take(10)
     {
         println!("  ! {line}");
-    }
-    if broken {
-        println!("\nAn invariant broke: see above.");
-    } else {
-        println!("\nAll invariants held.");
     }
     broken
 }

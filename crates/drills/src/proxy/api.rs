@@ -182,6 +182,7 @@ impl ControlApi {
                     .delete(delete_proxy),
             )
             .route("/proxies/{proxy}/stats", get(show_stats))
+            .route("/proxies/{proxy}/record", get(show_record))
             .route("/proxies/{proxy}/toxics", get(list_toxics).post(add_toxic))
             .route(
                 "/proxies/{proxy}/toxics/{toxic}",
@@ -308,11 +309,33 @@ async fn list_toxics(State(api): State<ControlApi>, Path(name): Path<String>) ->
     Ok(axum::Json(toxics).into_response())
 }
 
+/// Besides Toxiproxy's fields, the body may carry `time_limit_ms`: the proxy removes
+/// the toxic by itself when it runs out, whatever becomes of the caller.
 async fn add_toxic(State(api): State<ControlApi>, Path(name): Path<String>, body: Bytes) -> ApiResult {
     let proxy = api.get(&name).await?;
-    let toxic = Toxic::from_json(parse_body(&body)?)?;
-    proxy.add_toxic(toxic.clone())?;
+    let mut body: Value = parse_body(&body)?;
+    let limit = match body.as_object_mut().and_then(|fields| fields.remove("time_limit_ms")) {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(
+            value
+                .as_u64()
+                .filter(|ms| *ms > 0)
+                .map(std::time::Duration::from_millis)
+                .ok_or_else(|| ApiError::bad_request("`time_limit_ms` must be a positive integer"))?,
+        ),
+    };
+    let toxic = Toxic::from_json(body)?;
+    match limit {
+        Some(limit) => proxy.add_toxic_for(toxic.clone(), limit)?,
+        None => proxy.add_toxic(toxic.clone())?,
+    }
     Ok(axum::Json(toxic.to_json()).into_response())
+}
+
+/// The faults this proxy applied and what they affected.
+async fn show_record(State(api): State<ControlApi>, Path(name): Path<String>) -> ApiResult {
+    let proxy = api.get(&name).await?;
+    Ok(axum::Json(proxy.record()).into_response())
 }
 
 async fn show_toxic(State(api): State<ControlApi>, Path((name, toxic)): Path<(String, String)>) -> ApiResult {

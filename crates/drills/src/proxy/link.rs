@@ -16,7 +16,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 
-use super::{Counters, Stream, ToxicKind, ToxicSet};
+use std::sync::Arc;
+
+use super::{Counters, Effect, Stream, ToxicKind, ToxicSet};
 
 /// Bytes read per chunk. Small enough that latency is applied with fine grain,
 /// large enough that an unfaulted connection costs little.
@@ -115,6 +117,8 @@ struct Plan {
     rate_kb: Option<u64>,
     /// The earliest timeout or reset, and how it ends the connection.
     deadline: Option<(Instant, End)>,
+    /// The toxics that act on the bytes (drop, delay, throttle), to count them.
+    acting: Vec<Arc<Effect>>,
 }
 
 impl Plan {
@@ -151,13 +155,14 @@ fn millis(ms: u64) -> Duration {
 struct Clocks(Vec<(u64, Instant)>);
 
 impl Clocks {
-    fn started(&mut self, id: u64) -> Instant {
+    /// When the toxic reached this pipe, and whether that is now.
+    fn started(&mut self, id: u64) -> (Instant, bool) {
         if let Some((_, at)) = self.0.iter().find(|(known, _)| *known == id) {
-            return *at;
+            return (*at, false);
         }
         let now = Instant::now();
         self.0.push((id, now));
-        now
+        (now, true)
     }
 }
 
@@ -213,6 +218,10 @@ impl Pipe<'_> {
                 source_open = false;
                 continue;
             };
+            let len = chunk.data.len() as u64;
+            for effect in &plan.acting {
+                effect.bytes.fetch_add(len, Ordering::Relaxed);
+            }
             if plan.drop_data {
                 continue;
             }
@@ -239,14 +248,19 @@ impl Pipe<'_> {
             if !applies(self.seed, active.id, active.toxic.toxicity) {
                 continue;
             }
-            let started = clocks.started(active.id);
+            let (started, first) = clocks.started(active.id);
+            if first {
+                active.effect.connections.fetch_add(1, Ordering::Relaxed);
+            }
             match active.toxic.kind {
                 ToxicKind::Latency { latency_ms, jitter_ms } => {
                     plan.latency_ms = plan.latency_ms.saturating_add(latency_ms);
                     plan.jitter_ms = plan.jitter_ms.saturating_add(jitter_ms);
+                    plan.acting.push(active.effect.clone());
                 }
                 ToxicKind::Timeout { timeout_ms } => {
                     plan.drop_data = true;
+                    plan.acting.push(active.effect.clone());
                     if timeout_ms > 0 {
                         plan.end_at(started + millis(timeout_ms), End::Close);
                     }
@@ -256,6 +270,7 @@ impl Pipe<'_> {
                 }
                 ToxicKind::Bandwidth { rate_kb } => {
                     plan.rate_kb = Some(plan.rate_kb.map_or(rate_kb, |slowest| slowest.min(rate_kb)));
+                    plan.acting.push(active.effect.clone());
                 }
             }
         }

@@ -221,3 +221,43 @@ async fn absurd_durations_mean_forever() -> TestResult {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_fault_with_a_time_limit_heals_itself_and_the_record_says_what_it_did() -> TestResult {
+    within(LIMIT, async {
+        let upstream = echo_server().await?;
+        let proxy = proxy_to(&upstream).await?;
+        let mut stream = connect(&proxy).await?;
+        proxy.add_toxic_for(Toxic::latency(150, 0).named("slow"), Duration::from_millis(600))?;
+        let (back, took) = echo(&mut stream, b"slow while the toxic is on").await?;
+        assert_eq!(back, b"slow while the toxic is on");
+        assert!(took >= Duration::from_millis(150), "{took:?}");
+        // Nobody removes it: the proxy does, when its limit runs out.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(proxy.is_clean(), "{:?}", proxy.toxics());
+        let (_, took) = echo(&mut stream, b"fast again").await?;
+        assert!(took < Duration::from_millis(150), "{took:?}");
+
+        proxy.disable_for(Duration::from_millis(300)).await?;
+        assert!(TcpStream::connect(proxy.local_addr()).await.is_err());
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(proxy.is_clean());
+        let mut again = connect(&proxy).await?;
+        assert_eq!(echo(&mut again, b"up").await?.0, b"up");
+
+        let record = proxy.record();
+        assert_eq!(record.len(), 2, "{record:?}");
+        let (slow, down) = (&record[0], &record[1]);
+        assert_eq!((slow.name.as_str(), slow.kind.as_str()), ("slow", "latency"));
+        assert_eq!(slow.ended, Some(holdfast_drills::proxy::Ended::TimeLimit));
+        assert_eq!(slow.time_limit_ms, Some(600));
+        // The one connection's downstream direction, and the bytes it delayed.
+        assert_eq!(slow.connections, 1, "{slow:?}");
+        assert!(slow.bytes >= b"slow while the toxic is on".len() as u64, "{slow:?}");
+        assert_eq!(down.kind, "down");
+        assert_eq!(down.connections, 1, "the open connection was cut: {down:?}");
+        assert_eq!(down.ended, Some(holdfast_drills::proxy::Ended::TimeLimit));
+        Ok(())
+    })
+    .await
+}

@@ -7,7 +7,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
@@ -15,7 +15,7 @@ use super::Inner;
 use super::intent::{CreateParams, IntentStatus, card_error_body, parse_form};
 use super::webhooks;
 use crate::error::{ApiError, json_response};
-use crate::gate::gate;
+use crate::gate::{gate, run_to_completion};
 use crate::idempotency::{Executed, idempotency_key};
 use crate::ids::unix_now;
 
@@ -30,6 +30,7 @@ pub(super) fn router(inner: Arc<Inner>) -> Router {
         .route("/v1/payment_intents/{id}/cancel", post(cancel_intent))
         .fallback(unknown_route)
         .layer(from_fn_with_state(gate_state, gate))
+        .layer(from_fn(run_to_completion))
         .with_state(inner)
 }
 

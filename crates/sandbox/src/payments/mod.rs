@@ -191,6 +191,16 @@ impl SandboxPayments {
     pub fn intent(&self, id: &str) -> Option<PaymentIntent> {
         self.inner.intents_lock().get(id).map(|record| record.intent.clone())
     }
+
+    /// A snapshot of every intent created so far, in no particular order: what a
+    /// drill audits for double charges.
+    pub fn intents(&self) -> Vec<PaymentIntent> {
+        self.inner
+            .intents_lock()
+            .values()
+            .map(|record| record.intent.clone())
+            .collect()
+    }
 }
 
 impl Inner {

@@ -243,6 +243,7 @@ impl ApiError {
             StoreError::NotFound(what) => Self::new(StatusCode::NOT_FOUND, code, format!("{what} not found")),
             StoreError::Conflict(detail) => Self::conflict(code, detail),
             StoreError::InvalidTransition(e) => Self::conflict(code, e.to_string()),
+            StoreError::InvalidSubscriptionTransition(e) => Self::conflict(code, e.to_string()),
             StoreError::Timeout(_) | StoreError::Unavailable(_) => {
                 let kind = if matches!(error, StoreError::Timeout(_)) {
                     "timeout"

@@ -1,11 +1,14 @@
 //! Extractors that parse at the boundary and fail as problem+json: JSON
 //! bodies (with the path of a bad field), query strings, and the bodies'
-//! canonical hash for idempotency.
+//! canonical hash for idempotency, the `Idempotency-Key` header, and an
+//! answer recorded for a key, as sent.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use holdfast_store::StoredResponse;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
@@ -80,4 +83,43 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
             .map(ApiQuery)
             .map_err(|e| ApiError::bad_request("invalid_query", format!("bad query string: {e}")))
     }
+}
+
+/// The `Idempotency-Key` header: required, 1 to 255 visible ASCII characters.
+pub fn idempotency_key(headers: &HeaderMap, route: &str) -> Result<String, ApiError> {
+    let value = headers.get("idempotency-key").ok_or_else(|| {
+        ApiError::bad_request(
+            "idempotency_key_missing",
+            format!("{route} needs an Idempotency-Key header"),
+        )
+    })?;
+    value
+        .to_str()
+        .ok()
+        .filter(|key| !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "idempotency_key_invalid",
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            )
+        })
+}
+
+/// An answer recorded for an idempotency key, as sent: first, or again
+/// (`Idempotent-Replayed: true`).
+pub fn stored(response: StoredResponse, replayed: bool) -> Response {
+    let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK);
+    let mut response = (status, response.body).into_response();
+    let headers = response.headers_mut();
+    let content_type = if status.is_success() {
+        "application/json"
+    } else {
+        "application/problem+json"
+    };
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
 }

@@ -16,6 +16,7 @@ pub mod orders;
 pub mod payments;
 pub mod queues;
 pub mod state;
+pub mod subscriptions;
 pub mod types;
 pub mod webhooks;
 
@@ -67,6 +68,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(journal::router())
         .merge(webhooks::router())
         .merge(inventory::router())
+        .merge(subscriptions::router())
         .split_for_parts()
 }
 

@@ -3,8 +3,8 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use holdfast_domain::{
     Address, Cart, CustomerName, Email, OrderId, OrderStatus, ValidationErrors, address::AddressFields,
@@ -17,11 +17,12 @@ use utoipa_axum::routes;
 
 use super::auth::Storefront;
 use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiQuery, idempotency_key, stored};
 use super::state::AppState;
 use super::types::{AddressIo, OrderOut};
-use crate::pipeline::checkout::{self, Checkout, CheckoutRequest, PaymentMethod};
-use crate::pipeline::idempotency::{self, Begun, Claim};
+use crate::pipeline::Error as PipelineError;
+use crate::pipeline::checkout::{self, Answered, Checkout, CheckoutRequest, PaymentMethod};
+use crate::pipeline::idempotency::{self, Claim};
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -107,45 +108,6 @@ impl OrderIn {
     }
 }
 
-/// The `Idempotency-Key` header: required, 1 to 255 visible ASCII characters.
-fn idempotency_key(headers: &HeaderMap) -> ApiResult<String> {
-    let value = headers.get("idempotency-key").ok_or_else(|| {
-        ApiError::bad_request(
-            "idempotency_key_missing",
-            "POST /api/v1/orders needs an Idempotency-Key header",
-        )
-    })?;
-    value
-        .to_str()
-        .ok()
-        .filter(|key| !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned)
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "idempotency_key_invalid",
-                "Idempotency-Key must be 1 to 255 visible ASCII characters",
-            )
-        })
-}
-
-/// An answer recorded for an idempotency key, as sent: first, or again
-/// (`Idempotent-Replayed: true`).
-fn stored(response: StoredResponse, replayed: bool) -> Response {
-    let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK);
-    let mut response = (status, response.body).into_response();
-    let headers = response.headers_mut();
-    let content_type = if status.is_success() {
-        "application/json"
-    } else {
-        "application/problem+json"
-    };
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if replayed {
-        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    response
-}
-
 /// Place an order: reserve stock for every item (all or nothing), then create
 /// the payment intent.
 #[utoipa::path(post, path = "/api/v1/orders", tag = "orders", request_body = OrderIn,
@@ -164,53 +126,53 @@ pub async fn create_order(
     json: ApiJson<OrderIn>,
 ) -> ApiResult<Response> {
     let deps = &state.deps;
-    let key = idempotency_key(&headers)?;
+    let key = idempotency_key(&headers, "POST /api/v1/orders")?;
     let request = json
         .body
         .parse()
         .map_err(|errors| ApiError::validation("invalid_cart", errors))?;
     let priced = checkout::price_cart(deps, &request.cart).await?;
-    let now = Utc::now();
     let claim = Claim {
         scope: principal.key_id.to_string(),
         key,
+        request_hash: json.canonical_hash,
     };
-    let order_id = match idempotency::begin(deps, &claim, json.canonical_hash, now).await? {
-        Begun::New(order_id) => order_id,
-        Begun::Replay(response) => return Ok(stored(response, true)),
-    };
-    let (status, body) = match checkout::checkout(deps, order_id, &request, priced, now).await {
-        Ok(outcome) => created(outcome)?,
-        Err(error) => {
-            let error = ApiError::from(error);
-            // Retryable failures are not stored, so the client's retry with
-            // the same key runs again (as with Stripe).
-            if error.status.is_server_error() {
-                idempotency::release(deps, &claim).await;
-                return Err(error);
-            }
-            (error.status, error.body())
+    let error = match checkout::place(deps, &claim, &request, priced, Utc::now(), &created).await {
+        Ok(Answered::First(response)) => return Ok(stored(response, false)),
+        Ok(Answered::Replayed(response)) => return Ok(stored(response, true)),
+        // About the key, not the order: nothing to store.
+        Err(error @ (PipelineError::IdempotencyInProgress | PipelineError::IdempotencyMismatch)) => {
+            return Err(error.into());
         }
+        Err(error) => error,
     };
+    let cause = format!("checkout failed: {}", error.code());
+    let error = ApiError::from(error);
+    // Retryable failures are not stored, so the client's retry with the
+    // same key runs again, resuming the order if one was written (as with
+    // Stripe); final ones are its answer from now on.
+    if error.status.is_server_error() {
+        return Err(error);
+    }
     let response = StoredResponse {
-        status: status.as_u16(),
-        body,
+        status: error.status.as_u16(),
+        body: error.body(),
     };
-    idempotency::complete(deps, &claim, &response).await?;
+    idempotency::record_failure(deps, &claim, &response, &cause).await?;
     Ok(stored(response, false))
 }
 
 /// The answer to a checkout that went through: `201` with the intent's
 /// client secret, or `202` when it was taken for later and the client polls
 /// the order for its intent.
-fn created(outcome: Checkout) -> ApiResult<(StatusCode, String)> {
+fn created(outcome: &Checkout) -> StoredResponse {
     let (status, created) = match outcome {
         Checkout::Placed(placed) => (
             StatusCode::CREATED,
             OrderCreated {
                 order_id: placed.order.id.to_string(),
                 status: placed.order.status.to_string(),
-                client_secret: Some(placed.client_secret),
+                client_secret: Some(placed.client_secret.clone()),
                 expires_at: placed.order.expires_at,
             },
         ),
@@ -229,7 +191,11 @@ fn created(outcome: Checkout) -> ApiResult<(StatusCode, String)> {
             )
         }
     };
-    Ok((status, serde_json::to_string(&created).map_err(ApiError::internal)?))
+    StoredResponse {
+        status: status.as_u16(),
+        // Strings and a time: serializing cannot fail.
+        body: serde_json::to_string(&created).unwrap_or_default(),
+    }
 }
 
 fn parse_order_id(raw: &str) -> ApiResult<OrderId> {

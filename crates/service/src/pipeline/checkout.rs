@@ -1,17 +1,22 @@
-//! Checkout: validate → price from the catalogue → reserve all stock and
-//! record the order in one transaction → create the payment intent.
+//! Checkout: validate → price from the catalogue → claim the idempotency
+//! key, reserve all stock and record the order in one transaction → create
+//! the payment intent → record it with the answer in a second transaction.
 
 use chrono::{DateTime, Utc};
 use holdfast_domain::{
     Address, Cart, CustomerName, Email, FieldError, Money, OrderId, OrderStatus, Quantity, Sku, ValidationErrors,
 };
 use holdfast_resilience::{CallError, CallOptions, OnUnavailable};
-use holdfast_store::{NewOrder, Order, PaymentIntentRef, PlaceOrderError, StatusChange, StoreError};
+use holdfast_store::{
+    CheckoutBegin, CheckoutFinish, CheckoutStart, IdempotentRequest, NewOrder, Order, PaymentIntentRef, StatusChange,
+    Stock, StoredResponse,
+};
 
 use super::deps::Deps;
 use super::error::{Error, Unavailable};
+use super::idempotency::Claim;
 use super::queues;
-use super::reservation::{self, Reserve, reservation_ttl};
+use super::reservation::{self, reservation_ttl};
 use crate::providers::payments::{IntentRequest, ProviderError};
 
 /// A checkout request after parsing at the boundary.
@@ -114,51 +119,58 @@ pub enum Checkout {
     Accepted(Order),
 }
 
-/// Runs the transactional part and the provider call. `order_id` comes from
-/// the idempotency record, so a retry after a crash resumes the same order.
-pub async fn checkout(
-    deps: &Deps,
-    order_id: OrderId,
-    request: &CheckoutRequest,
-    priced: PricedCart,
-    now: DateTime<Utc>,
-) -> Result<Checkout, Error> {
-    let order = reserve_and_record(deps, order_id, request, priced, now).await?;
-    if order.status == OrderStatus::Accepted {
-        return Ok(Checkout::Accepted(order));
-    }
-    let intent = match request_intent(deps, &order).await {
-        Ok(intent) => intent,
-        Err(error) => {
-            if let Some(later) = intent_for_later(deps, &order, &error).await {
-                return later;
-            }
-            let error = intent_error(error);
-            release_after_failure(deps, &order, error.code()).await;
-            return Err(error);
-        }
-    };
-    deps.store.attach_payment_intent(&order.id, &intent).await?;
-    Ok(Checkout::Placed(Placed {
-        order,
-        client_secret: intent.client_secret,
-    }))
+/// How the API answers a checkout's outcome: given by the HTTP layer, so
+/// that the answer is stored for the idempotency key in the same
+/// transaction as the writes it reports.
+pub type Render = dyn Fn(&Checkout) -> StoredResponse + Send + Sync;
+
+/// A checkout's answer: the request's own, or one stored before.
+#[derive(Debug)]
+pub enum Answered {
+    First(StoredResponse),
+    Replayed(StoredResponse),
 }
 
-/// Step 1: reserve every line, all or nothing, and write the order with its
-/// timeline and outbox rows (see `reservation`). When inventory is
-/// unavailable the order is taken as `accepted` instead
-/// (`on_unavailable = "queue"`), or refused with 503.
-#[tracing::instrument(skip_all, fields(order_id = %order_id))]
-async fn reserve_and_record(
+/// Places an order idempotently, in two write transactions: the key, the
+/// reservation and the order in the first; then the provider call; then the
+/// intent and the stored answer in the second. An order taken for later is
+/// one transaction. Errors worth retrying (`5xx`) leave either nothing
+/// written or the key open and bound to its order, so the client's retry
+/// resumes that order; other errors are for the caller to store.
+pub async fn place(
+    deps: &Deps,
+    claim: &Claim,
+    request: &CheckoutRequest,
+    priced: PricedCart,
+    now: DateTime<Utc>,
+    render: &Render,
+) -> Result<Answered, Error> {
+    let order = new_order(deps, OrderId::generate(), request, priced, now);
+    let key = claim.request(deps, &order.id, now);
+    let begun = match reservation::begin(deps, &key, &order).await {
+        Err(Error::Unavailable(why)) => match take_for_later(deps, claim, &key, order, why, render).await? {
+            Later::Answered(answer) => return Ok(Answered::First(answer)),
+            Later::Begun(begun) => *begun,
+        },
+        begun => begun?,
+    };
+    match begun {
+        CheckoutBegin::Placed(order) | CheckoutBegin::Resumed(order) => complete(deps, claim, order, render).await,
+        CheckoutBegin::Replay(answer) => Ok(Answered::Replayed(answer)),
+        CheckoutBegin::InProgress => Err(Error::IdempotencyInProgress),
+        CheckoutBegin::Mismatch => Err(Error::IdempotencyMismatch),
+    }
+}
+
+fn new_order(
     deps: &Deps,
     order_id: OrderId,
     request: &CheckoutRequest,
     priced: PricedCart,
     now: DateTime<Utc>,
-) -> Result<Order, Error> {
-    let new_order = NewOrder {
-        id: order_id.clone(),
+) -> NewOrder {
+    NewOrder {
+        id: order_id,
         email: request.email.clone(),
         name: request.name.clone(),
         address: request.address.clone(),
@@ -169,24 +181,28 @@ async fn reserve_and_record(
         expires_at: now + reservation_ttl(&deps.config),
         now,
         cause: "checkout: stock reserved".to_owned(),
-    };
-    match reservation::reserve(deps, Reserve::New(&new_order)).await {
-        Ok(order) => Ok(order),
-        Err(Error::Store(StoreError::Conflict(_))) => resume(deps, &order_id).await,
-        Err(Error::Unavailable(why)) => take_for_later(deps, new_order, why).await,
-        Err(refused) => Err(refused),
     }
 }
 
-/// The id exists: an earlier attempt with this idempotency key placed (or
-/// accepted) the order and then died. Resume it.
-async fn resume(deps: &Deps, order_id: &OrderId) -> Result<Order, Error> {
-    deps.store.get_order(order_id).await?.ok_or(Error::NotFound("order"))
+/// What taking an order for later came to.
+enum Later {
+    /// Taken, and its `202` stored.
+    Answered(StoredResponse),
+    /// The key had been used: what it holds.
+    Begun(Box<CheckoutBegin>),
 }
 
 /// Inventory is unavailable: take the order as `accepted`, with the job
-/// that completes it, in a transaction that touches no stock table.
-async fn take_for_later(deps: &Deps, mut order: NewOrder, why: Unavailable) -> Result<Order, Error> {
+/// that completes it and the `202` stored for its key, in one transaction
+/// that touches no stock table.
+async fn take_for_later(
+    deps: &Deps,
+    claim: &Claim,
+    key: &IdempotentRequest,
+    mut order: NewOrder,
+    why: Unavailable,
+    render: &Render,
+) -> Result<Later, Error> {
     if deps.dependencies.inventory.config().on_unavailable == OnUnavailable::Reject {
         return Err(why.into());
     }
@@ -195,13 +211,132 @@ async fn take_for_later(deps: &Deps, mut order: NewOrder, why: Unavailable) -> R
     tracing::info!(order_id = %order.id, reason = why.reason, "inventory unavailable: order accepted for later");
     order.status = OrderStatus::Accepted;
     order.cause = format!("accepted while inventory was unavailable ({})", why.reason);
+    let job = checkout_job(deps, &order.id, order.now);
+    let answer = |accepted: &Order| render(&Checkout::Accepted(accepted.clone()));
+    let start = CheckoutStart {
+        key,
+        order: &order,
+        stock: Stock::Untouched,
+        jobs: std::slice::from_ref(&job),
+        answer: Some(&answer),
+    };
+    Ok(match deps.store.checkouts().begin(&start).await? {
+        CheckoutBegin::Placed(accepted) => Later::Answered(render(&Checkout::Accepted(accepted))),
+        // A retry of a checkout that failed, while inventory is still
+        // unavailable: its order is `accepted`; leave it to the worker too.
+        CheckoutBegin::Resumed(resumed) if resumed.status == OrderStatus::Accepted => {
+            Later::Answered(leave_to_worker(deps, claim, &resumed, render).await?)
+        }
+        // This request's own first transaction may have committed just as
+        // the inventory policy cut it off: then the key and the order (whose
+        // id only this request knows) are its own.
+        CheckoutBegin::InProgress => match deps.store.get_order(&order.id).await? {
+            Some(own) => Later::Begun(Box::new(CheckoutBegin::Resumed(own))),
+            None => Later::Begun(Box::new(CheckoutBegin::InProgress)),
+        },
+        other => Later::Begun(Box::new(other)),
+    })
+}
+
+fn checkout_job(deps: &Deps, order_id: &OrderId, now: DateTime<Utc>) -> holdfast_store::NewJob {
     let template = deps.config.queues.checkout.template(queues::CHECKOUT);
-    let job = queues::checkout_job(&template, &order.id, order.now);
-    match deps.store.accept_order(&order, std::slice::from_ref(&job)).await {
-        Ok(accepted) => Ok(accepted),
-        Err(PlaceOrderError::Store(StoreError::Conflict(_))) => resume(deps, &order.id).await,
-        Err(error) => Err(error.into()),
+    queues::checkout_job(&template, order_id, now)
+}
+
+/// Step 2, after the first transaction: the payment intent, then the
+/// second transaction with the intent and the answer. An order that is not
+/// awaiting payment (a resumed one that moved on, or one `accepted` while
+/// inventory stays unavailable) is answered as it is.
+#[tracing::instrument(skip_all, fields(order_id = %order.id))]
+async fn complete(deps: &Deps, claim: &Claim, order: Order, render: &Render) -> Result<Answered, Error> {
+    match order.status {
+        OrderStatus::PendingPayment => {}
+        OrderStatus::Accepted => return Ok(Answered::First(leave_to_worker(deps, claim, &order, render).await?)),
+        _ => {
+            let answer = render(&Checkout::Accepted(order.clone()));
+            finish(deps, claim, &order, None, &[], &answer).await?;
+            return Ok(Answered::First(answer));
+        }
     }
+    let intent = match request_intent(deps, &order).await {
+        Ok(intent) => intent,
+        Err(error) => return intent_failed(deps, claim, &order, error, render).await,
+    };
+    let answer = render(&Checkout::Placed(Placed {
+        order: order.clone(),
+        client_secret: intent.client_secret.clone(),
+    }));
+    if let Err(error) = finish(deps, claim, &order, Some(&intent), &[], &answer).await {
+        // The intent exists and the order keeps its stock: the retry needs
+        // only the key, and gets the same intent again.
+        reopen(deps, claim, &order, None).await;
+        return Err(error);
+    }
+    Ok(Answered::First(answer))
+}
+
+/// The second transaction: the intent or the jobs, and the stored answer.
+async fn finish(
+    deps: &Deps,
+    claim: &Claim,
+    order: &Order,
+    intent: Option<&PaymentIntentRef>,
+    jobs: &[holdfast_store::NewJob],
+    answer: &StoredResponse,
+) -> Result<(), Error> {
+    let finish = CheckoutFinish {
+        scope: &claim.scope,
+        key: &claim.key,
+        order_id: &order.id,
+        intent,
+        jobs,
+        answer,
+    };
+    Ok(deps.store.checkouts().finish(&finish).await?)
+}
+
+/// An `accepted` order is completed by the checkout worker: its job and the
+/// `202`, in one transaction.
+async fn leave_to_worker(deps: &Deps, claim: &Claim, order: &Order, render: &Render) -> Result<StoredResponse, Error> {
+    let answer = render(&Checkout::Accepted(order.clone()));
+    let job = checkout_job(deps, &order.id, Utc::now());
+    finish(deps, claim, order, None, std::slice::from_ref(&job), &answer).await?;
+    Ok(answer)
+}
+
+/// The intent could not be created. Payments unavailable with
+/// `on_unavailable = "queue"`: the order keeps its stock and a worker
+/// creates the intent (`202`). Refused by the provider: the order is
+/// cancelled, its stock returned, and the refusal is the answer to store.
+/// Otherwise the error is retryable: the order gives its stock back and
+/// waits in `accepted`, and the key opens for the client's retry, which
+/// resumes this order and its one intent.
+async fn intent_failed(
+    deps: &Deps,
+    claim: &Claim,
+    order: &Order,
+    error: CallError<ProviderError>,
+    render: &Render,
+) -> Result<Answered, Error> {
+    if let Some(Ok(answer)) = intent_for_later(deps, claim, order, &error, render).await {
+        return Ok(Answered::First(answer));
+    }
+    let error = intent_error(error);
+    let code = error.code();
+    let (to, cause) = match &error {
+        Error::PaymentRefused { .. } => (OrderStatus::Cancelled, format!("checkout failed: {code}")),
+        _ => (
+            OrderStatus::Accepted,
+            format!("checkout failed: {code}; stock returned until the client retries"),
+        ),
+    };
+    let change = StatusChange::new(order.id.clone(), to, cause, Utc::now());
+    if to == OrderStatus::Cancelled {
+        release_after_failure(deps, order, change).await;
+    } else {
+        reopen(deps, claim, order, Some(change)).await;
+    }
+    Err(error)
 }
 
 /// Step 2: the payment intent, keyed by the order id so retries never
@@ -222,12 +357,16 @@ fn intent_error(error: CallError<ProviderError>) -> Error {
 /// "queue"`: the order keeps its stock and a `checkout` job creates its
 /// intent once the provider answers (`202`, status `pending_payment`; the
 /// client gets the intent from `POST /api/v1/payments/intent` or by polling
-/// the order). `None` when the order must fail now instead.
+/// the order), written with the answer in the second transaction. `None`
+/// when the order must fail now instead; `Some(Err)` when the job could not
+/// be written, so it fails now too.
 async fn intent_for_later(
     deps: &Deps,
+    claim: &Claim,
     order: &Order,
     error: &CallError<ProviderError>,
-) -> Option<Result<Checkout, Error>> {
+    render: &Render,
+) -> Option<Result<StoredResponse, Error>> {
     if matches!(error, CallError::Failed(ProviderError::Rejected { .. })) {
         return None;
     }
@@ -235,17 +374,16 @@ async fn intent_for_later(
         return None;
     }
     crate::telemetry::dependency_failed("payments", error);
-    let template = deps.config.queues.checkout.template(queues::CHECKOUT);
-    let job = queues::checkout_job(&template, &order.id, Utc::now());
-    match deps.store.queue().enqueue(&job).await {
-        Ok(_) | Err(StoreError::Conflict(_)) => {
+    let answer = render(&Checkout::Accepted(order.clone()));
+    let job = checkout_job(deps, &order.id, Utc::now());
+    match finish(deps, claim, order, None, std::slice::from_ref(&job), &answer).await {
+        Ok(()) => {
             tracing::info!(order_id = %order.id, reason = error.reason(), "payments unavailable: intent left to a worker");
-            Some(Ok(Checkout::Accepted(order.clone())))
+            Some(Ok(answer))
         }
-        // The job could not be written: fail now, giving the stock back.
-        Err(enqueue_error) => {
-            tracing::warn!(order_id = %order.id, error = %enqueue_error, "could not leave the intent to a worker");
-            None
+        Err(finish_error) => {
+            tracing::warn!(order_id = %order.id, error = %finish_error, "could not leave the intent to a worker");
+            Some(Err(finish_error))
         }
     }
 }
@@ -279,16 +417,10 @@ pub async fn request_intent(deps: &Deps, order: &Order) -> Result<PaymentIntentR
 }
 
 /// A checkout that cannot get its intent gives its stock back at once
-/// instead of holding it until the reservation expires. The release runs in
-/// a task of its own, outside the request's deadline (which may be what ran
+/// instead of holding it until the reservation expires. The write runs in a
+/// task of its own, outside the request's deadline (which may be what ran
 /// out), so it finishes even when the request is cut off meanwhile.
-async fn release_after_failure(deps: &Deps, order: &Order, code: &str) {
-    let change = StatusChange::new(
-        order.id.clone(),
-        OrderStatus::Cancelled,
-        format!("checkout failed: {code}"),
-        Utc::now(),
-    );
+async fn release_after_failure(deps: &Deps, order: &Order, change: StatusChange) {
     let store = deps.store.clone();
     let release = tokio::spawn(async move { store.transition_order(&change).await });
     let failed = match release.await {
@@ -298,4 +430,24 @@ async fn release_after_failure(deps: &Deps, order: &Order, code: &str) {
     };
     // The expiry sweeper releases it later; nothing is lost.
     tracing::warn!(order_id = %order.id, error = failed, "could not release a failed checkout now");
+}
+
+/// Opens the key for the client's retry at once, applying `change` (the
+/// order back to `accepted`, its stock returned) in the same transaction;
+/// outside the request's deadline, as `release_after_failure`. If it fails,
+/// the key opens when its lease runs out, and the sweeper returns the stock
+/// when the reservation expires.
+async fn reopen(deps: &Deps, claim: &Claim, order: &Order, change: Option<StatusChange>) {
+    let store = deps.store.clone();
+    let (scope, key) = (claim.scope.clone(), claim.key.clone());
+    let reopened = tokio::spawn(async move {
+        let at = change.as_ref().map_or_else(Utc::now, |change| change.at);
+        store.checkouts().reopen(&scope, &key, change.as_ref(), at).await
+    });
+    let failed = match reopened.await {
+        Ok(Ok(_)) => return,
+        Ok(Err(error)) => error.to_string(),
+        Err(join) => join.to_string(),
+    };
+    tracing::warn!(order_id = %order.id, error = failed, "could not open a failed checkout's key for its retry");
 }

@@ -69,7 +69,7 @@ impl Error {
             Self::Store(store) => match store {
                 StoreError::NotFound(_) => "not_found",
                 StoreError::Conflict(_) => "conflict",
-                StoreError::InvalidTransition(_) => "invalid_transition",
+                StoreError::InvalidTransition(_) | StoreError::InvalidSubscriptionTransition(_) => "invalid_transition",
                 StoreError::Timeout(_) | StoreError::Unavailable(_) => "dependency_unavailable",
                 _ => "internal",
             },

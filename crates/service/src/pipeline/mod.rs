@@ -8,7 +8,9 @@
 //! order's stock, in this node's database or on the inventory node
 //! (`remote`); `idempotency` lets a client retry a checkout safely;
 //! `payments` applies the provider's events; `queues` names the queues the
-//! steps hand work to and builds their jobs.
+//! steps hand work to and builds their jobs; `subscriptions` holds creator
+//! subscriptions' steps: changes asked for through the API, renewals,
+//! dunning and settlement for the workers, and Finance's audit.
 
 pub mod checkout;
 pub mod deps;
@@ -18,6 +20,7 @@ pub mod payments;
 pub mod queues;
 pub mod remote;
 pub mod reservation;
+pub mod subscriptions;
 
 pub use deps::{Dependencies, Deps};
 pub use error::{Error, Unavailable};

@@ -1,9 +1,13 @@
 //! Payment confirmation: provider events arrive through the inbox and move
-//! orders to `paid` or `payment_failed`. Only definitive events act.
+//! orders to `paid` or `payment_failed`, or record a subscription charge's
+//! outcome (its intent carries `charge_id` in its metadata). Only definitive
+//! events act, and applying one again changes nothing.
 
 use chrono::Utc;
-use holdfast_domain::{OrderId, OrderStatus};
-use holdfast_store::{InboxEvent, JobTemplate, SharedStore, StatusChange, StoreError, TransitionOutcome};
+use holdfast_domain::{ChargeId, OrderId, OrderStatus};
+use holdfast_store::{
+    ChargeFailure, ChargeRecorded, InboxEvent, JobTemplate, SharedStore, StatusChange, StoreError, TransitionOutcome,
+};
 use serde::Deserialize;
 
 /// The part of a Stripe event the inbox reads.
@@ -25,12 +29,26 @@ pub struct IntentObject {
     pub id: String,
     #[serde(default)]
     pub metadata: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub last_payment_error: Option<LastPaymentError>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LastPaymentError {
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub decline_code: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
 }
 
 /// How one inbox event ended, recorded on its row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Applied(OrderStatus),
+    /// A subscription charge's outcome, recorded.
+    Charge(&'static str),
     Duplicate,
     Ignored(String),
     /// The event cannot apply (e.g. success for an order already cancelled):
@@ -44,6 +62,7 @@ impl Outcome {
     pub fn describe(&self) -> String {
         match self {
             Self::Applied(status) => format!("applied: {status}"),
+            Self::Charge(status) => format!("applied: charge {status}"),
             Self::Duplicate => "duplicate: order already in that state".into(),
             Self::Ignored(why) => format!("ignored: {why}"),
             Self::Flagged(why) => format!("flagged: {why}"),
@@ -62,10 +81,71 @@ pub async fn apply_event(
     event: &InboxEvent,
     fulfillment: &JobTemplate,
 ) -> Result<Outcome, StoreError> {
+    if let Some(outcome) = apply_charge_event(store, event).await? {
+        return Ok(outcome);
+    }
     match change_for(event, fulfillment) {
         Ok(change) => outcome_of(&change, store.transition_order(&change).await),
         Err(outcome) => Ok(outcome),
     }
+}
+
+/// Records a subscription charge's outcome from its intent's event; `None`
+/// when the event is not about a subscription charge. The worker that made
+/// the attempt usually recorded it already from the provider's answer, and
+/// a replayed event finds it recorded: both are duplicates.
+async fn apply_charge_event(store: &SharedStore, event: &InboxEvent) -> Result<Option<Outcome>, StoreError> {
+    let Ok(parsed) = serde_json::from_str::<ProviderEvent>(&event.payload) else {
+        return Ok(None);
+    };
+    let Some(charge) = parsed
+        .data
+        .object
+        .metadata
+        .get("charge_id")
+        .and_then(|raw| ChargeId::parse(raw).ok())
+    else {
+        return Ok(None);
+    };
+    let intent = &parsed.data.object;
+    let now = Utc::now();
+    let recorded = match event.event_type.as_str() {
+        "payment_intent.succeeded" => {
+            store
+                .subscriptions()
+                .record_charge_succeeded(&charge, &intent.id, now)
+                .await
+        }
+        "payment_intent.payment_failed" => {
+            let error = intent.last_payment_error.as_ref();
+            let failure = ChargeFailure {
+                intent_id: Some(intent.id.clone()),
+                code: error
+                    .and_then(|e| e.code.clone())
+                    .unwrap_or_else(|| "card_declined".into()),
+                decline_code: error.and_then(|e| e.decline_code.clone()),
+                message: error.and_then(|e| e.message.clone()).unwrap_or_default(),
+            };
+            store.subscriptions().record_charge_failed(&charge, &failure, now).await
+        }
+        other => {
+            return Ok(Some(Outcome::Ignored(format!(
+                "{other} is not a definitive payment event"
+            ))));
+        }
+    };
+    Ok(Some(match recorded {
+        Ok(ChargeRecorded::Recorded(_)) if event.event_type == "payment_intent.succeeded" => {
+            Outcome::Charge("succeeded")
+        }
+        Ok(ChargeRecorded::Recorded(_)) => Outcome::Charge("failed"),
+        Ok(ChargeRecorded::Replayed) => Outcome::Duplicate,
+        Ok(ChargeRecorded::Duplicate) => {
+            Outcome::Flagged(format!("charge {charge} paid a period already paid: refund it"))
+        }
+        Err(StoreError::NotFound(what)) => Outcome::Flagged(format!("{what} not found")),
+        Err(other) => return Err(other),
+    }))
 }
 
 /// The status change a provider event asks for, or why it asks for none.
@@ -126,6 +206,11 @@ pub async fn process_inbox_once(
     let mut changes = Vec::new();
     let mut changed_events = Vec::new();
     for event in &events {
+        // Subscription charges, one at a time: each locks its subscription.
+        if let Some(outcome) = apply_charge_event(store, event).await? {
+            outcomes.push((event.id.clone(), outcome));
+            continue;
+        }
         match change_for(event, fulfillment) {
             Ok(change) => {
                 changes.push(change);

@@ -20,8 +20,19 @@ pub const WEBHOOKS: &str = "webhooks";
 /// Outbox events to publish to NATS JetStream.
 pub const EVENTS: &str = "events";
 
+/// Subscription charges, grouped by creator: one job per period
+/// (`holdfast_store::payment_job_key`), each receive one attempt.
+pub const SUBSCRIPTION_PAYMENTS: &str = "subscription-payments";
+
 /// Every queue a worker drains.
-pub const ALL: [&str; 5] = [CHECKOUT, INVENTORY, FULFILLMENT, WEBHOOKS, EVENTS];
+pub const ALL: [&str; 6] = [
+    CHECKOUT,
+    INVENTORY,
+    FULFILLMENT,
+    WEBHOOKS,
+    EVENTS,
+    SUBSCRIPTION_PAYMENTS,
+];
 
 /// The completion job of an order taken as `accepted`: one per order.
 pub fn checkout_job(template: &JobTemplate, order_id: &OrderId, now: DateTime<Utc>) -> NewJob {

@@ -33,6 +33,10 @@ pub struct Wakers {
     pub fulfillment: Arc<Notify>,
     pub webhooks: Arc<Notify>,
     pub events: Arc<Notify>,
+    pub subscription_payments: Arc<Notify>,
+    /// The renewal scheduler: a paid period opens the next, which may be
+    /// due already (catch-up renewals, a test clock moved by months).
+    pub renewals: Arc<Notify>,
 }
 
 impl WorkerContext {

@@ -13,6 +13,7 @@ pub mod inbox;
 pub mod inventory;
 pub mod jobs;
 pub mod relay;
+pub mod subscriptions;
 pub mod webhooks;
 
 use std::future::Future;
@@ -39,6 +40,7 @@ impl WorkerContext {
             queues::FULFILLMENT => (config.fulfillment, Some(&policies.warehouse)),
             queues::WEBHOOKS => (config.webhooks, None),
             queues::EVENTS => (config.events, Some(&policies.events)),
+            queues::SUBSCRIPTION_PAYMENTS => (config.subscription_payments, Some(&policies.payments)),
             other => anyhow::bail!("no worker handles queue {other:?}"),
         };
         Ok(QueueRun {
@@ -62,9 +64,13 @@ impl WorkerContext {
             queues::CHECKOUT => jobs::one_by_one(jobs, |job| checkout::handle(self, job)).await,
             queues::INVENTORY => jobs::one_by_one(jobs, |job| inventory::handle(self, job)).await,
             queues::FULFILLMENT => jobs::one_by_one(jobs, |job| fulfillment::handle(self, job)).await,
+            queues::SUBSCRIPTION_PAYMENTS => jobs::one_by_one(jobs, |job| subscriptions::handle(self, job)).await,
             _ => jobs::one_by_one(jobs, |job| events::handle(self, job)).await,
         };
-        if queue == queues::FULFILLMENT || queue == queues::CHECKOUT {
+        if matches!(
+            queue.as_str(),
+            queues::FULFILLMENT | queues::CHECKOUT | queues::SUBSCRIPTION_PAYMENTS
+        ) {
             // The jobs wrote outbox events: relay them now.
             self.wake.relay.notify_one();
         }

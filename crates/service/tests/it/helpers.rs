@@ -214,11 +214,28 @@ impl Client {
         }
     }
 
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Answer {
+        self.send(self.request(reqwest::Method::PUT, path).json(body)).await
+    }
+
     pub fn with_key(&self, key: &str) -> Self {
         Self {
             http: self.http.clone(),
             base_url: self.base_url.clone(),
             key: Some(key.to_owned()),
+        }
+    }
+
+    /// The same key against another node.
+    pub fn at(&self, base_url: &str) -> Self {
+        Self {
+            http: self.http.clone(),
+            base_url: base_url.to_owned(),
+            key: self.key.clone(),
         }
     }
 

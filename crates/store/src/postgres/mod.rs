@@ -25,7 +25,6 @@ use crate::Result;
 use crate::connect::{Backend, ConnectOptions, PgBouncer, PoolOptions, describe_target};
 use crate::error::StoreError;
 use crate::model::*;
-use crate::rows::IdempotencyRow;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -61,15 +60,37 @@ impl PgStore {
             statement_timeout: options.statement_timeout,
             lock_timeout: options.lock_timeout,
         };
-        let pool = |pool: PoolOptions| {
+        // The workers' queries read tables that grow from empty while a node
+        // runs (the queue, subscription periods). A generic plan that
+        // PostgreSQL caches for a named statement while they were small
+        // stays with the connection: the scheduler's anti-join then scanned
+        // every queued job per due period (6,000 renewals ran at a third of
+        // the speed). Worker statements are planned for their arguments
+        // and the tables as they are; checkout's keep their cached plans.
+        // (Through PgBouncer in transaction mode statements are unnamed,
+        // so every one is planned afresh anyway.)
+        let worker_options = connect_options
+            .clone()
+            .options([("plan_cache_mode", "force_custom_plan")]);
+        let pool = |pool: PoolOptions, worker: bool| {
             let mut builder = PgPoolOptions::new()
                 .max_connections(pool.max_connections)
-                .acquire_timeout(pool.acquire_timeout);
+                .acquire_timeout(pool.acquire_timeout)
+                // No ping before every use: it is a round trip on every
+                // transaction. sqlx already pings a connection when it comes
+                // back to the pool (off the request's path) and closes it if
+                // that fails, and a connection that died while idle fails its
+                // first statement with an I/O error, which is `Unavailable`:
+                // a retryable 503, and the connection is dropped, not reused.
+                .test_before_acquire(false);
             if options.pgbouncer == PgBouncer::Session {
                 // The server connection is this client's until it
                 // disconnects, and PgBouncer's server_reset_query clears
                 // the settings before anyone else gets it.
-                let sql = session_timeouts(settings);
+                let mut sql = session_timeouts(settings);
+                if worker {
+                    sql.push_str("; SET plan_cache_mode = force_custom_plan");
+                }
                 builder = builder.after_connect(move |conn, _| {
                     let sql = sql.clone();
                     Box::pin(async move {
@@ -78,12 +99,17 @@ impl PgStore {
                     })
                 });
             }
-            Pool::new(builder.connect_lazy_with(connect_options.clone()), settings)
+            let connect = if worker && options.pgbouncer == PgBouncer::Off {
+                worker_options.clone()
+            } else {
+                connect_options.clone()
+            };
+            Pool::new(builder.connect_lazy_with(connect), settings)
         };
         Ok(Self {
-            read: pool(options.pools.read),
-            write: pool(options.pools.write),
-            worker: pool(options.pools.worker),
+            read: pool(options.pools.read, false),
+            write: pool(options.pools.write, false),
+            worker: pool(options.pools.worker, true),
             pgbouncer: options.pgbouncer,
         })
     }
@@ -161,6 +187,8 @@ impl_holds!(
 );
 impl_subscriptions!(PgStore, crate::postgres::Conn, " FOR UPDATE");
 
+impl_checkouts!(PgStore, tx: Tx, for_update: " FOR UPDATE");
+
 impl_store! {
     PgStore,
     tx: Tx,
@@ -184,60 +212,6 @@ impl_store! {
                     .await
                     .map_err(|e| StoreError::Migration(e.to_string())),
             }
-        }
-
-        /// Claims the key with an insert; a key that exists is read and
-        /// decided on, and a stale one taken over with a compare-and-set, so
-        /// no row stays locked while the request decides.
-        async fn begin_idempotent(&self, request: &IdempotentRequest) -> Result<IdempotencyBegin> {
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys (scope, key, request_hash, resource_id, state, created_at, locked_until) \
-                 VALUES ($1, $2, $3, $6, 'in_progress', $4, $5) ON CONFLICT DO NOTHING",
-            )
-            .bind(&request.scope)
-            .bind(&request.key)
-            .bind(&request.request_hash)
-            .bind(request.now)
-            .bind(request.now + request.lease)
-            .bind(&request.resource_id)
-            .execute(&self.write)
-            .await?;
-            if inserted.rows_affected() == 1 {
-                return Ok(IdempotencyBegin::New(request.resource_id.clone()));
-            }
-            let row: Option<IdempotencyRow> = sqlx::query_as(
-                "SELECT request_hash, resource_id, state, response_status, response_body, locked_until \
-                 FROM idempotency_keys WHERE scope = $1 AND key = $2",
-            )
-            .bind(&request.scope)
-            .bind(&request.key)
-            .fetch_optional(&self.write)
-            .await?;
-            let Some(row) = row else {
-                // Released between our insert and read: the caller may retry.
-                return Ok(IdempotencyBegin::InProgress);
-            };
-            let decision = row.decide(request);
-            if !matches!(decision, IdempotencyBegin::New(_)) {
-                return Ok(decision);
-            }
-            // A stale in-progress key (its first attempt crashed): take it over,
-            // unless another retry just did.
-            let taken = sqlx::query(
-                "UPDATE idempotency_keys SET locked_until = $3 WHERE scope = $1 AND key = $2 \
-                 AND state = 'in_progress' AND locked_until = $4",
-            )
-            .bind(&request.scope)
-            .bind(&request.key)
-            .bind(request.now + request.lease)
-            .bind(row.locked_until)
-            .execute(&self.write)
-            .await?;
-            Ok(if taken.rows_affected() == 1 {
-                decision
-            } else {
-                IdempotencyBegin::InProgress
-            })
         }
 
         async fn mark_inbox_processed(&self, event_id: &str, outcome: &str) -> Result<()> {

@@ -98,7 +98,8 @@ pub(super) async fn insert_order(tx: &mut Tx, order: &NewOrder, reserve: bool) -
 }
 
 /// Takes the stock of an accepted order's lines (sorted by SKU) and writes
-/// its reservations in one statement.
+/// its reservations in one statement (the worker's reservation, or the
+/// retry of a checkout that failed and gave its stock back).
 pub(super) async fn reserve_lines(
     tx: &mut Tx,
     order_id: &OrderId,
@@ -108,9 +109,13 @@ pub(super) async fn reserve_lines(
     for (sku, qty) in lines {
         taken.extend(reserve_line(tx, sku, *qty).await?);
     }
+    // A failed checkout's retry reserves again: its released rows, where the
+    // same bucket is taken again, come back as held.
     sqlx::query(
         "INSERT INTO stock_reservations (order_id, sku, bucket, qty, status) \
-         SELECT $1, s, b, q, 'held' FROM unnest($2::text[], $3::smallint[], $4::int[]) AS t(s, b, q)",
+         SELECT $1, s, b, q, 'held' FROM unnest($2::text[], $3::smallint[], $4::int[]) AS t(s, b, q) \
+         ON CONFLICT (order_id, sku, bucket) DO UPDATE SET qty = excluded.qty, status = 'held' \
+         WHERE stock_reservations.status = 'released'",
     )
     .bind(order_id.as_str())
     .bind(taken.iter().map(|t| t.sku.as_str()).collect::<Vec<_>>())

@@ -87,7 +87,9 @@ impl fmt::Display for JobId {
 pub struct LeaseToken(String);
 
 impl LeaseToken {
-    pub(crate) fn generate() -> Self {
+    /// A fresh token, for a claim the caller names itself
+    /// ([`JobQueue::claim_runs_as`]).
+    pub fn generate() -> Self {
         Self(uuid::Uuid::new_v4().simple().to_string())
     }
 
@@ -335,7 +337,31 @@ pub trait JobQueue: Send + Sync {
         groups: u32,
         run_length: u32,
         now: DateTime<Utc>,
+    ) -> Result<Vec<Vec<ClaimedJob>>> {
+        self.claim_runs_as(queue, worker_id, groups, run_length, &LeaseToken::generate(), now)
+            .await
+    }
+
+    /// As `claim_runs`, under the caller's `token`. A claim can commit and
+    /// its answer still be lost (the connection dropped around the commit):
+    /// its jobs would then sit leased to nobody until their visibility
+    /// timeout, holding their groups back. A caller that names its claims
+    /// gives such jobs back with [`JobQueue::release_claim`].
+    async fn claim_runs_as(
+        &self,
+        queue: &str,
+        worker_id: &str,
+        groups: u32,
+        run_length: u32,
+        token: &LeaseToken,
+        now: DateTime<Utc>,
     ) -> Result<Vec<Vec<ClaimedJob>>>;
+
+    /// Gives back every job of `queue` still leased under `token`, as
+    /// `release` does (ready at once, receive uncounted, place kept), and
+    /// returns how many. For a claim whose answer never arrived: a claim
+    /// that did not commit leased nothing, and this finds nothing.
+    async fn release_claim(&self, queue: &str, token: &LeaseToken, now: DateTime<Utc>) -> Result<u64>;
 
     /// Gives back leased jobs that were never worked on (the rest of a run
     /// after a job that failed): ready again at once, their receive not
@@ -360,6 +386,12 @@ pub trait JobQueue: Send + Sync {
     /// Records `error`; the job is retried at `retry_at`, or dead-lettered if
     /// its receives are used up.
     async fn fail(&self, job: &JobId, lease: &LeaseToken, error: &str, retry_at: DateTime<Utc>) -> Result<FailOutcome>;
+
+    /// Brings the job of `queue` that holds `dedup_key` forward: a dead
+    /// letter is redriven (its receives reset), a job waiting for a later
+    /// retry becomes visible at `now`. `false` when there is no such job, or
+    /// it is in flight (its worker is on it), or it is visible already.
+    async fn expedite(&self, queue: &str, dedup_key: &str, now: DateTime<Utc>) -> Result<bool>;
 
     /// Dead letters of `queue`, oldest first.
     async fn dead_letters(&self, queue: &str, limit: i64) -> Result<Vec<Job>>;
@@ -409,6 +441,8 @@ pub(crate) struct ClaimRequest<'a> {
     pub worker_id: &'a str,
     pub groups: usize,
     pub run_length: usize,
+    /// Every round of one claim leases under the claim's token.
+    pub token: &'a LeaseToken,
     pub now: DateTime<Utc>,
 }
 
@@ -422,6 +456,7 @@ pub(crate) async fn claim_in_rounds<'a, F, Fut>(
     worker_id: &'a str,
     groups: u32,
     run_length: u32,
+    token: &'a LeaseToken,
     now: DateTime<Utc>,
     round: F,
 ) -> Result<Vec<Vec<ClaimedJob>>>
@@ -438,6 +473,7 @@ where
             worker_id,
             groups: groups - runs.len(),
             run_length,
+            token,
             now,
         };
         let (claimed, dead_lettered) = round(request).await?;

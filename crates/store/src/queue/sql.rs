@@ -86,6 +86,53 @@ macro_rules! impl_job_queue {
             )))
         }
 
+        /// Records `error` on a job `lease` still owns, inside the caller's
+        /// transaction: ready again at `retry_at`, or dead-lettered when its
+        /// receives are used up, or at once when `retry_at` is `None` (a
+        /// failure that no retry can mend). Lets a business write and the
+        /// job's fate commit together (a subscription's last failed charge
+        /// and its move to `past_due`).
+        pub(crate) async fn fail_in_tx(
+            tx: &mut $tx,
+            job: &$crate::JobId,
+            lease: &$crate::LeaseToken,
+            error: &str,
+            retry_at: Option<chrono::DateTime<chrono::Utc>>,
+        ) -> $crate::Result<$crate::FailOutcome> {
+            use $crate::queue::StoredTime as _;
+            lock_groups_of(tx, &[job.as_str()]).await?;
+            // A dead job keeps its lease end as `visible_at`: roughly when it died.
+            let row: Option<(String, $time, String, String)> = sqlx::query_as(
+                "UPDATE jobs SET \
+                   state = CASE WHEN $5 OR receive_count >= max_receives THEN 'dead' ELSE 'ready' END, \
+                   visible_at = CASE WHEN $5 OR receive_count >= max_receives THEN visible_at ELSE $4 END, \
+                   last_error = $3, lease_token = NULL \
+                 WHERE id = $1 AND lease_token = $2 AND state = 'in_flight' \
+                 RETURNING state, visible_at, queue, group_key",
+            )
+            .bind(job.as_str())
+            .bind(lease.as_str())
+            .bind(error)
+            .bind(retry_at.map(<$time>::store))
+            .bind(retry_at.is_none())
+            .fetch_optional(&mut **tx)
+            .await?;
+            // Dead: the next job heads the group. Retrying: the head waits for its retry time.
+            if let Some((_, _, queue, group)) = &row {
+                let groups = $crate::queue::Groups::from_rows(vec![(queue.clone(), group.clone())]);
+                refresh_heads(tx, &groups).await?;
+            }
+            let Some((state, visible_at, _, _)) = row else {
+                return Ok($crate::FailOutcome::LeaseLost);
+            };
+            Ok(match $crate::JobState::parse(&state)? {
+                $crate::JobState::Dead => $crate::FailOutcome::DeadLettered,
+                _ => $crate::FailOutcome::Retrying {
+                    visible_at: visible_at.load()?,
+                },
+            })
+        }
+
         /// One round of a claim (`claim_in_rounds`): the heads, the jobs
         /// right behind them, their lease in one statement; returns the runs
         /// and how many heads the round dead-lettered.
@@ -93,12 +140,12 @@ macro_rules! impl_job_queue {
             tx: &mut $tx,
             request: &$crate::queue::ClaimRequest<'_>,
         ) -> $crate::Result<(Vec<Vec<$crate::ClaimedJob>>, usize)> {
-            let token = $crate::LeaseToken::generate();
+            let token = request.token;
             let $crate::queue::ClaimedHeads {
                 heads,
                 mut leased,
                 dead_lettered,
-            } = claim_heads(tx, request, &token).await?;
+            } = claim_heads(tx, request, token).await?;
             let mut expected: std::collections::HashMap<String, Vec<String>> = heads
                 .iter()
                 .map(|head| (head.group_key.clone(), vec![head.job_id.clone()]))
@@ -119,13 +166,13 @@ macro_rules! impl_job_queue {
                 .filter(|id| !taken.contains(id))
                 .collect();
             if !ids.is_empty() {
-                let more = lease(tx, request, &token, &ids).await?;
+                let more = lease(tx, request, token, &ids).await?;
                 leased.extend(more);
             }
             let order: Vec<String> = heads.into_iter().map(|head| head.group_key).collect();
-            let (runs, strays) = $crate::queue::into_runs(&order, &expected, leased, &token);
+            let (runs, strays) = $crate::queue::into_runs(&order, &expected, leased, token);
             if !strays.is_empty() {
-                release_strays(tx, &strays, &token, request.now).await?;
+                release_strays(tx, &strays, token, request.now).await?;
             }
             // The leased heads are claimable again when their leases end.
             let head_ids: Vec<&str> = expected
@@ -146,20 +193,29 @@ macro_rules! impl_job_queue {
                 Ok(id)
             }
 
-            async fn claim_runs(
+            async fn claim_runs_as(
                 &self,
                 queue: &str,
                 worker_id: &str,
                 groups: u32,
                 run_length: u32,
+                token: &$crate::LeaseToken,
                 now: chrono::DateTime<chrono::Utc>,
             ) -> $crate::Result<Vec<Vec<$crate::ClaimedJob>>> {
-                $crate::queue::claim_in_rounds(queue, worker_id, groups, run_length, now, |request| async move {
-                    let mut tx = begin_write(&self.worker).await?;
-                    let round = claim_round(&mut tx, &request).await?;
-                    tx.commit().await?;
-                    Ok(round)
-                })
+                $crate::queue::claim_in_rounds(
+                    queue,
+                    worker_id,
+                    groups,
+                    run_length,
+                    token,
+                    now,
+                    |request| async move {
+                        let mut tx = begin_write(&self.worker).await?;
+                        let round = claim_round(&mut tx, &request).await?;
+                        tx.commit().await?;
+                        Ok(round)
+                    },
+                )
                 .await
             }
 
@@ -178,6 +234,28 @@ macro_rules! impl_job_queue {
                 sync_heads_of(&mut tx, &ids).await?;
                 tx.commit().await?;
                 Ok(released)
+            }
+
+            async fn release_claim(
+                &self,
+                queue: &str,
+                token: &$crate::LeaseToken,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<u64> {
+                // Read first, then released as `release` does, which checks
+                // each lease again under the groups' locks.
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "SELECT id FROM jobs WHERE queue = $1 AND state = 'in_flight' AND lease_token = $2",
+                )
+                .bind(queue)
+                .bind(token.as_str())
+                .fetch_all(&self.worker)
+                .await?;
+                let leases: Vec<($crate::JobId, $crate::LeaseToken)> = ids
+                    .into_iter()
+                    .map(|id| ($crate::JobId::from_trusted(id), token.clone()))
+                    .collect();
+                $crate::JobQueue::release(self, &leases, now).await
             }
 
             async fn heartbeat(
@@ -230,39 +308,47 @@ macro_rules! impl_job_queue {
                 error: &str,
                 retry_at: chrono::DateTime<chrono::Utc>,
             ) -> $crate::Result<$crate::FailOutcome> {
-                use $crate::queue::StoredTime as _;
                 let mut tx = begin_write(&self.worker).await?;
-                lock_groups_of(&mut tx, &[job.as_str()]).await?;
-                // A dead job keeps its lease end as `visible_at`: roughly when it died.
-                let row: Option<(String, $time, String, String)> = sqlx::query_as(
-                    "UPDATE jobs SET \
-                       state = CASE WHEN receive_count >= max_receives THEN 'dead' ELSE 'ready' END, \
-                       visible_at = CASE WHEN receive_count >= max_receives THEN visible_at ELSE $4 END, \
-                       last_error = $3, lease_token = NULL \
-                     WHERE id = $1 AND lease_token = $2 AND state = 'in_flight' \
-                     RETURNING state, visible_at, queue, group_key",
-                )
-                .bind(job.as_str())
-                .bind(lease.as_str())
-                .bind(error)
-                .bind(<$time>::store(retry_at))
-                .fetch_optional(&mut *tx)
-                .await?;
-                // Dead: the next job heads the group. Retrying: the head waits for its retry time.
-                if let Some((_, _, queue, group)) = &row {
-                    let groups = $crate::queue::Groups::from_rows(vec![(queue.clone(), group.clone())]);
-                    refresh_heads(&mut tx, &groups).await?;
-                }
+                let outcome = fail_in_tx(&mut tx, job, lease, error, Some(retry_at)).await?;
                 tx.commit().await?;
-                let Some((state, visible_at, _, _)) = row else {
-                    return Ok($crate::FailOutcome::LeaseLost);
+                Ok(outcome)
+            }
+
+            async fn expedite(
+                &self,
+                queue: &str,
+                dedup_key: &str,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<bool> {
+                use $crate::queue::StoredTime as _;
+                let found: Option<(String, String)> =
+                    sqlx::query_as("SELECT id, state FROM jobs WHERE queue = $1 AND dedup_key = $2")
+                        .bind(queue)
+                        .bind(dedup_key)
+                        .fetch_optional(&self.worker)
+                        .await?;
+                let Some((id, state)) = found else {
+                    return Ok(false);
                 };
-                Ok(match $crate::JobState::parse(&state)? {
-                    $crate::JobState::Dead => $crate::FailOutcome::DeadLettered,
-                    _ => $crate::FailOutcome::Retrying {
-                        visible_at: visible_at.load()?,
-                    },
-                })
+                let id = $crate::JobId::from_trusted(id);
+                match $crate::JobState::parse(&state)? {
+                    $crate::JobState::Dead => Ok(self.redrive(queue, &$crate::Redrive::Jobs(vec![id]), now).await? > 0),
+                    $crate::JobState::InFlight => Ok(false),
+                    $crate::JobState::Ready => {
+                        let mut tx = begin_write(&self.worker).await?;
+                        lock_groups_of(&mut tx, &[id.as_str()]).await?;
+                        let moved = sqlx::query(
+                            "UPDATE jobs SET visible_at = $2 WHERE id = $1 AND state = 'ready' AND visible_at > $2",
+                        )
+                        .bind(id.as_str())
+                        .bind(<$time>::store(now))
+                        .execute(&mut *tx)
+                        .await?;
+                        sync_heads_of(&mut tx, &[id.as_str()]).await?;
+                        tx.commit().await?;
+                        Ok(moved.rows_affected() > 0)
+                    }
+                }
             }
 
             async fn dead_letters(&self, queue: &str, limit: i64) -> $crate::Result<Vec<$crate::Job>> {

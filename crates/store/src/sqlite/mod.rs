@@ -24,7 +24,6 @@ use crate::Result;
 use crate::connect::{Backend, ConnectOptions, describe_target};
 use crate::error::StoreError;
 use crate::model::*;
-use crate::rows::IdempotencyRow;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -127,6 +126,8 @@ impl_holds!(
 );
 impl_subscriptions!(SqliteStore, sqlx::SqliteConnection, "");
 
+impl_checkouts!(SqliteStore, tx: sqlx::Transaction<'static, sqlx::Sqlite>, for_update: "");
+
 impl_store! {
     SqliteStore,
     tx: sqlx::Transaction<'static, sqlx::Sqlite>,
@@ -145,41 +146,6 @@ impl_store! {
                 .run(&self.write)
                 .await
                 .map_err(|e| StoreError::Migration(e.to_string()))
-        }
-
-        async fn begin_idempotent(&self, request: &IdempotentRequest) -> Result<IdempotencyBegin> {
-            let mut tx = begin_write(&self.write).await?;
-            let row: Option<IdempotencyRow> = sqlx::query_as(
-                "SELECT request_hash, resource_id, state, response_status, response_body, locked_until \
-                 FROM idempotency_keys WHERE scope = $1 AND key = $2",
-            )
-            .bind(&request.scope)
-            .bind(&request.key)
-            .fetch_optional(&mut *tx)
-            .await?;
-            // The write lock is held, so read-decide-write cannot interleave with
-            // another request for the same key.
-            let decision = row.as_ref().map_or_else(
-                || IdempotencyBegin::New(request.resource_id.clone()),
-                |row| row.decide(request),
-            );
-            if let IdempotencyBegin::New(resource_id) = &decision {
-                sqlx::query(
-                    "INSERT INTO idempotency_keys (scope, key, request_hash, resource_id, state, created_at, locked_until) \
-                     VALUES ($1, $2, $3, $6, 'in_progress', $4, $5) \
-                     ON CONFLICT (scope, key) DO UPDATE SET locked_until = excluded.locked_until",
-                )
-                .bind(&request.scope)
-                .bind(&request.key)
-                .bind(&request.request_hash)
-                .bind(request.now)
-                .bind(request.now + request.lease)
-                .bind(resource_id)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-            Ok(decision)
         }
 
         // The time is bound, written as sqlx writes every time on SQLite

@@ -87,12 +87,18 @@ pub(super) async fn reserve_lines(
 async fn reserve_line(tx: &mut Tx<'_>, order_id: &OrderId, sku: &Sku, qty: Quantity) -> Result<(), PlaceOrderError> {
     let qty = i64::from(qty.get());
     take_stock(tx, sku, qty).await?;
-    sqlx::query("INSERT INTO stock_reservations (order_id, sku, bucket, qty, status) VALUES ($1, $2, 0, $3, 'held')")
-        .bind(order_id.as_str())
-        .bind(sku.as_str())
-        .bind(qty)
-        .execute(&mut **tx)
-        .await?;
+    // A failed checkout's retry reserves again: its released row comes back
+    // as held.
+    sqlx::query(
+        "INSERT INTO stock_reservations (order_id, sku, bucket, qty, status) VALUES ($1, $2, 0, $3, 'held') \
+         ON CONFLICT (order_id, sku, bucket) DO UPDATE SET qty = excluded.qty, status = 'held' \
+         WHERE stock_reservations.status = 'released'",
+    )
+    .bind(order_id.as_str())
+    .bind(sku.as_str())
+    .bind(qty)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

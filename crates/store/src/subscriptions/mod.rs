@@ -46,6 +46,7 @@ use holdfast_domain::{
 use serde::Serialize;
 
 use crate::Result;
+use crate::queue::{FailOutcome, JobId, JobTemplate, LeaseToken};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewCreator {
@@ -333,6 +334,48 @@ pub struct SettlementBatch {
     pub created_at: DateTime<Utc>,
 }
 
+/// The dedup key of a period's payment job: one job per period while it
+/// lives in the queue (dead letters included), however many schedulers
+/// find the period due.
+pub fn payment_job_key(subscription: &SubscriptionId, period_index: u32) -> String {
+    format!("{subscription}:{period_index}")
+}
+
+/// A charge attempt that failed, with the job whose receive it was.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedAttempt {
+    pub charge: ChargeId,
+    pub failure: ChargeFailure,
+    pub job: JobId,
+    pub lease: LeaseToken,
+    /// When the job is to be received again; `None` for a failure no retry
+    /// can mend (a hard decline): the job is dead-lettered at once.
+    pub retry_at: Option<DateTime<Utc>>,
+    pub now: DateTime<Utc>,
+}
+
+/// What recording a failed attempt did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptFailed {
+    /// The job's fate: retrying, dead-lettered, or no longer ours.
+    pub job: FailOutcome,
+    /// The subscription as it is now (`past_due`, or `canceled` for a first
+    /// charge, when the job was dead-lettered).
+    pub subscription: Box<Subscription>,
+}
+
+/// A period of a test clock's subscription whose attempts all failed:
+/// waiting for its next dunning retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedPeriod {
+    pub subscription_id: SubscriptionId,
+    pub period_index: u32,
+    /// The last attempt's number: how many have failed.
+    pub attempts: u32,
+    /// When the last attempt failed, on the clock.
+    pub failed_at: DateTime<Utc>,
+}
+
 #[async_trait]
 pub trait Subscriptions: Send + Sync {
     /// `Conflict` if the id exists.
@@ -428,6 +471,30 @@ pub trait Subscriptions: Send + Sync {
         failure: &ChargeFailure,
         now: DateTime<Utc>,
     ) -> Result<ChargeRecorded>;
+
+    /// The renewal scheduler's step: enqueues a payment job (queue and
+    /// settings from `template`, grouped by creator, deduplicated by
+    /// [`payment_job_key`]) for every period [`Self::due_charges`] would
+    /// list that has no job yet, up to `limit`, and returns those it
+    /// enqueued. Two schedulers racing enqueue each period once.
+    async fn schedule_due_charges(
+        &self,
+        template: &JobTemplate,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<DueCharge>>;
+    /// Records a failed attempt (`charge.failed`, unless the provider's
+    /// event recorded it first) and the job's fate in one transaction: it
+    /// is retried at `retry_at`, or dead-lettered, and a dead-lettered job
+    /// moves the subscription to `past_due` (a first charge that never
+    /// paid: `canceled`).
+    async fn record_failed_attempt(&self, attempt: &FailedAttempt) -> Result<AttemptFailed>;
+    /// Open periods of the clock's subscriptions in good standing (the
+    /// statuses the scheduler charges) whose attempts so far all failed.
+    async fn failed_periods(&self, clock: &TestClockId) -> Result<Vec<FailedPeriod>>;
+    /// Creators with unsettled ledger entries, each with the test clocks
+    /// their entries' subscriptions live on (`None`: the wall clock).
+    async fn unsettled_creators(&self, limit: i64) -> Result<Vec<(CreatorId, Vec<Option<TestClockId>>)>>;
 
     /// A creator's ledger, in charge order.
     async fn ledger_entries(&self, creator: &CreatorId) -> Result<Vec<LedgerEntry>>;

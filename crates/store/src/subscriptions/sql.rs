@@ -999,6 +999,206 @@ macro_rules! impl_subscriptions {
                 Ok(ChargeRecorded::Recorded(Box::new(subscription)))
             }
 
+            async fn schedule_due_charges(
+                &self,
+                template: &$crate::JobTemplate,
+                now: chrono::DateTime<chrono::Utc>,
+                limit: i64,
+            ) -> $crate::Result<Vec<$crate::DueCharge>> {
+                let mut tx = begin_write(&self.worker).await?;
+                // The job's dedup key is `payment_job_key`: the subscription,
+                // ':' and the period index.
+                let rows: Vec<(String, String, i32, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(concat!(
+                    "SELECT p.subscription_id, s.creator_id, p.period_index, p.starts_at ",
+                    "FROM subscription_periods p JOIN subscriptions s ON s.id = p.subscription_id ",
+                    "LEFT JOIN test_clocks c ON c.id = s.test_clock_id ",
+                    "WHERE p.status = 'open' AND s.status IN ",
+                    scheduled_statuses!(),
+                    " AND p.starts_at <= coalesce(c.frozen_time, $1) ",
+                    "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.queue = $3 ",
+                    "AND j.dedup_key = p.subscription_id || ':' || CAST(p.period_index AS TEXT)) ",
+                    "ORDER BY p.starts_at, p.subscription_id, p.period_index LIMIT $2"
+                ))
+                .bind(now)
+                .bind(limit)
+                .bind(&template.queue)
+                .fetch_all(&mut *tx)
+                .await?;
+                // Each job locks its group's head (the creator): in the
+                // order completions lock them (byte order, `COLLATE "C"`),
+                // so two schedulers and the workers never deadlock.
+                let mut rows = rows;
+                rows.sort_by(|a, b| (&a.1, &a.0, a.2).cmp(&(&b.1, &b.0, b.2)));
+                let mut enqueued = Vec::with_capacity(rows.len());
+                for (subscription_id, creator_id, period_index, due_at) in rows {
+                    let period_index = u32::try_from(period_index)
+                        .map_err(|_| $crate::StoreError::Corrupt(format!("period index {period_index}")))?;
+                    let subscription_id = holdfast_domain::SubscriptionId::from_trusted(subscription_id);
+                    let payload = serde_json::json!({
+                        "subscription_id": subscription_id,
+                        "period_index": period_index,
+                    });
+                    let job = template
+                        .job(creator_id.as_str(), payload, now)
+                        .dedup_key($crate::payment_job_key(&subscription_id, period_index));
+                    let id = queue::enqueue_in_tx(&mut tx, &job).await?;
+                    // Another scheduler's job for the period, committed meanwhile.
+                    if id != job.id {
+                        continue;
+                    }
+                    enqueued.push($crate::DueCharge {
+                        subscription_id,
+                        creator_id: holdfast_domain::CreatorId::from_trusted(creator_id),
+                        period_index,
+                        due_at,
+                    });
+                }
+                tx.commit().await?;
+                Ok(enqueued)
+            }
+
+            async fn record_failed_attempt(
+                &self,
+                attempt: &$crate::FailedAttempt,
+            ) -> $crate::Result<$crate::AttemptFailed> {
+                use $crate::subscriptions::rows::{Clocked, TimelineEvent};
+                use $crate::{ChargeStatus, FailOutcome};
+                use holdfast_domain::SubscriptionStatus;
+
+                let mut tx = begin_write(&self.worker).await?;
+                // The subscription's lock first, then the job's group: the
+                // order every subscription write that touches the queue keeps.
+                let (clocked, mut charge) =
+                    subscriptions_sql_charge::lock_charge(&mut tx, &attempt.charge, attempt.now).await?;
+                let Clocked { mut subscription, at } = clocked;
+                let failure = &attempt.failure;
+                if charge.status == ChargeStatus::Pending {
+                    sqlx::query(
+                        "UPDATE subscription_charges SET status = 'failed', intent_id = $2, failure_code = $3, \
+                         decline_code = $4, failure_message = $5, completed_at = $6 WHERE id = $1",
+                    )
+                    .bind(charge.id.as_str())
+                    .bind(failure.intent_id.as_deref())
+                    .bind(&failure.code)
+                    .bind(failure.decline_code.as_deref())
+                    .bind(&failure.message)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                    charge.status = ChargeStatus::Failed;
+                    charge.intent_id.clone_from(&failure.intent_id);
+                    charge.failure_code = Some(failure.code.clone());
+                    charge.decline_code.clone_from(&failure.decline_code);
+                    charge.failure_message = Some(failure.message.clone());
+                    charge.completed_at = Some(at);
+                    let event = TimelineEvent {
+                        event: holdfast_domain::SubscriptionEvent::ChargeFailed,
+                        from_status: None,
+                        period_index: Some(charge.period_index),
+                        charge: Some(&charge),
+                        cause: &failure.code,
+                        at,
+                    };
+                    subscriptions_sql::record_event(&mut tx, &mut subscription, &event, attempt.now).await?;
+                }
+                let error = format!("attempt {} declined: {} {}", charge.attempt, failure.code, failure.message);
+                let job = queue::fail_in_tx(&mut tx, &attempt.job, &attempt.lease, &error, attempt.retry_at).await?;
+                let exhausted = match subscription.status {
+                    SubscriptionStatus::Active | SubscriptionStatus::Trialing => {
+                        Some((SubscriptionStatus::PastDue, "renewal charge failed and its retries are used up"))
+                    }
+                    SubscriptionStatus::Incomplete => Some((SubscriptionStatus::Canceled, "first charge never paid")),
+                    _ => None,
+                };
+                if job == FailOutcome::DeadLettered
+                    && let Some((to, cause)) = exhausted
+                {
+                    let clocked = Clocked { subscription, at };
+                    subscription = subscriptions_sql::change_status(&mut tx, clocked, to, cause, None, attempt.now).await?;
+                }
+                tx.commit().await?;
+                Ok($crate::AttemptFailed {
+                    job,
+                    subscription: Box::new(subscription),
+                })
+            }
+
+            async fn failed_periods(
+                &self,
+                clock: &holdfast_domain::TestClockId,
+            ) -> $crate::Result<Vec<$crate::FailedPeriod>> {
+                let rows: Vec<(String, i32, i32, String, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(concat!(
+                    "SELECT ch.subscription_id, ch.period_index, ch.attempt, ch.status, ch.completed_at ",
+                    "FROM subscription_charges ch ",
+                    "JOIN subscription_periods p ON p.subscription_id = ch.subscription_id ",
+                    "AND p.period_index = ch.period_index ",
+                    "JOIN subscriptions s ON s.id = ch.subscription_id ",
+                    "WHERE s.test_clock_id = $1 AND p.status = 'open' AND s.status IN ",
+                    scheduled_statuses!(),
+                    " ORDER BY ch.subscription_id, ch.period_index, ch.attempt"
+                ))
+                .bind(clock.as_str())
+                .fetch_all(&self.worker)
+                .await?;
+                let mut periods: Vec<$crate::FailedPeriod> = Vec::new();
+                let mut pending = std::collections::HashSet::new();
+                for (subscription_id, period_index, attempt, status, completed_at) in rows {
+                    let period_index = u32::try_from(period_index)
+                        .map_err(|_| $crate::StoreError::Corrupt(format!("period index {period_index}")))?;
+                    let attempt = u32::try_from(attempt)
+                        .map_err(|_| $crate::StoreError::Corrupt(format!("attempt {attempt}")))?;
+                    if status != "failed" {
+                        pending.insert((subscription_id, period_index));
+                        continue;
+                    }
+                    let failed_at = completed_at.ok_or_else(|| {
+                        $crate::StoreError::Corrupt(format!("failed charge of {subscription_id} without a time"))
+                    })?;
+                    let subscription_id = holdfast_domain::SubscriptionId::from_trusted(subscription_id);
+                    match periods.last_mut() {
+                        Some(last) if last.subscription_id == subscription_id && last.period_index == period_index => {
+                            last.attempts = attempt;
+                            last.failed_at = failed_at;
+                        }
+                        _ => periods.push($crate::FailedPeriod {
+                            subscription_id,
+                            period_index,
+                            attempts: attempt,
+                            failed_at,
+                        }),
+                    }
+                }
+                periods.retain(|p| !pending.contains(&(p.subscription_id.as_str().to_owned(), p.period_index)));
+                Ok(periods)
+            }
+
+            async fn unsettled_creators(
+                &self,
+                limit: i64,
+            ) -> $crate::Result<Vec<(holdfast_domain::CreatorId, Vec<Option<holdfast_domain::TestClockId>>)>> {
+                let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+                    "SELECT DISTINCT l.creator_id, s.test_clock_id FROM ledger_entries l \
+                     JOIN subscriptions s ON s.id = l.subscription_id \
+                     WHERE l.settlement_id IS NULL AND l.creator_id IN \
+                       (SELECT DISTINCT creator_id FROM ledger_entries WHERE settlement_id IS NULL \
+                        ORDER BY creator_id LIMIT $1) \
+                     ORDER BY l.creator_id",
+                )
+                .bind(limit)
+                .fetch_all(&self.worker)
+                .await?;
+                let mut creators: Vec<(holdfast_domain::CreatorId, Vec<Option<holdfast_domain::TestClockId>>)> =
+                    Vec::new();
+                for (creator, clock) in rows {
+                    let clock = clock.map(holdfast_domain::TestClockId::from_trusted);
+                    match creators.last_mut() {
+                        Some((last, clocks)) if last.as_str() == creator => clocks.push(clock),
+                        _ => creators.push((holdfast_domain::CreatorId::from_trusted(creator), vec![clock])),
+                    }
+                }
+                Ok(creators)
+            }
+
             async fn ledger_entries(
                 &self,
                 creator: &holdfast_domain::CreatorId,

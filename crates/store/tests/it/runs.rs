@@ -3,6 +3,8 @@
 
 use std::collections::BTreeSet;
 
+use holdfast_store::LeaseToken;
+
 use crate::both_backends;
 use crate::helpers::{claim_one, job, n_of, open, secs, t0};
 
@@ -266,3 +268,48 @@ fn groups_of(claimed: &[holdfast_store::ClaimedJob]) -> Vec<&str> {
     groups.sort_unstable();
     groups
 }
+
+both_backends!(
+    a_claim_whose_answer_was_lost_is_given_back_by_its_token,
+    |backend| async move {
+        let db = open(backend).await;
+        let q = db.queue();
+        let now = t0();
+        for n in 0..3 {
+            q.enqueue(&job("webhooks", "a", n, now)).await.expect("enqueue");
+        }
+        q.enqueue(&job("webhooks", "b", 0, now)).await.expect("enqueue");
+        // The claim commits, and its caller never learns what it leased.
+        let token = LeaseToken::generate();
+        let lost = q
+            .claim_runs_as("webhooks", "w1", 10, 4, &token, now)
+            .await
+            .expect("claim");
+        assert_eq!(lost.iter().map(Vec::len).sum::<usize>(), 4);
+        assert!(
+            q.claim_batch("webhooks", "w2", 10, now)
+                .await
+                .expect("claim")
+                .is_empty(),
+            "both groups are held by the lost claim"
+        );
+        // Another claim's token gives back nothing ...
+        let other = LeaseToken::generate();
+        assert_eq!(q.release_claim("webhooks", &other, now).await.expect("release"), 0);
+        // ... nor does this token on another queue ...
+        assert_eq!(q.release_claim("fulfillment", &token, now).await.expect("release"), 0);
+        // ... and the claim's own gives back all four, ready at once, their
+        // receive uncounted and their order kept.
+        assert_eq!(q.release_claim("webhooks", &token, now).await.expect("release"), 4);
+        let runs = q.claim_runs("webhooks", "w2", 10, 4, now).await.expect("claim again");
+        let shape: Vec<(String, Vec<u64>)> = runs
+            .iter()
+            .map(|run| (run[0].job.group_key.clone(), run.iter().map(n_of).collect()))
+            .collect();
+        assert_eq!(shape, vec![("a".to_owned(), vec![0, 1, 2]), ("b".to_owned(), vec![0])]);
+        assert!(runs.iter().flatten().all(|c| c.job.receive_count == 1));
+        // Once the jobs are someone else's, the old token finds nothing.
+        assert_eq!(q.release_claim("webhooks", &token, now).await.expect("release"), 0);
+        db.drop_database().await;
+    }
+);

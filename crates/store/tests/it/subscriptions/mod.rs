@@ -149,4 +149,5 @@ fn plan_input(creator: &CreatorId) -> NewPlan {
 }
 
 mod charges;
+mod dunning;
 mod lifecycle;

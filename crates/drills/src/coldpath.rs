@@ -1,8 +1,9 @@
-//! After the demo's load: waits until every paid order has shipped and the
-//! partner has received every event, then compares what the partner got with
-//! each order's timeline.
+//! After a load (the demo's, a drill's): waits until every paid order has
+//! shipped and the partner has received every event, then compares what the
+//! partner got with each order's timeline, and each SKU's stock with what the
+//! orders hold.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -143,7 +144,7 @@ fn log_progress(progress: &ProgressBar, message: &str, last_log: &mut Instant) {
 }
 
 /// Every order (paged by id) and its timeline.
-async fn orders_with_timelines(store: &SharedStore) -> anyhow::Result<Vec<(Order, Vec<OrderStatus>)>> {
+pub async fn orders_with_timelines(store: &SharedStore) -> anyhow::Result<Vec<(Order, Vec<OrderStatus>)>> {
     const PAGE: i64 = 1000;
     let mut orders = Vec::new();
     let mut before: Option<OrderId> = None;
@@ -232,32 +233,53 @@ pub fn check(snapshot: &Snapshot) -> WebhookFindings {
     findings
 }
 
-/// Matches one order's accepted events against its timeline: each must be
-/// the timeline's next entry after the previous one matched.
-fn compare(order: &Order, expected: &[String], got: &[&str], findings: &mut WebhookFindings) {
+/// How one order's received events compare with its timeline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SequenceFindings {
+    /// Timeline entries never received.
+    pub missing: usize,
+    /// Whether what was received came in timeline order.
+    pub in_order: bool,
+    /// Received events that match no timeline entry.
+    pub unexpected: usize,
+}
+
+/// Matches received event types against the timeline's: each must be the
+/// timeline's next entry after the previous one matched.
+pub fn compare_sequence(expected: &[String], got: &[&str]) -> SequenceFindings {
     let mut matched = vec![false; expected.len()];
     let mut next = 0;
-    let mut in_order = true;
+    let mut findings = SequenceFindings {
+        in_order: true,
+        ..SequenceFindings::default()
+    };
     for kind in got {
         if let Some(offset) = expected[next..].iter().position(|e| e == kind) {
             matched[next + offset] = true;
             next += offset + 1;
         } else if let Some(at) = (0..expected.len()).find(|&i| !matched[i] && expected[i] == *kind) {
             matched[at] = true;
-            in_order = false;
+            findings.in_order = false;
         } else {
             findings.unexpected += 1;
         }
     }
-    let missing = matched.iter().filter(|m| !**m).count();
-    findings.missing += missing;
-    if missing > 0 {
+    findings.missing = matched.iter().filter(|m| !**m).count();
+    findings
+}
+
+/// Matches one order's accepted events against its timeline.
+fn compare(order: &Order, expected: &[String], got: &[&str], findings: &mut WebhookFindings) {
+    let sequence = compare_sequence(expected, got);
+    findings.unexpected += sequence.unexpected;
+    findings.missing += sequence.missing;
+    if sequence.missing > 0 {
         sample(
             findings,
             format!("{}: timeline {expected:?}, partner got {got:?}", order.id),
         );
     }
-    if !in_order {
+    if !sequence.in_order {
         findings.out_of_order += 1;
         sample(
             findings,
@@ -273,4 +295,45 @@ fn sample(findings: &mut WebhookFindings, line: String) {
     if findings.samples.len() < 10 {
         findings.samples.push(line);
     }
+}
+
+/// One SKU's stock as read after the load, beside what it started with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StockLevel {
+    pub sku: String,
+    pub initial: i64,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub available: i64,
+}
+
+/// SKUs whose stock does not add up, one line each: stock can never go
+/// negative, what shipped left on-hand stock, and what open orders hold is
+/// reserved.
+pub fn stock_mismatches(orders: &[(Order, Vec<OrderStatus>)], levels: &[StockLevel]) -> Vec<String> {
+    // Units per SKU consumed by shipped orders and held by open ones.
+    let mut consumed: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut held: BTreeMap<&str, i64> = BTreeMap::new();
+    for (order, _) in orders {
+        let bucket = match order.status {
+            OrderStatus::Shipped => &mut consumed,
+            status if status.holds_stock() => &mut held,
+            _ => continue,
+        };
+        for line in &order.lines {
+            *bucket.entry(line.sku.as_str()).or_default() += i64::from(line.qty);
+        }
+    }
+    let mut mismatches = Vec::new();
+    for level in levels {
+        let shipped = consumed.get(level.sku.as_str()).copied().unwrap_or(0);
+        let reserved = held.get(level.sku.as_str()).copied().unwrap_or(0);
+        if level.available < 0 || level.on_hand != level.initial - shipped || level.reserved != reserved {
+            mismatches.push(format!(
+                "{}: started with {}, {shipped} shipped, {reserved} held by open orders, now on hand {}, reserved {}, available {}",
+                level.sku, level.initial, level.on_hand, level.reserved, level.available
+            ));
+        }
+    }
+    mismatches
 }
