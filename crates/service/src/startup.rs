@@ -345,6 +345,24 @@ impl Application {
                 async move { Ok(workers::expiry::sweep_once(&store, chrono::Utc::now()).await?) }
             },
         )));
+        let store = self.store.clone();
+        let checkout = self.config.queues.checkout.template(queues::CHECKOUT);
+        // Twice the request deadline: the order's own request is over.
+        let grace = 2 * Duration::from_millis(self.config.server.request_deadline_ms);
+        tasks.push(tokio::spawn(workers::run_loop(
+            "stalled-checkouts",
+            Duration::from_millis(self.config.checkout.expiry_sweep_interval_ms),
+            None,
+            stop.clone(),
+            move || {
+                let (store, checkout) = (store.clone(), checkout.clone());
+                async move {
+                    let found =
+                        workers::expiry::resume_stalled_once(&store, &checkout, grace, chrono::Utc::now()).await?;
+                    Ok(found)
+                }
+            },
+        )));
         let ctx = context.clone();
         tasks.push(tokio::spawn(workers::run_loop(
             "outbox-relay",
@@ -377,6 +395,13 @@ impl Application {
         }
         if context.deps.inventory.is_some() {
             drained.push((queues::INVENTORY, context.wake.inventory.clone()));
+        }
+        if self.config.subscriptions.enabled {
+            drained.push((
+                queues::SUBSCRIPTION_PAYMENTS,
+                context.wake.subscription_payments.clone(),
+            ));
+            tasks.extend(workers::subscriptions::spawn(context, stop));
         }
         for (queue, notify) in drained {
             let ctx = context.clone();

@@ -43,6 +43,8 @@ mod journal;
 mod store_impl;
 #[macro_use]
 mod subscriptions;
+#[macro_use]
+mod checkout;
 mod connect;
 pub mod deadline;
 mod error;
@@ -58,6 +60,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use holdfast_domain::{OrderId, Sku};
 
+pub use checkout::{Answer, CheckoutBegin, CheckoutFinish, CheckoutStart, Checkouts, Stock};
 pub use connect::{Backend, ConnectOptions, PgBouncer, PoolOptions, Pools, connect, describe_target};
 pub use error::{PlaceOrderError, StoreError};
 pub use holds::{Hold, HoldAction, HoldStatus, NewHold, StockHolds};
@@ -66,9 +69,10 @@ pub use model::*;
 pub use outbox::{Outbox, OutboxEvent, OutboxLag, RelayOptions, RelayOutcome};
 pub use queue::*;
 pub use subscriptions::{
-    Charge, ChargeFailure, ChargeRecorded, ChargeStart, ChargeStatus, Creator, DueCharge, LedgerEntry, NewCreator,
-    NewPlan, NewSubscription, PeriodStatus, Plan, PlanPrice, SettlementBatch, Subscription, SubscriptionChange,
-    SubscriptionEventRecord, SubscriptionFilter, SubscriptionPeriod, Subscriptions, TestClock,
+    AttemptFailed, Charge, ChargeFailure, ChargeRecorded, ChargeStart, ChargeStatus, Creator, DueCharge, FailedAttempt,
+    FailedPeriod, LedgerEntry, NewCreator, NewPlan, NewSubscription, PeriodStatus, Plan, PlanPrice, SettlementBatch,
+    Subscription, SubscriptionChange, SubscriptionEventRecord, SubscriptionFilter, SubscriptionPeriod, Subscriptions,
+    TestClock, payment_job_key,
 };
 pub use webhooks::{
     AttemptOutcome, DeliveryStatus, DeliveryWork, NewWebhookEndpoint, Replay, WebhookAttempt, WebhookDelivery,
@@ -91,6 +95,9 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
     /// In use and maximum connections of each pool, for metrics and shedding.
     fn pool_usage(&self) -> Vec<PoolUsage>;
+    /// Checkout's two write transactions and its idempotency keys (see
+    /// `Checkouts`).
+    fn checkouts(&self) -> &dyn Checkouts;
     /// The durable job queue, in the same database (see `JobQueue`).
     fn queue(&self) -> &dyn JobQueue;
     /// The transactional outbox's relay side (see `Outbox`).
@@ -156,17 +163,16 @@ pub trait Store: Send + Sync + 'static {
     async fn get_order(&self, id: &OrderId) -> Result<Option<Order>>;
     async fn list_orders(&self, filter: &OrderFilter) -> Result<Vec<Order>>;
     async fn order_events(&self, id: &OrderId) -> Result<Vec<OrderEvent>>;
-    /// Orders awaiting payment whose reservation expired before `now`.
+    /// Orders whose reservation expired before `now`: awaiting payment, or
+    /// back in `accepted` after a failed checkout that no retry resumed.
     async fn expired_orders(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<OrderId>>;
+    /// Checkouts that stopped between their two transactions: orders
+    /// awaiting payment with no payment intent recorded, placed before
+    /// `placed_before`, oldest first.
+    async fn stalled_checkouts(&self, placed_before: DateTime<Utc>, limit: i64) -> Result<Vec<OrderId>>;
     async fn search_customers(&self, query: &str, limit: i64) -> Result<Vec<Customer>>;
     /// How many orders are in each status (absent statuses are omitted).
     async fn order_counts(&self) -> Result<Vec<(holdfast_domain::OrderStatus, i64)>>;
-
-    async fn begin_idempotent(&self, request: &IdempotentRequest) -> Result<IdempotencyBegin>;
-    async fn complete_idempotent(&self, scope: &str, key: &str, response: &StoredResponse) -> Result<()>;
-    /// Forgets an in-progress key so the client may retry (validation
-    /// failures and retryable outages are not stored, as with Stripe).
-    async fn release_idempotent(&self, scope: &str, key: &str) -> Result<()>;
 
     /// Records a provider event once; `false` if its id was seen before.
     async fn record_inbox_event(&self, event: &InboxEvent) -> Result<bool>;

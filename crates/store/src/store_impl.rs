@@ -1,7 +1,9 @@
 //! The [`Store`](crate::Store) trait's implementation, written once for both
 //! backends: `impl_store!`, expanded in each backend's `mod.rs` for its store
-//! type. It holds API keys, idempotency keys, the payment inbox, the
-//! catalogue and the order flows (place, accept, reserve, change status).
+//! type. It holds API keys, the payment inbox, the catalogue and the order
+//! flows (place, accept, reserve, change status); checkout's own two
+//! transactions and its idempotency keys are in `checkout.rs`, which calls
+//! the helpers written here.
 //!
 //! A flow's shape is shared: which pool, which transaction, lock the order,
 //! check the transition, apply its stock effect, write it, enqueue its jobs.
@@ -14,10 +16,7 @@
 //!
 //! Per backend, and why:
 //! - in the macro call (`mod.rs`): `backend()` and `migrate` (PostgreSQL's
-//!   runner behind transaction pooling); `begin_idempotent`
-//!   (PostgreSQL claims a key with an insert and a compare-and-set, so no row
-//!   stays locked while it decides; SQLite decides under its write lock);
-//!   marking inbox events processed (PostgreSQL's `now()` and one `unnest`
+//!   runner behind transaction pooling); marking inbox events processed (PostgreSQL's `now()` and one `unnest`
 //!   batch; SQLite binds the time and loops under its one writer);
 //! - as arguments: the transaction type; the query that finds the migrations
 //!   table (`to_regclass` vs `sqlite_master`); `FOR UPDATE` on an order read to be
@@ -51,6 +50,16 @@ pub(crate) struct StatusWrite<'a> {
     pub(crate) payload: String,
 }
 
+/// How an `accepted` order moves to `pending_payment`: the checkout
+/// worker's reservation, or a client's retry of a checkout that failed.
+pub(crate) struct ResumeAccepted {
+    pub(crate) expires_at: DateTime<Utc>,
+    pub(crate) now: DateTime<Utc>,
+    /// Reserve its stock here; `false` when an inventory node holds it.
+    pub(crate) reserve: bool,
+    pub(crate) cause: &'static str,
+}
+
 /// The units of SKU `$1` held by active reservations: orders' (awaiting
 /// payment or paid) and stock holds' (held or committed).
 macro_rules! reserved_units {
@@ -82,7 +91,7 @@ macro_rules! impl_store {
             use $crate::error::{PlaceOrderError, StoreError};
             use $crate::model::*;
             use $crate::rows::{CustomerRow, OrderEventRow, OrderRow, ProductRow, api_key_record, inbox_event};
-            use $crate::store_impl::StatusWrite;
+            use $crate::store_impl::{ResumeAccepted, StatusWrite};
 
             #[async_trait::async_trait]
             impl $crate::Store for $store {
@@ -116,6 +125,10 @@ macro_rules! impl_store {
                 async fn ping(&self) -> Result<()> {
                     sqlx::query("SELECT 1").execute(&self.read).await?;
                     Ok(())
+                }
+
+                fn checkouts(&self) -> &dyn $crate::Checkouts {
+                    self
                 }
 
                 fn queue(&self) -> &dyn $crate::JobQueue {
@@ -281,28 +294,17 @@ macro_rules! impl_store {
                     now: DateTime<Utc>,
                 ) -> Result<Order, PlaceOrderError> {
                     let mut tx = begin_write(&self.worker).await?;
-                    let mut order = Self::order_to_change(&mut tx, order_id).await?;
+                    let order = Self::order_to_change(&mut tx, order_id).await?;
                     if order.status != OrderStatus::Accepted {
                         return Ok(order);
                     }
-                    orders::reserve_lines(&mut tx, order_id, &stored_lines(&order)?).await?;
-                    order.status = order
-                        .status
-                        .transition(OrderStatus::PendingPayment)
-                        .map_err(StoreError::from)?;
-                    order.expires_at = Some(expires_at);
-                    order.updated_at = now;
-                    let write = StatusWrite {
-                        order_id,
-                        from: Some(OrderStatus::Accepted),
-                        to: OrderStatus::PendingPayment,
+                    let resume = ResumeAccepted {
+                        expires_at,
+                        now,
+                        reserve: true,
                         cause: "stock reserved",
-                        at: now,
-                        tracking_number: None,
-                        expires_at: Some(expires_at),
-                        payload: order_event_payload(&order),
                     };
-                    orders::write_change(&mut tx, &write).await?;
+                    let order = Self::resume_accepted(&mut tx, order, &resume).await?;
                     tx.commit().await?;
                     Ok(order)
                 }
@@ -381,12 +383,34 @@ macro_rules! impl_store {
                     rows.into_iter().map(OrderEvent::try_from).collect()
                 }
 
+                /// Two selects, so the first keeps to the partial index on
+                /// orders awaiting payment; failed checkouts waiting for their
+                /// retry are few, found by the `accepted` status and the
+                /// timeline entry that brought them back there.
                 async fn expired_orders(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<OrderId>> {
-                    let ids: Vec<String> = sqlx::query_scalar(
-                        "SELECT id FROM orders WHERE status = 'pending_payment' AND expires_at < $1 \
+                    let rows: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+                        "SELECT id, expires_at FROM orders WHERE status = 'pending_payment' AND expires_at < $1 \
+                         UNION ALL \
+                         SELECT id, expires_at FROM orders WHERE status = 'accepted' AND expires_at < $1 \
+                           AND EXISTS (SELECT 1 FROM order_events e WHERE e.order_id = orders.id \
+                             AND e.from_status = 'pending_payment' AND e.to_status = 'accepted') \
                          ORDER BY expires_at LIMIT $2",
                     )
                     .bind(now)
+                    .bind(limit)
+                    .fetch_all(&self.$worker_reads)
+                    .await?;
+                    Ok(rows.into_iter().map(|(id, _)| OrderId::from_trusted(id)).collect())
+                }
+
+                /// Kept to the partial index on orders awaiting payment,
+                /// which are few at any moment.
+                async fn stalled_checkouts(&self, placed_before: DateTime<Utc>, limit: i64) -> Result<Vec<OrderId>> {
+                    let ids: Vec<String> = sqlx::query_scalar(
+                        "SELECT id FROM orders WHERE status = 'pending_payment' AND payment_intent_id IS NULL \
+                           AND created_at < $1 ORDER BY created_at LIMIT $2",
+                    )
+                    .bind(placed_before)
                     .bind(limit)
                     .fetch_all(&self.$worker_reads)
                     .await?;
@@ -413,29 +437,6 @@ macro_rules! impl_store {
                     rows.into_iter()
                         .map(|(status, n)| Ok(($crate::error::parse_status(&status)?, n)))
                         .collect()
-                }
-
-                async fn complete_idempotent(&self, scope: &str, key: &str, response: &StoredResponse) -> Result<()> {
-                    sqlx::query(
-                        "UPDATE idempotency_keys SET state = 'done', response_status = $3, response_body = $4 \
-                         WHERE scope = $1 AND key = $2",
-                    )
-                    .bind(scope)
-                    .bind(key)
-                    .bind(i32::from(response.status))
-                    .bind(&response.body)
-                    .execute(&self.write)
-                    .await?;
-                    Ok(())
-                }
-
-                async fn release_idempotent(&self, scope: &str, key: &str) -> Result<()> {
-                    sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND state = 'in_progress'")
-                        .bind(scope)
-                        .bind(key)
-                        .execute(&self.write)
-                        .await?;
-                    Ok(())
                 }
 
                 async fn record_inbox_event(&self, event: &InboxEvent) -> Result<bool> {
@@ -480,6 +481,37 @@ macro_rules! impl_store {
                     Order::try_from(row.ok_or_else(|| StoreError::NotFound(id.to_string()))?)
                 }
 
+                /// Moves an `accepted` order (read in `tx`) to `pending_payment`
+                /// with its new payment deadline, reserving its stock first when
+                /// `resume.reserve` (all or nothing).
+                async fn resume_accepted(
+                    tx: &mut $tx,
+                    mut order: Order,
+                    resume: &ResumeAccepted,
+                ) -> Result<Order, PlaceOrderError> {
+                    if resume.reserve {
+                        orders::reserve_lines(tx, &order.id, &stored_lines(&order)?).await?;
+                    }
+                    order.status = order
+                        .status
+                        .transition(OrderStatus::PendingPayment)
+                        .map_err(StoreError::from)?;
+                    order.expires_at = Some(resume.expires_at);
+                    order.updated_at = resume.now;
+                    let write = StatusWrite {
+                        order_id: &order.id,
+                        from: Some(OrderStatus::Accepted),
+                        to: OrderStatus::PendingPayment,
+                        cause: resume.cause,
+                        at: resume.now,
+                        tracking_number: None,
+                        expires_at: Some(resume.expires_at),
+                        payload: order_event_payload(&order),
+                    };
+                    orders::write_change(tx, &write).await?;
+                    Ok(order)
+                }
+
                 /// Checks the change against the order as stored, then writes
                 /// it. Every refusal comes before the first write.
                 async fn transition_in_tx(tx: &mut $tx, change: &StatusChange) -> Result<TransitionOutcome> {
@@ -522,10 +554,15 @@ macro_rules! impl_store {
                         OrderStatus::Shipped => {
                             "UPDATE stock_reservations SET status = 'consumed' WHERE order_id = $1 AND status = 'committed'"
                         }
-                        OrderStatus::PaymentFailed | OrderStatus::Cancelled | OrderStatus::Rejected => {
+                        // An order goes back to `accepted` only from `pending_payment`,
+                        // when its checkout failed and waits for its client's retry.
+                        OrderStatus::PaymentFailed
+                        | OrderStatus::Cancelled
+                        | OrderStatus::Rejected
+                        | OrderStatus::Accepted => {
                             return orders::release_stock(tx, order_id).await;
                         }
-                        OrderStatus::Accepted | OrderStatus::PendingPayment | OrderStatus::Fulfilling => return Ok(()),
+                        OrderStatus::PendingPayment | OrderStatus::Fulfilling => return Ok(()),
                     };
                     sqlx::query(mark).bind(order_id.as_str()).execute(&mut **tx).await?;
                     Ok(())

@@ -44,7 +44,7 @@ pub async fn complete(ctx: &WorkerContext, order_id: &OrderId) -> anyhow::Result
     };
     if order.status == OrderStatus::Accepted {
         let now = Utc::now();
-        let accepted = Reserve::Accepted {
+        let accepted = Reserve {
             order: &order,
             paid_by: now + reservation_ttl(&deps.config),
             now,
@@ -63,8 +63,8 @@ pub async fn complete(ctx: &WorkerContext, order_id: &OrderId) -> anyhow::Result
                 return reject(ctx, order_id, format!("{sku} is no longer in the catalogue")).await;
             }
             Err(Error::Unavailable(unavailable)) => {
-                let why = format!("inventory node: {:#}", unavailable.error);
-                return Err(StoreError::Unavailable(why).into());
+                // Not the store's outage: retried with the receive's backoff.
+                return Err(anyhow::anyhow!("inventory node unavailable: {:#}", unavailable.error));
             }
             Err(error) => return Err(error.into()),
         }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use holdfast_domain::OrderId;
-use holdfast_store::{ClaimedJob, FailOutcome, SharedStore};
+use holdfast_store::{ClaimedJob, FailOutcome, LeaseToken, SharedStore, StoreError};
 use rand::Rng;
 
 /// What a handler decided about its job.
@@ -24,6 +24,18 @@ pub enum JobOutcome {
     /// Try again after `after`; the job is dead-lettered once its receives
     /// are used up.
     Retry { after: Duration, error: String },
+    /// The handler settled the job itself, in the transaction of its own
+    /// business write (a declined charge and its retry or dead letter):
+    /// nothing is left to complete or fail. Like a retry, it stops the run.
+    Settled,
+    /// Our own database could not be reached or timed out before the job's
+    /// work was read or its outcome written: give the job back, its receive
+    /// not counted, ready again after `after`. A store outage says nothing
+    /// about the job: counted as a retry, its exponential
+    /// backoff would leave a group's head (and every job behind it) waiting
+    /// up to a minute after the database is back, and spend the receives
+    /// that protect against a poison job. Like a retry, it stops the run.
+    Release { after: Duration, error: String },
 }
 
 impl JobOutcome {
@@ -33,7 +45,29 @@ impl JobOutcome {
             error: error.to_string(),
         }
     }
+
+    /// What becomes of a job whose step failed with `error`: given back
+    /// after a short pause when the store is unreachable or timed out
+    /// ([`Self::Release`]), retried with the receive's backoff otherwise.
+    pub fn after_failure(job: &ClaimedJob, max_backoff: Duration, error: &anyhow::Error) -> Self {
+        let store_outage = error
+            .chain()
+            .any(|cause| cause.downcast_ref::<StoreError>().is_some_and(StoreError::is_retryable));
+        if store_outage {
+            Self::Release {
+                after: jitter(STORE_OUTAGE_PAUSE, 0.2),
+                error: format!("{error:#}"),
+            }
+        } else {
+            Self::retry(backoff(job.job.receive_count, max_backoff), format!("{error:#}"))
+        }
+    }
 }
+
+/// How long a job given back during a store outage waits before it is
+/// claimed again: long enough not to spin on a database that refuses, short
+/// enough that the queue moves within a second or two of its return.
+const STORE_OUTAGE_PAUSE: Duration = Duration::from_secs(1);
 
 /// Which queue a worker drains and how.
 #[derive(Debug, Clone)]
@@ -130,6 +164,20 @@ async fn settle_run(
                 schedule_retry(store, &job, after, &error, now).await?;
                 break;
             }
+            JobOutcome::Settled => break,
+            JobOutcome::Release { after, error } => {
+                tracing::debug!(job = %job.job.id, %error, ?after, "store unavailable; job given back");
+                metrics::counter!("holdfast_jobs_total", "queue" => job.job.queue.clone(), "outcome" => "released")
+                    .increment(1);
+                // The job and the rest of its run keep their places and
+                // become visible together once the pause is over.
+                let pause = chrono::TimeDelta::from_std(after).unwrap_or(chrono::TimeDelta::seconds(1));
+                let visible_at = Utc::now() + pause;
+                let mut back = vec![(job.job.id, job.lease_token)];
+                back.extend(jobs.by_ref().map(|job| (job.job.id, job.lease_token)));
+                store.queue().release(&back, visible_at).await?;
+                break;
+            }
         }
     }
     let untouched: Vec<_> = jobs.map(|job| (job.job.id, job.lease_token)).collect();
@@ -157,6 +205,7 @@ pub async fn run_pool<F, Fut>(
 {
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(run.batch.max(1) as usize));
     let (finished, completer) = spawn_completer(store.clone(), wake.clone());
+    let mut unanswered = UnansweredClaims::default();
     while !*shutdown.borrow() {
         let first = tokio::select! {
             slot = slots.clone().acquire_owned() => match slot { Ok(slot) => slot, Err(_) => break },
@@ -176,14 +225,17 @@ pub async fn run_pool<F, Fut>(
             free.push(slot);
         }
         let limit = u32::try_from(free.len()).unwrap_or(u32::MAX);
+        unanswered.give_back(&store, &run.queue).await;
+        let token = LeaseToken::generate();
         let runs = match store
             .queue()
-            .claim_runs(&run.queue, &run.worker_id, limit, run.run_length, Utc::now())
+            .claim_runs_as(&run.queue, &run.worker_id, limit, run.run_length, &token, Utc::now())
             .await
         {
             Ok(runs) => runs,
             Err(error) => {
                 tracing::warn!(queue = %run.queue, %error, "claim failed");
+                unanswered.remember(token);
                 Vec::new()
             }
         };
@@ -201,7 +253,8 @@ pub async fn run_pool<F, Fut>(
             tokio::spawn(async move {
                 let outcomes = with_heartbeat(&store, &jobs, handle(jobs.clone())).await;
                 let retried = outcomes.iter().any(|o| *o != JobOutcome::Done) || outcomes.len() < jobs.len();
-                match settle_run(&store, jobs, outcomes, Utc::now()).await {
+                let settling = while_leased(&jobs, || settle_run(&store, jobs.clone(), outcomes.clone(), Utc::now()));
+                match settling.await {
                     // Completed together with the jobs finishing beside them.
                     Ok(done) => {
                         for job in done {
@@ -225,6 +278,46 @@ pub async fn run_pool<F, Fut>(
     let _ = tokio::time::timeout(Duration::from_secs(5), completer).await;
 }
 
+/// Claims that failed on the worker's side, by token. A failed claim may
+/// still have committed (the connection dropped after the server committed
+/// and before the answer arrived); its jobs are then leased to nobody and
+/// hold their groups back until the visibility timeout. They are given back
+/// before the next claim, as soon as the database answers again.
+#[derive(Default)]
+struct UnansweredClaims(Vec<LeaseToken>);
+
+impl UnansweredClaims {
+    /// More than this many failed claims in a row are left to their leases:
+    /// an outage that long has expired the oldest ones' leases anyway.
+    const MOST: usize = 64;
+
+    fn remember(&mut self, token: LeaseToken) {
+        if self.0.len() == Self::MOST {
+            self.0.remove(0);
+        }
+        self.0.push(token);
+    }
+
+    async fn give_back(&mut self, store: &SharedStore, queue: &str) {
+        while let Some(token) = self.0.last() {
+            match store.queue().release_claim(queue, token, Utc::now()).await {
+                Ok(released) => {
+                    if released > 0 {
+                        tracing::warn!(
+                            queue,
+                            released,
+                            "a claim whose answer was lost had leased jobs; given back"
+                        );
+                    }
+                    self.0.pop();
+                }
+                // Still unreachable: tried again before the next claim.
+                Err(_) => return,
+            }
+        }
+    }
+}
+
 /// Completes finished jobs in batches: whatever finished while the previous
 /// batch was being written goes in the next transaction, so a busy queue
 /// pays one commit for many jobs and an idle one still completes each at
@@ -242,7 +335,7 @@ fn spawn_completer(
     let completer = tokio::spawn(async move {
         let mut batch = Vec::with_capacity(MOST_PER_COMMIT);
         while done.recv_many(&mut batch, MOST_PER_COMMIT).await > 0 {
-            if let Err(error) = complete_all(&store, &batch).await {
+            if let Err(error) = complete_retrying(&store, &batch).await {
                 // Their leases run out and the jobs come back: nothing is lost.
                 tracing::warn!(
                     jobs = batch.len(),
@@ -282,6 +375,42 @@ where
                     }
                 }
             }
+        }
+    }
+}
+
+/// Completes `done`, retrying while their leases hold (see [`while_leased`]).
+/// Completing twice is harmless: the second time finds the jobs gone.
+async fn complete_retrying(store: &SharedStore, done: &[ClaimedJob]) -> anyhow::Result<()> {
+    while_leased(done, || complete_all(store, done)).await
+}
+
+/// Runs `write` (settling or completing `jobs`) until it succeeds, with
+/// backoff, for as long as the jobs' visibility timeout: the causes are
+/// usually brief (a full pool, connections refused while a pooler reloads or
+/// restarts), and jobs left to their leases hold their whole group back until
+/// the timeout. Past it the jobs come back by themselves, and a late write
+/// finds its lease gone, which changes nothing.
+async fn while_leased<T, Fut>(jobs: &[ClaimedJob], mut write: impl FnMut() -> Fut) -> anyhow::Result<T>
+where
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let lease = jobs.first().map_or(Duration::ZERO, |job| job.job.visibility_timeout);
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match write().await {
+            Ok(value) => return Ok(value),
+            Err(error) if started.elapsed() + pause < lease => {
+                tracing::debug!(
+                    jobs = jobs.len(),
+                    error = format!("{error:#}"),
+                    "writing the jobs' outcome again"
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            Err(error) => return Err(error),
         }
     }
 }
@@ -359,7 +488,7 @@ where
         Ok(()) => JobOutcome::Done,
         Err(error) => {
             tracing::info!(order_id = %order_id, queue = %job.job.queue, error = format!("{error:#}"), "will retry");
-            JobOutcome::retry(backoff(job.job.receive_count, max_backoff), format!("{error:#}"))
+            JobOutcome::after_failure(job, max_backoff, &error)
         }
     }
 }
@@ -382,7 +511,7 @@ pub async fn job_event(
             tracing::error!(event_id, queue = %job.job.queue, "job for an unknown event; dropped");
             Err(JobOutcome::Done)
         }
-        Err(error) => Err(JobOutcome::retry(backoff(job.job.receive_count, max_backoff), error)),
+        Err(error) => Err(JobOutcome::after_failure(job, max_backoff, &error.into())),
     }
 }
 

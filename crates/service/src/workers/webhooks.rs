@@ -11,15 +11,19 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use holdfast_domain::DeliveryId;
-use holdfast_store::{AttemptOutcome, ClaimedJob, DeliveryStatus, DeliveryWork, WebhookAttempt};
+use holdfast_store::{AttemptOutcome, ClaimedJob, DeliveryStatus, DeliveryWork, StoreError, WebhookAttempt};
 
 use super::context::WorkerContext;
-use super::jobs::{JobOutcome, backoff, jitter, payload_str};
+use super::jobs::{JobOutcome, jitter, payload_str};
 use crate::config::WebhooksConfig;
 use crate::providers::webhooks::{Answer, Outgoing};
 use holdfast_signing::WebhookSecret;
 
 pub use crate::pipeline::queues::WEBHOOKS as QUEUE;
+
+/// The longest backoff of a run that failed for a reason other than the
+/// store being unreachable.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Delivers one endpoint's run of deliveries in order, then records every
 /// attempt in one transaction. The run stops at the first delivery that must
@@ -27,13 +31,15 @@ pub use crate::pipeline::queues::WEBHOOKS as QUEUE;
 /// be recorded, nothing of the run counts as done: the whole run comes back
 /// and is delivered again with the same `webhook-id`s (at least once).
 pub async fn handle_run(ctx: &WorkerContext, jobs: Vec<ClaimedJob>) -> Vec<JobOutcome> {
-    let first_receive = jobs.first().map_or(0, |job| job.job.receive_count);
-    let retry_all = |what: &str, error: &dyn std::fmt::Display| {
-        tracing::warn!(error = %error, "{what}; the run will be repeated");
-        vec![JobOutcome::retry(
-            backoff(first_receive, Duration::from_secs(60)),
-            format!("{what}: {error}"),
-        )]
+    // A run whose store reads or writes fail comes back as soon as the
+    // store does (`JobOutcome::Release`), not after the head's backoff.
+    let retry_all = |what: &str, error: StoreError| {
+        tracing::warn!(error = format!("{error:#}"), "{what}; the run will be repeated");
+        let error = anyhow::Error::new(error).context(what.to_owned());
+        jobs.first()
+            .map(|head| JobOutcome::after_failure(head, MAX_BACKOFF, &error))
+            .into_iter()
+            .collect::<Vec<_>>()
     };
     let ids: Vec<DeliveryId> = jobs
         .iter()
@@ -42,7 +48,7 @@ pub async fn handle_run(ctx: &WorkerContext, jobs: Vec<ClaimedJob>) -> Vec<JobOu
     // The whole run's deliveries, endpoint and events in one read.
     let mut works: HashMap<DeliveryId, DeliveryWork> = match ctx.deps.store.webhooks().delivery_works(&ids).await {
         Ok(works) => works.into_iter().map(|w| (w.delivery.id.clone(), w)).collect(),
-        Err(error) => return retry_all("could not read the run's deliveries", &format!("{error:#}")),
+        Err(error) => return retry_all("could not read the run's deliveries", error),
     };
     let mut outcomes = Vec::with_capacity(jobs.len());
     let mut records = Vec::new();
@@ -66,15 +72,7 @@ pub async fn handle_run(ctx: &WorkerContext, jobs: Vec<ClaimedJob>) -> Vec<JobOu
         }
     }
     if let Err(error) = ctx.deps.store.webhooks().record_attempts(&records).await {
-        let first = jobs.first().map_or(0, |job| job.job.receive_count);
-        tracing::warn!(
-            error = format!("{error:#}"),
-            "could not record webhook attempts; the run will be repeated"
-        );
-        return vec![JobOutcome::retry(
-            backoff(first, Duration::from_secs(60)),
-            format!("recording attempts: {error:#}"),
-        )];
+        return retry_all("could not record webhook attempts", error);
     }
     outcomes
 }
