@@ -6,11 +6,8 @@
 //! process's shipment does get created: only the idempotency key stops the
 //! second process from creating another.
 
-use std::fs::File;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use holdfast_domain::{Address, Currency, Email, Money, OrderId, OrderStatus, Quantity, Sku, address};
@@ -21,7 +18,7 @@ use holdfast_service::workers::fulfillment;
 use holdfast_store::{JobTemplate, NewOrder, NewProduct, SharedStore, StatusChange};
 use tokio::sync::oneshot;
 
-use crate::free_port;
+use crate::served::{Deadline, Served};
 use holdfast_testkit::postgres_admin_url;
 
 /// Long enough that the first process is surely killed while its call is
@@ -33,8 +30,6 @@ const VISIBILITY_TIMEOUT_S: u64 = 2;
 
 /// Start-up, the lease running out and the shipment fit well within this.
 const LIMIT: Duration = Duration::from_secs(30);
-
-const SIGKILL: i32 = 9;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_a_killed_worker_ships_the_order_exactly_once() {
@@ -78,10 +73,10 @@ async fn killed_worker_ships_once(database_url: String, dir: PathBuf) {
         ..WarehouseConfig::default()
     });
     let (warehouse_url, _stop_warehouse) = serve_warehouse(&warehouse).await;
-    let node = |name: &str| WorkerNode::spawn(name, &database_url, &warehouse_url, &dir);
+    let node = |name: &str| worker_node(name, &database_url, &warehouse_url, &dir);
 
     let mut first = node("a");
-    let waiting = Deadline::start("the first process calls the warehouse");
+    let waiting = Deadline::start("the first process calls the warehouse", LIMIT);
     while warehouse.stats().api_calls == 0 {
         first.assert_running();
         waiting.tick().await;
@@ -95,7 +90,7 @@ async fn killed_worker_ships_once(database_url: String, dir: PathBuf) {
 
     warehouse.set_latency(Duration::ZERO);
     let mut second = node("b");
-    let waiting = Deadline::start("the second process ships the order and completes its job");
+    let waiting = Deadline::start("the second process ships the order and completes its job", LIMIT);
     while get_order(&store, &order_id).await.status != OrderStatus::Shipped || !fulfillment_queue_is_empty(&store).await
     {
         second.assert_running();
@@ -125,105 +120,21 @@ async fn assert_shipped_once(store: &SharedStore, warehouse: &SandboxWarehouse, 
     assert_eq!(entered(OrderStatus::Fulfilling), 1, "{events:?}");
 }
 
-/// A `holdfast serve --role workers` process. It is killed and reaped on
-/// drop, so a failing assertion leaves nothing running; its output goes to a
-/// file that is printed when the test fails.
-struct WorkerNode {
-    name: String,
-    child: Child,
-    log: PathBuf,
+/// A `holdfast serve --role workers` process on `database_url`.
+fn worker_node(name: &str, database_url: &str, warehouse_url: &str, dir: &Path) -> Served {
+    let env = [
+        ("HOLDFAST_DATABASE__URL", database_url.to_owned()),
+        ("HOLDFAST_WAREHOUSE__URL", warehouse_url.to_owned()),
+        (
+            "HOLDFAST_QUEUES__FULFILLMENT__VISIBILITY_TIMEOUT_S",
+            VISIBILITY_TIMEOUT_S.to_string(),
+        ),
+        ("HOLDFAST_WORKERS__POLL_INTERVAL_MS", "100".to_owned()),
+        ("HOLDFAST_LOG__LEVEL", "info".to_owned()),
+    ];
+    Served::start(name, &["--role", "workers"], &env, dir)
 }
 
-impl WorkerNode {
-    fn spawn(name: &str, database_url: &str, warehouse_url: &str, dir: &Path) -> Self {
-        let log = dir.join(format!("{name}.log"));
-        let output = File::create(&log).expect("log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_holdfast"));
-        // Configuration from the developer's environment must not leak in.
-        for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("HOLDFAST_") && key.contains("__")) {
-            command.env_remove(key);
-        }
-        let listen = format!("127.0.0.1:{}", free_port());
-        command
-            .args(["serve", "--role", "workers", "--listen", &listen])
-            // No `holdfast.toml` from the working directory.
-            .current_dir(dir)
-            .env("HOLDFAST_DATABASE__URL", database_url)
-            .env("HOLDFAST_WAREHOUSE__URL", warehouse_url)
-            .env(
-                "HOLDFAST_QUEUES__FULFILLMENT__VISIBILITY_TIMEOUT_S",
-                VISIBILITY_TIMEOUT_S.to_string(),
-            )
-            .env("HOLDFAST_WORKERS__POLL_INTERVAL_MS", "100")
-            .env("HOLDFAST_LOG__LEVEL", "info")
-            .stdin(Stdio::null())
-            .stdout(output.try_clone().expect("log file"))
-            .stderr(output);
-        let child = command.spawn().expect("holdfast starts");
-        Self {
-            name: name.to_owned(),
-            child,
-            log,
-        }
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait().expect("try_wait") {
-            panic!("process {} exited early ({status}):\n{}", self.name, self.output());
-        }
-    }
-
-    /// `Child::kill` sends SIGKILL on Unix: the process gets no chance to
-    /// finish its call, give up its lease or run any shutdown code.
-    fn kill_9(&mut self) {
-        self.child.kill().expect("kill -9");
-        let status = self.child.wait().expect("reap");
-        assert_eq!(status.signal(), Some(SIGKILL), "process {}: {status}", self.name);
-    }
-}
-
-impl Drop for WorkerNode {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("--- output of process {} ---\n{}", self.name, self.output());
-        }
-    }
-}
-
-/// A bounded wait: each `tick` sleeps 50 ms, and panics once [`LIMIT`] has
-/// passed since `start`.
-struct Deadline {
-    what: &'static str,
-    started: Instant,
-}
-
-impl Deadline {
-    fn start(what: &'static str) -> Self {
-        Self {
-            what,
-            started: Instant::now(),
-        }
-    }
-
-    async fn tick(&self) {
-        assert!(
-            self.started.elapsed() < LIMIT,
-            "timed out after {LIMIT:?} waiting until {}",
-            self.what
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Serves `warehouse` on a free port until the returned sender is dropped.
 async fn serve_warehouse(warehouse: &SandboxWarehouse) -> (String, oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));

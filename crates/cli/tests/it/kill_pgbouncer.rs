@@ -3,9 +3,7 @@
 //! 202) is in the database afterwards, stock adds up, and a second process
 //! answers each acknowledged idempotency key with the same order.
 
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -19,6 +17,7 @@ use holdfast_store::scratch::{PgBouncerSettings, ScratchPgBouncer};
 use tokio::sync::Mutex;
 
 use crate::free_port;
+use crate::served::{Deadline, Served};
 use holdfast_testkit::postgres_admin_url;
 
 const ON_HAND: i64 = 100_000;
@@ -60,8 +59,8 @@ async fn killed_under_load_through_pgbouncer_loses_no_acknowledged_order() {
 
 async fn acknowledged_orders_survive(database_url: String, dir: std::path::PathBuf) {
     let admin_key = holdfast_service::http::auth::generate_key();
-    let mut first = Node::spawn("a", &database_url, &admin_key, &dir);
-    let admin = first.ready(&admin_key).await;
+    let mut first = node("a", &database_url, &admin_key, &dir);
+    let admin = ready(&mut first, &admin_key).await;
     admin.create_product("KILL-PGB", 1_000, ON_HAND).await.expect("product");
     let shop_key = admin.storefront_key().await.expect("storefront key");
     let shop = admin.with_key(&shop_key);
@@ -109,8 +108,8 @@ async fn acknowledged_orders_survive(database_url: String, dir: std::path::PathB
 
     // The keys outlive the process: a retry of any acknowledged request
     // finds its order instead of placing another.
-    let mut second = Node::spawn("b", &database_url, &admin_key, &dir);
-    let shop = second.ready(&admin_key).await.with_key(&shop_key);
+    let mut second = node("b", &database_url, &admin_key, &dir);
+    let shop = ready(&mut second, &admin_key).await.with_key(&shop_key);
     let body = order_body(&[("KILL-PGB".into(), 1)], "kill@example.com", "pm_card_visa");
     for (key, order_id) in acked.iter().step_by(10) {
         let answer = shop.post("/api/v1/orders", &body, Some(key)).await.expect("retry");
@@ -148,85 +147,28 @@ async fn checkouts(shop: Driver, client: usize, acked: Arc<Mutex<Vec<(String, St
     }
 }
 
-/// A `holdfast serve` process through PgBouncer, killed and reaped on drop.
-struct Node {
-    name: String,
-    child: Child,
-    log: std::path::PathBuf,
-    base_url: String,
+/// A `holdfast serve` process through PgBouncer.
+fn node(name: &str, database_url: &str, admin_key: &str, dir: &Path) -> Served {
+    let env = [
+        ("HOLDFAST_DATABASE__URL", database_url.to_owned()),
+        ("HOLDFAST_DATABASE__PGBOUNCER", "transaction".to_owned()),
+        ("HOLDFAST_BOOTSTRAP_ADMIN_KEY", admin_key.to_owned()),
+        // Nothing ships, so stock only moves by checkout.
+        ("HOLDFAST_WAREHOUSE__URL", "http://127.0.0.1:9".to_owned()),
+        ("HOLDFAST_LOG__LEVEL", "warn".to_owned()),
+    ];
+    Served::start(name, &[], &env, dir)
 }
 
-impl Node {
-    fn spawn(name: &str, database_url: &str, admin_key: &str, dir: &Path) -> Self {
-        let log = dir.join(format!("{name}.log"));
-        let output = std::fs::File::create(&log).expect("log file");
-        let listen = format!("127.0.0.1:{}", free_port());
-        let mut command = Command::new(env!("CARGO_BIN_EXE_holdfast"));
-        for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("HOLDFAST_") && key.contains("__")) {
-            command.env_remove(key);
+/// The admin API of `node`, once it is ready.
+async fn ready(node: &mut Served, admin_key: &str) -> Driver {
+    let admin = Driver::new(node.base_url(), admin_key).expect("driver");
+    let waiting = Deadline::start("the node is ready", Duration::from_secs(30));
+    loop {
+        node.assert_running();
+        if admin.get("/readyz").await.is_ok_and(|a| a.status == 200) {
+            return admin;
         }
-        command
-            .args(["serve", "--listen", &listen])
-            .current_dir(dir)
-            .env("HOLDFAST_DATABASE__URL", database_url)
-            .env("HOLDFAST_DATABASE__PGBOUNCER", "transaction")
-            .env("HOLDFAST_BOOTSTRAP_ADMIN_KEY", admin_key)
-            // Nothing ships, so stock only moves by checkout.
-            .env("HOLDFAST_WAREHOUSE__URL", "http://127.0.0.1:9")
-            .env("HOLDFAST_LOG__LEVEL", "warn")
-            .stdin(Stdio::null())
-            .stdout(output.try_clone().expect("log file"))
-            .stderr(output);
-        Self {
-            name: name.to_owned(),
-            child: command.spawn().expect("holdfast starts"),
-            log,
-            base_url: format!("http://{listen}"),
-        }
-    }
-
-    async fn ready(&mut self, admin_key: &str) -> Driver {
-        let admin = Driver::new(&self.base_url, admin_key).expect("driver");
-        let started = Instant::now();
-        loop {
-            self.assert_running();
-            if admin.get("/readyz").await.is_ok_and(|a| a.status == 200) {
-                return admin;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "process {} never got ready",
-                self.name
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait().expect("try_wait") {
-            panic!("process {} exited early ({status}):\n{}", self.name, self.output());
-        }
-    }
-
-    fn kill_9(&mut self) {
-        self.child.kill().expect("kill -9");
-        let status = self.child.wait().expect("reap");
-        assert_eq!(status.signal(), Some(9), "process {}: {status}", self.name);
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("--- output of process {} ---\n{}", self.name, self.output());
-        }
+        waiting.tick().await;
     }
 }

@@ -6,17 +6,14 @@
 //! Both nodes are real `holdfast serve` processes over one database, with the
 //! subscription on a test clock and the sandbox provider in this process.
 
-use std::fs::File;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use holdfast_sandbox::{PaymentsConfig, SandboxPayments};
 use holdfast_testkit::postgres_admin_url;
 use serde_json::{Value, json};
 
-use crate::free_port;
+use crate::served::{Deadline, Served};
 
 const ADMIN_KEY: &str = "hf_kill_renewal_test_admin_key_01234567";
 
@@ -30,8 +27,6 @@ const VISIBILITY_TIMEOUT_S: u64 = 3;
 
 /// Start-up, the lease running out and the charge fit well within this.
 const LIMIT: Duration = Duration::from_secs(60);
-
-const SIGKILL: i32 = 9;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_a_node_killed_mid_renewal_charges_the_period_once() {
@@ -98,7 +93,7 @@ async fn killed_renewal_charges_once(database_url: String, dir: PathBuf) {
         )
         .await,
     );
-    let waiting = Deadline::start("the first period is paid");
+    let waiting = Deadline::start("the first period is paid", LIMIT);
     while api.get(&format!("/api/v1/subscriptions/{subscription}")).await["status"] != "active" {
         first.assert_running();
         waiting.tick().await;
@@ -114,7 +109,7 @@ async fn killed_renewal_charges_once(database_url: String, dir: PathBuf) {
         )
         .await;
     assert_eq!(moved.0, 200, "{}", moved.1);
-    let waiting = Deadline::start("the first node calls the provider for the renewal");
+    let waiting = Deadline::start("the first node calls the provider for the renewal", LIMIT);
     while sandbox.stats().api_calls == calls_before {
         first.assert_running();
         waiting.tick().await;
@@ -125,7 +120,7 @@ async fn killed_renewal_charges_once(database_url: String, dir: PathBuf) {
     sandbox.set_latency(Duration::ZERO);
     // The provider finishes the dead node's call: the renewal's intent exists,
     // and only the idempotency key can stop the second node making another.
-    let waiting = Deadline::start("the provider creates the dead node's intent");
+    let waiting = Deadline::start("the provider creates the dead node's intent", LIMIT);
     while sandbox.stats().intents_created < 2 {
         waiting.tick().await;
     }
@@ -133,7 +128,7 @@ async fn killed_renewal_charges_once(database_url: String, dir: PathBuf) {
     let mut second = node("b").await;
     let api = second.api();
     let charges_path = format!("/api/v1/subscriptions/{subscription}/charges");
-    let waiting = Deadline::start("the second node charges period 1 and the clock settles");
+    let waiting = Deadline::start("the second node charges period 1 and the clock settles", LIMIT);
     loop {
         let charges = api.get(&charges_path).await;
         let renewed = succeeded_by_period(&charges).get(&1).copied().unwrap_or(0) > 0;
@@ -212,121 +207,61 @@ impl Api {
     }
 }
 
-/// A `holdfast serve` process (API and workers). It is killed and reaped on
-/// drop, so a failing assertion leaves nothing running; its output goes to a
-/// file that is printed when the test fails.
+/// A `holdfast serve` process (API and workers) with test clocks on, and
+/// its API.
 struct Node {
-    name: String,
-    child: Child,
-    log: PathBuf,
-    base: String,
+    process: Served,
 }
 
 impl Node {
     async fn spawn(name: &str, database_url: &str, provider_url: &str, dir: &Path) -> Self {
-        let log = dir.join(format!("{name}.log"));
-        let output = File::create(&log).expect("log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_holdfast"));
-        // Configuration from the developer's environment must not leak in.
-        for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("HOLDFAST_")) {
-            command.env_remove(key);
-        }
-        let listen = format!("127.0.0.1:{}", free_port());
-        command
-            .args(["serve", "--listen", &listen])
-            // No `holdfast.toml` from the working directory.
-            .current_dir(dir)
-            .env("HOLDFAST_DATABASE__URL", database_url)
-            .env("HOLDFAST_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
-            .env("HOLDFAST_PAYMENTS__URL", provider_url)
-            .env("HOLDFAST_SUBSCRIPTIONS__TEST_CLOCKS", "true")
-            .env(
+        let env = [
+            ("HOLDFAST_DATABASE__URL", database_url.to_owned()),
+            ("HOLDFAST_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY.to_owned()),
+            ("HOLDFAST_PAYMENTS__URL", provider_url.to_owned()),
+            ("HOLDFAST_SUBSCRIPTIONS__TEST_CLOCKS", "true".to_owned()),
+            (
                 "HOLDFAST_QUEUES__SUBSCRIPTION_PAYMENTS__VISIBILITY_TIMEOUT_S",
                 VISIBILITY_TIMEOUT_S.to_string(),
-            )
-            .env("HOLDFAST_WORKERS__POLL_INTERVAL_MS", "100")
-            .env("HOLDFAST_SERVER__RATE_LIMIT_PER_KEY_PER_S", "0")
-            .env("HOLDFAST_LOG__LEVEL", "info")
-            .stdin(Stdio::null())
-            .stdout(output.try_clone().expect("log file"))
-            .stderr(output);
-        let child = command.spawn().expect("holdfast starts");
+            ),
+            ("HOLDFAST_WORKERS__POLL_INTERVAL_MS", "100".to_owned()),
+            ("HOLDFAST_SERVER__RATE_LIMIT_PER_KEY_PER_S", "0".to_owned()),
+            ("HOLDFAST_LOG__LEVEL", "info".to_owned()),
+        ];
         let mut node = Self {
-            name: name.to_owned(),
-            child,
-            log,
-            base: format!("http://{listen}"),
+            process: Served::start(name, &[], &env, dir),
         };
-        let waiting = Deadline::start("the node is ready");
+        let waiting = Deadline::start("the node is ready", LIMIT);
         let http = reqwest::Client::new();
         loop {
-            let ready = http.get(format!("{}/readyz", node.base)).send().await;
+            let ready = http.get(format!("{}/readyz", node.process.base_url())).send().await;
             if ready.is_ok_and(|answer| answer.status().is_success()) {
                 return node;
             }
-            node.assert_running();
+            node.process.assert_running();
             waiting.tick().await;
         }
     }
 
     fn api(&self) -> Api {
         Api {
-            base: self.base.clone(),
+            base: self.process.base_url().to_owned(),
             http: reqwest::Client::new(),
         }
     }
+}
 
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
+impl std::ops::Deref for Node {
+    type Target = Served;
 
-    fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait().expect("try_wait") {
-            panic!("node {} exited early ({status}):\n{}", self.name, self.output());
-        }
-    }
-
-    /// `Child::kill` sends SIGKILL on Unix: the process gets no chance to
-    /// finish its call, give up its lease or run any shutdown code.
-    fn kill_9(&mut self) {
-        self.child.kill().expect("kill -9");
-        let status = self.child.wait().expect("reap");
-        assert_eq!(status.signal(), Some(SIGKILL), "node {}: {status}", self.name);
+    fn deref(&self) -> &Served {
+        &self.process
     }
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("--- output of node {} ---\n{}", self.name, self.output());
-        }
-    }
-}
-
-struct Deadline {
-    what: &'static str,
-    started: Instant,
-}
-
-impl Deadline {
-    fn start(what: &'static str) -> Self {
-        Self {
-            what,
-            started: Instant::now(),
-        }
-    }
-
-    async fn tick(&self) {
-        assert!(
-            self.started.elapsed() < LIMIT,
-            "timed out after {LIMIT:?} waiting until {}",
-            self.what
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+impl std::ops::DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut Served {
+        &mut self.process
     }
 }
 

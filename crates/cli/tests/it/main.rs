@@ -18,6 +18,7 @@ mod preflight;
 mod queue;
 mod reload;
 mod roles;
+mod served;
 mod startup;
 
 use std::process::Output;
