@@ -35,16 +35,31 @@ pub enum StoreError {
     Database(#[source] sqlx::Error),
 }
 
+/// What a [`StoreError::Timeout`] says when no pooled connection came in time.
+const POOL_WAIT: &str = "waiting for a pooled connection";
+
 impl StoreError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Timeout(_) | Self::Unavailable(_))
+    }
+
+    /// The store itself is out, whatever was asked of it: the database
+    /// cannot be reached, or the pool gave no connection in time. A
+    /// statement, lock or deadline timeout is about what was asked, and is
+    /// not an outage.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Self::Unavailable(_) => true,
+            Self::Timeout(why) => why == POOL_WAIT,
+            _ => false,
+        }
     }
 }
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         match &error {
-            sqlx::Error::PoolTimedOut => Self::Timeout("waiting for a pooled connection".into()),
+            sqlx::Error::PoolTimedOut => Self::Timeout(POOL_WAIT.into()),
             sqlx::Error::PoolClosed => Self::Unavailable("pool closed".into()),
             sqlx::Error::Io(io) => Self::Unavailable(io.to_string()),
             sqlx::Error::Tls(tls) => Self::Unavailable(tls.to_string()),

@@ -28,13 +28,14 @@ pub enum JobOutcome {
     /// business write (a declined charge and its retry or dead letter):
     /// nothing is left to complete or fail. Like a retry, it stops the run.
     Settled,
-    /// Our own database could not be reached or timed out before the job's
-    /// work was read or its outcome written: give the job back, its receive
-    /// not counted, ready again after `after`. A store outage says nothing
-    /// about the job: counted as a retry, its exponential
-    /// backoff would leave a group's head (and every job behind it) waiting
-    /// up to a minute after the database is back, and spend the receives
-    /// that protect against a poison job. Like a retry, it stops the run.
+    /// Our own database could not be reached, or gave no connection in
+    /// time, before the job's work was read or its outcome written: give the
+    /// job back, its receive not counted, ready again after `after`. A store
+    /// outage says nothing about the job: counted as a retry, its
+    /// exponential backoff would leave a group's head (and every job behind
+    /// it) waiting up to a minute after the database is back, and spend the
+    /// receives that protect against a poison job. Like a retry, it stops
+    /// the run.
     Release { after: Duration, error: String },
 }
 
@@ -47,12 +48,14 @@ impl JobOutcome {
     }
 
     /// What becomes of a job whose step failed with `error`: given back
-    /// after a short pause when the store is unreachable or timed out
-    /// ([`Self::Release`]), retried with the receive's backoff otherwise.
+    /// after a short pause when the store is out ([`StoreError::is_outage`]:
+    /// unreachable, or no pooled connection in time), retried with the
+    /// receive's backoff otherwise. A statement or lock timeout counts: a
+    /// job whose own query always times out still ends in the dead letters.
     pub fn after_failure(job: &ClaimedJob, max_backoff: Duration, error: &anyhow::Error) -> Self {
         let store_outage = error
             .chain()
-            .any(|cause| cause.downcast_ref::<StoreError>().is_some_and(StoreError::is_retryable));
+            .any(|cause| cause.downcast_ref::<StoreError>().is_some_and(StoreError::is_outage));
         if store_outage {
             Self::Release {
                 after: jitter(STORE_OUTAGE_PAUSE, 0.2),
