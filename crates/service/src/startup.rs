@@ -348,7 +348,7 @@ impl Application {
         let store = self.store.clone();
         let checkout = self.config.queues.checkout.template(queues::CHECKOUT);
         // Twice the request deadline: the order's own request is over.
-        let grace = 2 * Duration::from_millis(self.config.server.request_deadline_ms);
+        let grace = Duration::from_millis(self.config.server.request_deadline_ms.saturating_mul(2));
         tasks.push(tokio::spawn(workers::run_loop(
             "stalled-checkouts",
             Duration::from_millis(self.config.checkout.expiry_sweep_interval_ms),

@@ -54,7 +54,13 @@ pub async fn resume_stalled_once(
     grace: Duration,
     now: DateTime<Utc>,
 ) -> Result<usize, StoreError> {
-    let before = now - chrono::TimeDelta::from_std(grace).unwrap_or(chrono::TimeDelta::MAX);
+    // A grace past the calendar's range leaves nothing old enough.
+    let Some(before) = chrono::TimeDelta::from_std(grace)
+        .ok()
+        .and_then(|grace| now.checked_sub_signed(grace))
+    else {
+        return Ok(0);
+    };
     let stalled = store.stalled_checkouts(before, BATCH).await?;
     for order_id in &stalled {
         tracing::info!(%order_id, "checkout stopped between its transactions; the checkout worker completes it");

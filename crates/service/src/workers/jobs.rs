@@ -175,7 +175,8 @@ async fn settle_run(
                 // The job and the rest of its run keep their places and
                 // become visible together once the pause is over.
                 let pause = chrono::TimeDelta::from_std(after).unwrap_or(chrono::TimeDelta::seconds(1));
-                let visible_at = Utc::now() + pause;
+                let now = Utc::now();
+                let visible_at = now.checked_add_signed(pause).unwrap_or(now);
                 let mut back = vec![(job.job.id, job.lease_token)];
                 back.extend(jobs.by_ref().map(|job| (job.job.id, job.lease_token)));
                 store.queue().release(&back, visible_at).await?;
